@@ -1,0 +1,24 @@
+"""tracerbayes: Bayesian maps of ocean tracers from sparse, noisy observations.
+
+Float64 is strongly recommended for Kalman filtering. tracerbayes does not change JAX's
+global configuration at import; enable it yourself before any computation::
+
+    import jax
+    jax.config.update("jax_enable_x64", True)
+
+The command-line interface and the test-suite do this for you.
+"""
+
+from tracerbayes import physics
+from tracerbayes.grid import EARTH_RADIUS, CoordinateSystem, Grid, GridError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "EARTH_RADIUS",
+    "CoordinateSystem",
+    "Grid",
+    "GridError",
+    "physics",
+    "__version__",
+]
