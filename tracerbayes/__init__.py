@@ -9,8 +9,15 @@ global configuration at import; enable it yourself before any computation::
 The command-line interface and the test-suite do this for you.
 """
 
-from tracerbayes import physics
+from tracerbayes import basis, physics, priors, simulate
 from tracerbayes.grid import EARTH_RADIUS, CoordinateSystem, Grid, GridError
+from tracerbayes.observations import (
+    ObservationError,
+    ObservationOperator,
+    Observations,
+    ObservationWarning,
+    PreparedObservations,
+)
 
 __version__ = "0.1.0"
 
@@ -19,6 +26,14 @@ __all__ = [
     "CoordinateSystem",
     "Grid",
     "GridError",
+    "ObservationError",
+    "ObservationOperator",
+    "ObservationWarning",
+    "Observations",
+    "PreparedObservations",
+    "basis",
     "physics",
+    "priors",
+    "simulate",
     "__version__",
 ]
