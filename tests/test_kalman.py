@@ -5,6 +5,8 @@ propagation of Eq. (1) of :mod:`tracerbayes.kalman`), and conditions it on the s
 observations with dense linear algebra.  Everything runs in float64 (tests/conftest.py).
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -35,6 +37,7 @@ RTOL = 1e-8
 # Compiled once per shape and shared by all tests: eager dispatch of many small ops, and
 # compiling the associative scans, are what costs time here.
 filter_sequential = jax.jit(kalman_filter)
+filter_scalar = jax.jit(functools.partial(kalman_filter, scalar_updates=True))
 filter_parallel = jax.jit(parallel_kalman_filter)
 smoother_sequential = jax.jit(rts_smoother)
 smoother_parallel = jax.jit(parallel_rts_smoother)
@@ -44,6 +47,7 @@ smoother_parallel = jax.jit(parallel_rts_smoother)
 FILTER_CASES = [
     pytest.param(filter_sequential, True, id="sequential-time-varying"),
     pytest.param(filter_sequential, False, id="sequential-shared"),
+    pytest.param(filter_scalar, True, id="scalar-updates-time-varying"),
     pytest.param(filter_parallel, True, id="parallel-time-varying"),
 ]
 SMOOTHER_CASES = [

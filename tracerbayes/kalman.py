@@ -63,6 +63,8 @@ __all__ = [
     "SmootherResult",
     "kalman_filter",
     "kalman_log_likelihood",
+    "update_joint",
+    "update_sequential",
     "rts_smoother",
     "sample_smoothed",
 ]
@@ -321,12 +323,43 @@ def _or_shared(value: jax.Array | None, shared: jax.Array) -> jax.Array:
 # --------------------------------------------------------------------------------------------
 
 
-def kalman_filter(model: LinearGaussianSSM, obs: PaddedObservations) -> FilterResult:
+def update_joint(
+    mean: jax.Array,
+    cov: jax.Array,
+    values: jax.Array,
+    operators: jax.Array,
+    variances: jax.Array,
+    valid: jax.Array,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Assimilate all (masked) observations of one time step at once, by Cholesky.
+
+    With ``S = H P H^T + diag(r) = L L^T``, ``v = L^{-1} (y - H m)`` and
+    ``W = P H^T L^{-T}``: ``m <- m + W v`` and ``P <- P - W W^T``. The Cholesky factor gives
+    the same per-observation terms as :func:`update_sequential`: row ``i`` of ``L`` is the
+    sequential conditional of ``y_i`` given ``y_{<i}``, so
+    ``log p(y_i | ...) = -(log 2 pi + 2 log L_ii + v_i^2) / 2``. Masked padding rows
+    (``h = 0, r = 1, y = 0``) decouple with ``L_ii = 1, v_i = 0``. Same arguments and
+    results as :func:`update_sequential`; fewer, larger operations (faster under ``grad``).
+    """
+    u = cov @ operators.T  # (n, m)
+    s = operators @ u + jnp.diag(variances)
+    chol = jnp.linalg.cholesky(symmetrise(s))
+    v = jax.scipy.linalg.solve_triangular(chol, values - operators @ mean, lower=True)
+    w = jax.scipy.linalg.solve_triangular(chol, u.T, lower=True).T  # (n, m)
+    terms = -0.5 * (_LOG_2PI + 2.0 * jnp.log(jnp.diagonal(chol)) + v**2)
+    terms = jnp.where(valid, terms, 0.0)
+    return mean + w @ v, symmetrise(cov - w @ w.T), terms
+
+
+def kalman_filter(model: LinearGaussianSSM, obs: PaddedObservations, *,
+                  scalar_updates: bool = False) -> FilterResult:
     """Kalman filter over padded observations, by ``lax.scan`` over time.
 
-    At each time the valid observations are assimilated one by one (exact for diagonal
-    ``R``; Eq. (4), Joseph-form covariance), then the state is predicted to the next time,
-    Eq. (3).  The log-likelihood is the prediction-error decomposition, Eq. (5).
+    At each time the valid observations are assimilated jointly (:func:`update_joint`, the
+    default) or one by one (``scalar_updates=True``: exact for diagonal ``R``; Eq. (4),
+    Joseph-form covariance), then the state is predicted to the next time, Eq. (3).  The
+    log-likelihood is the prediction-error decomposition, Eq. (5). Both give the same
+    results to round-off; the joint update is several times faster under ``jax.grad``.
 
     Parameters
     ----------
@@ -344,11 +377,12 @@ def kalman_filter(model: LinearGaussianSSM, obs: PaddedObservations) -> FilterRe
     T, _, _ = check_shapes(model, obs)
     obs = masked_observations(obs)
     F_seq, Q_seq = _per_transition(model)
+    update = update_sequential if scalar_updates else update_joint
 
     def step(carry, inputs):
         predicted_mean, predicted_cov = carry
         values, operators, variances, valid, F, Q = inputs
-        mean, cov, terms = update_sequential(
+        mean, cov, terms = update(
             predicted_mean, predicted_cov, values, operators, variances, valid
         )
         F = _or_shared(F, model.transition)
@@ -360,7 +394,7 @@ def kalman_filter(model: LinearGaussianSSM, obs: PaddedObservations) -> FilterRe
     prior = (model.initial_mean, model.initial_cov)
     (last_mean, last_cov), outputs = lax.scan(step, prior, (*head, F_seq, Q_seq), length=T - 1)
     means, covs, terms, next_means, next_covs = outputs
-    final_mean, final_cov, final_terms = update_sequential(
+    final_mean, final_cov, final_terms = update(
         last_mean,
         last_cov,
         obs.values[-1],
