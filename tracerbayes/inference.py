@@ -1,0 +1,103 @@
+"""``fit``: run inference on a tracer model and return a :class:`~tracerbayes.posterior.Posterior`.
+
+``method="nuts"``: NumPyro's No-U-Turn sampler over the physical parameters, the tracer
+field integrated out exactly by the Kalman filter (:mod:`tracerbayes.model`). Chains run in
+parallel over the available JAX devices when there are enough of them, vectorised otherwise
+(on a CPU, ``XLA_FLAGS=--xla_force_host_platform_device_count=4`` set before JAX starts
+exposes 4 devices).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import jax
+import numpy as np
+from numpyro.infer import MCMC, NUTS
+
+from tracerbayes.model import AdvectionDiffusionModel
+from tracerbayes.observations import Observations
+from tracerbayes.posterior import Posterior
+
+__all__ = ["fit", "SamplingWarning", "ChainMethod"]
+
+#: Allowed values of ``chain_method``.
+ChainMethod = ("auto", "parallel", "vectorized", "sequential")
+
+
+class SamplingWarning(UserWarning):
+    """The sampler's diagnostics say the posterior may not be trustworthy."""
+
+
+def fit(
+    model: AdvectionDiffusionModel,
+    obs: Observations,
+    times: Any,
+    method: str = "nuts",
+    *,
+    num_warmup: int = 500,
+    num_samples: int = 500,
+    num_chains: int = 4,
+    seed: int = 0,
+    target_accept: float = 0.8,
+    max_tree_depth: int = 8,
+    chain_method: str = "auto",
+    progress: bool = True,
+    drop_invalid: bool = False,
+) -> Posterior:
+    """Fit ``model`` to ``obs`` at the analysis ``times``.
+
+    Parameters
+    ----------
+    model : AdvectionDiffusionModel
+    obs : Observations
+    times : array of datetime64 or float seconds
+        Strictly increasing analysis times; each observation goes to the nearest one.
+    method : {'nuts'}
+        Inference method.
+    num_warmup, num_samples, num_chains : int
+        NUTS settings (per chain).
+    seed : int
+        Seeds the sampler's PRNG key.
+    target_accept : float
+        Target acceptance probability of NUTS's step-size adaptation.
+    max_tree_depth : int
+        Maximum NUTS tree depth (2**depth leapfrog steps at most).
+    chain_method : {'auto', 'parallel', 'vectorized', 'sequential'}
+        'auto' uses 'parallel' when there are at least ``num_chains`` devices, else
+        'vectorized'.
+    progress : bool
+        Show a progress bar.
+    drop_invalid : bool
+        Drop (with a warning) observations that cannot be used instead of failing.
+    """
+    if method != "nuts":
+        raise ValueError(f"method={method!r} is not available yet; use method='nuts'")
+    if chain_method not in ChainMethod:
+        raise ValueError(f"chain_method={chain_method!r}; choose one of {ChainMethod}")
+    data = model.prepare(obs, times, drop_invalid=drop_invalid)
+    if chain_method == "auto":
+        chain_method = "parallel" if jax.local_device_count() >= num_chains else "vectorized"
+
+    def numpyro_model() -> None:
+        model(data)
+
+    kernel = NUTS(numpyro_model, target_accept_prob=target_accept, max_tree_depth=max_tree_depth)
+    mcmc = MCMC(kernel, num_warmup=num_warmup, num_samples=num_samples, num_chains=num_chains,
+                chain_method=chain_method, progress_bar=progress)
+    mcmc.run(jax.random.key(seed), extra_fields=("diverging", "num_steps", "energy",
+                                                 "accept_prob", "potential_energy"))
+    posterior = Posterior.from_mcmc(model, obs, times, data, mcmc,
+                                    method="nuts", settings={
+                                        "num_warmup": num_warmup, "num_samples": num_samples,
+                                        "num_chains": num_chains, "seed": seed,
+                                        "target_accept": target_accept,
+                                        "chain_method": chain_method})
+    for message in posterior.check_diagnostics():
+        warnings.warn(message, SamplingWarning, stacklevel=2)
+    return posterior
+
+
+def _as_array(x: Any) -> np.ndarray:
+    return np.asarray(x)

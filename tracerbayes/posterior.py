@@ -1,0 +1,253 @@
+"""``Posterior``: parameter draws, Rao-Blackwellised tracer maps, ArviZ and NetCDF export.
+
+The maps are Rao-Blackwellised: for each of a set of posterior parameter draws
+``theta_s`` the RTS smoother gives the exact Gaussian ``p(c_k | y, theta_s)``; the posterior
+of ``c_k`` is the equal-weight mixture over draws, with (law of total variance)
+
+    mean = avg_s mu_s,      var = avg_s sigma_s^2 + var_s mu_s,
+
+and quantiles of the Gaussian mixture found by bisection on its CDF.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import arviz as az
+import jax
+import jax.numpy as jnp
+import numpy as np
+import xarray as xr
+from jax.scipy.special import ndtr
+
+from tracerbayes.kalman import PaddedObservations, kalman_filter, rts_smoother, sample_smoothed
+
+__all__ = ["Posterior"]
+
+_NON_PARAMETERS = ("y",)
+
+
+class Posterior:
+    """The result of :func:`tracerbayes.fit`.
+
+    Attributes
+    ----------
+    samples : dict of name -> ndarray (chain, draw, ...)
+        Posterior draws of the physical parameters.
+    sample_stats : dict of name -> ndarray (chain, draw)
+        Sampler statistics (diverging, energy, ...).
+    method : str
+        The inference method that produced it.
+    """
+
+    def __init__(self, model: Any, obs: Any, times: Any, data: Any, samples: dict,
+                 sample_stats: dict, method: str, settings: dict):
+        self.model = model
+        self.obs = obs
+        self.times = np.asarray(times)
+        self.data = data
+        self.samples = {k: np.asarray(v) for k, v in samples.items()}
+        self.sample_stats = {k: np.asarray(v) for k, v in sample_stats.items()}
+        self.method = method
+        self.settings = settings
+        self._idata: az.InferenceData | None = None
+
+    @classmethod
+    def from_mcmc(cls, model: Any, obs: Any, times: Any, data: Any, mcmc: Any, method: str,
+                  settings: dict) -> Posterior:
+        """Collect draws and statistics from a finished NumPyro ``MCMC``."""
+        samples = mcmc.get_samples(group_by_chain=True)
+        stats = mcmc.get_extra_fields(group_by_chain=True)
+        samples = {k: v for k, v in samples.items() if k not in _NON_PARAMETERS}
+        return cls(model, obs, times, data, samples, stats, method, settings)
+
+    # ------------------------------------------------------------------ draws
+    @property
+    def num_chains(self) -> int:
+        return next(iter(self.samples.values())).shape[0]
+
+    @property
+    def num_draws(self) -> int:
+        return next(iter(self.samples.values())).shape[1]
+
+    def flat_samples(self) -> dict[str, np.ndarray]:
+        """Draws with chains concatenated: name -> (chain * draw, ...)."""
+        return {k: v.reshape((-1,) + v.shape[2:]) for k, v in self.samples.items()}
+
+    def _draws(self, n: int | None) -> dict[str, jax.Array]:
+        flat = self.flat_samples()
+        total = next(iter(flat.values())).shape[0]
+        n = total if n is None else min(n, total)
+        index = np.linspace(0, total - 1, n).round().astype(int)  # evenly thinned
+        return {k: jnp.asarray(v[index]) for k, v in flat.items()}
+
+    def _padded(self, params: dict) -> PaddedObservations:
+        d = self.data
+        return PaddedObservations(d.values, d.operators, (params["error_scale"] * d.errors) ** 2,
+                                  d.valid)
+
+    # ------------------------------------------------------------------ maps
+    def _smoothed_moments(self, draws: dict) -> tuple[jax.Array, jax.Array]:
+        """Per-draw map means and variances on wet cells: (S, T, N) each."""
+        phi = jnp.asarray(self.model.basis.vectors)
+
+        def one(params):
+            ssm = self.model.state_space(params, self.data)
+            sm = rts_smoother(ssm, self._padded(params))
+            mean = sm.smoothed_means @ phi.T
+            var = jnp.einsum("nk,tkl,nl->tn", phi, sm.smoothed_covs, phi)
+            return mean, var
+
+        return jax.lax.map(jax.jit(one), draws)
+
+    def maps(self, n_draws: int = 100, quantiles: tuple[float, ...] = (0.05, 0.5, 0.95)
+             ) -> xr.Dataset:
+        """Posterior maps on (time, lat, lon): ``mean``, ``sd`` and ``quantiles``, NaN on land.
+
+        Parameters
+        ----------
+        n_draws : int
+            Number of evenly thinned posterior draws mixed (law of total variance).
+        quantiles : tuple of float
+            Probabilities of the mixture quantiles reported.
+        """
+        grid = self.model.grid
+        means, variances = self._smoothed_moments(self._draws(n_draws))
+        mean = means.mean(axis=0)
+        var = variances.mean(axis=0) + means.var(axis=0)
+        sd = jnp.sqrt(jnp.clip(var, 0.0, None))
+        qs = _mixture_quantiles(means, jnp.sqrt(jnp.clip(variances, 0.0, None)), quantiles)
+        ydim, xdim = grid.dims
+        dims = ("time", ydim, xdim)
+        coords = {"time": self.times, **grid.coordinates()}
+        units = getattr(self.obs, "units", None) or "1"
+        ds = xr.Dataset(coords=coords)
+        ds["mean"] = (dims, grid.to_field(np.asarray(mean)),
+                      {"long_name": "posterior mean of the tracer", "units": units})
+        ds["sd"] = (dims, grid.to_field(np.asarray(sd)),
+                    {"long_name": "posterior standard deviation of the tracer", "units": units})
+        ds["quantiles"] = (("quantile", *dims), grid.to_field(np.asarray(qs)),
+                          {"long_name": "posterior quantiles of the tracer", "units": units})
+        ds = ds.assign_coords(quantile=("quantile", np.asarray(quantiles),
+                                        {"long_name": "probability"}))
+        ds["mask"] = ((ydim, xdim), grid.mask.astype(np.int8),
+                      {"long_name": "water mask (1 on water, 0 on land)"})
+        ds.attrs.update({"method": self.method, "n_draws_mixed": int(means.shape[0])})
+        return ds
+
+    def sample_maps(self, n: int, key: jax.Array) -> xr.DataArray:
+        """``n`` joint posterior samples of the whole map sequence, (sample, time, lat, lon).
+
+        Each sample takes a random parameter draw and a joint draw of the trajectory given
+        it (forward filtering, backward sampling).
+        """
+        grid = self.model.grid
+        flat = self.flat_samples()
+        total = next(iter(flat.values())).shape[0]
+        k_pick, k_traj = jax.random.split(key)
+        picks = np.asarray(jax.random.randint(k_pick, (n,), 0, total))
+        phi = jnp.asarray(self.model.basis.vectors)
+
+        def one(args):
+            index, k = args
+            params = {name: jnp.asarray(v)[index] for name, v in flat.items()}
+            ssm = self.model.state_space(params, self.data)
+            z = sample_smoothed(k, ssm, self._padded(params), 1)[0]
+            return z @ phi.T
+
+        states = jax.lax.map(one, (jnp.asarray(picks), jax.random.split(k_traj, n)))
+        ydim, xdim = grid.dims
+        return xr.DataArray(grid.to_field(np.asarray(states)),
+                            dims=("sample", "time", ydim, xdim),
+                            coords={"time": self.times, **grid.coordinates()},
+                            name="tracer_sample")
+
+    # ------------------------------------------------------------------ diagnostics
+    def pointwise_log_likelihood(self) -> np.ndarray:
+        """Per-observation log-likelihood terms, (chain, draw, n_obs)."""
+        valid = np.asarray(self.data.valid)
+
+        def one(params):
+            ssm = self.model.state_space(params, self.data)
+            return kalman_filter(ssm, self._padded(params)).log_likelihood_terms
+
+        flat = {k: jnp.asarray(v) for k, v in self.flat_samples().items()}
+        terms = np.asarray(jax.lax.map(jax.jit(one), flat))  # (S, T, m)
+        terms = terms[:, valid]
+        return terms.reshape(self.num_chains, self.num_draws, -1)
+
+    def to_inference_data(self) -> az.InferenceData:
+        """ArviZ InferenceData: posterior, sample_stats, log_likelihood, observed_data."""
+        if self._idata is not None:
+            return self._idata
+        valid = np.asarray(self.data.valid)
+        observed = np.asarray(self.data.values)[valid]
+        stats = {("diverging" if k == "diverging" else k): v
+                 for k, v in self.sample_stats.items()}
+        if "potential_energy" in stats:
+            stats["lp"] = -stats.pop("potential_energy")
+        if "num_steps" in stats:
+            stats["n_steps"] = stats.pop("num_steps")
+        if "accept_prob" in stats:
+            stats["acceptance_rate"] = stats.pop("accept_prob")
+        idata = az.from_dict(
+            posterior=self.samples,
+            sample_stats=stats,
+            log_likelihood={"y": self.pointwise_log_likelihood()},
+            observed_data={"y": observed},
+            dims={"y": ["obs"]},
+            attrs={"inference_method": self.method,
+                   **{f"setting_{k}": str(v) for k, v in self.settings.items()}},
+        )
+        self._idata = idata
+        return idata
+
+    def summary(self) -> Any:
+        """ArviZ summary table of the parameters (mean, sd, HDI, ESS, R-hat)."""
+        return az.summary(az.from_dict(posterior=self.samples))
+
+    def check_diagnostics(self, rhat_max: float = 1.01, ess_min: float = 400) -> list[str]:
+        """Human-readable problems with the sampler's output, each with what to try."""
+        problems = []
+        div = self.sample_stats.get("diverging")
+        if div is not None and int(np.sum(div)) > 0:
+            problems.append(
+                f"{int(np.sum(div))} divergent transitions: the posterior has regions NUTS "
+                "cannot explore; raise target_accept (e.g. 0.95) or tighten the priors"
+            )
+        idata = az.from_dict(posterior=self.samples)
+        if self.num_chains > 1:
+            rhat = az.rhat(idata)
+            worst = max(float(rhat[v].max()) for v in rhat.data_vars)
+            if worst > rhat_max:
+                problems.append(f"R-hat up to {worst:.3f} (> {rhat_max}): chains disagree; "
+                                "run longer (num_warmup, num_samples) or check priors")
+        ess = az.ess(idata, method="bulk")
+        low = min(float(ess[v].min()) for v in ess.data_vars)
+        if low < ess_min:
+            problems.append(f"bulk ESS as low as {low:.0f} (< {ess_min:g}): draw more samples "
+                            "(num_samples) or chains")
+        return problems
+
+
+def _mixture_quantiles(means: jax.Array, sds: jax.Array, probs: tuple[float, ...],
+                       iterations: int = 60) -> jax.Array:
+    """Quantiles of equal-weight Gaussian mixtures over axis 0, by bisection on the CDF.
+
+    ``means, sds``: (S, ...) -> (len(probs), ...).
+    """
+    sds = jnp.maximum(sds, 1e-300)
+    lo = jnp.min(means - 10.0 * sds, axis=0)
+    hi = jnp.max(means + 10.0 * sds, axis=0)
+
+    def solve(p):
+        def body(_, bounds):
+            a, b = bounds
+            mid = 0.5 * (a + b)
+            cdf = jnp.mean(ndtr((mid - means) / sds), axis=0)
+            return jnp.where(cdf < p, mid, a), jnp.where(cdf < p, b, mid)
+
+        a, b = jax.lax.fori_loop(0, iterations, body, (lo, hi))
+        return 0.5 * (a + b)
+
+    return jnp.stack([solve(p) for p in probs])
