@@ -330,7 +330,7 @@ class Grid:
         x: str | None = None,
         y: str | None = None,
         mask: Any = None,
-        periodic_x: bool = False,
+        periodic_x: bool | None = None,
         max_cells: int = DEFAULT_MAX_CELLS,
     ) -> Grid:
         """A grid from the coordinates of an xarray object (e.g. a field or :meth:`to_xarray`).
@@ -338,8 +338,11 @@ class Grid:
         Coordinates named ``lon``/``longitude`` and ``lat``/``latitude`` give a lon/lat grid,
         ``x``/``y`` a Cartesian one. Descending coordinates are flipped to ascending. If
         ``mask`` is None, a DataArray's NaN cells, or a Dataset's ``mask`` variable, give the
-        land mask.
+        land mask. If ``periodic_x`` is None, the ``periodic_x`` attribute written by
+        :meth:`to_xarray` decides (False when absent).
         """
+        if periodic_x is None:
+            periodic_x = bool(obj.attrs.get("periodic_x", False))
         x_name, y_name, coords = _detect_axes(obj, x, y)
         xs = np.asarray(obj[x_name].values, dtype=float)
         ys = np.asarray(obj[y_name].values, dtype=float)
