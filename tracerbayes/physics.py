@@ -47,6 +47,7 @@ __all__ = [
     "velocity_from_centres",
     "velocity_from_streamfunction",
     "velocity_from_xarray",
+    "taper_streamfunction",
     "corner_coordinates",
     "divergence",
     "tendency",
@@ -153,6 +154,20 @@ def velocity_from_streamfunction(grid: Grid, psi: Any) -> FaceVelocity:
     east = transport_east / grid.east_face_length
     north = transport_north / grid.north_face_length
     return FaceVelocity(east=east * grid.east_open, north=north * grid.north_open)
+
+
+def taper_streamfunction(grid: Grid, psi: Any, cells: float = 4.0) -> np.ndarray:
+    """``psi`` (corners) times ``tanh(d / cells)``, ``d`` the distance in cells to land.
+
+    :func:`velocity_from_streamfunction` forces ``psi`` to zero at corners touching land or a
+    closed boundary; a stream function that is far from zero there would make a jet along
+    the coast. Tapering it first lets the flow turn smoothly along coastlines.
+    """
+    from scipy.ndimage import distance_transform_edt
+
+    padded = np.pad(_corner_wet(grid), 1, constant_values=False)
+    distance = distance_transform_edt(padded)[1:-1, 1:-1]
+    return np.asarray(psi) * np.tanh(distance / cells)
 
 
 def velocity_from_xarray(

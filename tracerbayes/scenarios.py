@@ -99,17 +99,13 @@ def canary_velocity(grid: Grid, speed: float = 0.08,
     for x0, y0, sign in ((-2.5e5, 1.5e5, 1.0), (3.0e5, -2.5e5, -1.0)):
         rr2 = ((xm - x0) ** 2 + (ym - y0) ** 2) / (1.2e5) ** 2
         psi = psi + sign * speed * 1.2e5 * 1.6 * np.exp(-0.5 * rr2)
-    # Taper psi to zero over ~3 cells from land and the closed edges, so that the flow
+    # Taper psi to zero over ~4 cells from land and the closed edges, so that the flow
     # turns smoothly along the coast instead of forming jets where psi is forced to zero.
-    from scipy.ndimage import distance_transform_edt
-
-    wet_corners = physics._corner_wet(grid)
-    padded = np.pad(wet_corners, 1, constant_values=False)
-    taper = np.tanh(distance_transform_edt(padded)[1:-1, 1:-1] / 4.0)
-    velocity = physics.velocity_from_streamfunction(grid, psi * taper)
+    psi = physics.taper_streamfunction(grid, psi, cells=4.0)
+    velocity = physics.velocity_from_streamfunction(grid, psi)
     # Scale so that the fastest face carries `max_speed`.
     top = max(float(np.abs(velocity.east).max()), float(np.abs(velocity.north).max()))
-    return physics.velocity_from_streamfunction(grid, psi * taper * (max_speed / top))
+    return physics.velocity_from_streamfunction(grid, psi * (max_speed / top))
 
 
 def canary_sst(
