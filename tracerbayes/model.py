@@ -298,11 +298,13 @@ class AdvectionDiffusionModel:
         q = spectral_variances(self.basis, pri.smoothness,
                                params["noise_lengthscale_km"] * KM, params["noise_sd"] ** 2)
         process_cov = jnp.diag(q) * day_fraction
-        total_area = float(self.basis.cell_area.sum())
-        mass = pri.mean_sd**2 * total_area
         p0 = spectral_variances(self.basis, pri.smoothness,
                                 params["initial_lengthscale_km"] * KM,
-                                params["initial_sd"] ** 2, mass_variance=mass)
+                                params["initial_sd"] ** 2)
+        # Each basin's constant mode: its mean level has sd mean_sd, i.e. the coefficient
+        # (mean * sqrt(basin area)) has variance mean_sd^2 * basin area.
+        nb = self.basis.n_basins
+        p0 = p0.at[:nb].set(pri.mean_sd**2 * self._basin_areas()[:nb])
         m0 = jnp.zeros(self.n_modes).at[: self.basis.n_basins].set(
             data.mean_level * np.sqrt(self._basin_areas()))
         return LinearGaussianSSM(m0, jnp.diag(p0), transition, process_cov)
