@@ -89,19 +89,13 @@ def diffusion_stiffness(grid: Grid) -> sp.csr_matrix:
     A weighted graph Laplacian over open faces with conductance ``l / d`` (face length over
     centre distance). Built in NumPy float64 whatever JAX's precision setting.
     """
-    position = np.full(grid.mask.size, -1)
-    position[grid.wet_index] = np.arange(grid.n_wet)
-    position = position.reshape(grid.shape)
-    ny, nx = grid.shape
     rows, cols, vals = [], [], []
-    for open_, length, dist, east in ((grid.east_open, grid.east_face_length,
-                                       grid.east_face_distance, True),
-                                      (grid.north_open, grid.north_face_length,
-                                       grid.north_face_distance, False)):
-        ja, ia = np.nonzero(open_)
-        jb, ib = (ja, (ia + 1) % nx) if east else (ja + 1, ia)
-        a, b = position[ja, ia], position[jb, ib]
-        k = (length / dist)[ja, ia]
+    for face, length, dist in zip(grid.open_faces(),
+                                  (grid.east_face_length, grid.north_face_length),
+                                  (grid.east_face_distance, grid.north_face_distance),
+                                  strict=True):
+        a, b = face.cell_a, face.cell_b
+        k = (length / dist)[face.row, face.col]
         rows += [a, b, a, b]
         cols += [a, b, b, a]
         vals += [k, k, -k, -k]

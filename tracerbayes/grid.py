@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import xarray as xr
 
-__all__ = ["EARTH_RADIUS", "CoordinateSystem", "Grid", "GridError"]
+__all__ = ["EARTH_RADIUS", "CoordinateSystem", "FaceSet", "Grid", "GridError"]
 
 #: Mean radius of the Earth in metres (IUGG mean radius R1).
 EARTH_RADIUS = 6_371_008.8
@@ -110,6 +110,28 @@ def _mask_from_input(mask: Any, shape: tuple[int, int], x: np.ndarray, y: np.nda
     if np.issubdtype(values.dtype, np.integer):
         return values != 0
     raise GridError(f"mask of dtype {values.dtype} is not understood; use booleans (True=water)")
+
+
+class FaceSet(NamedTuple):
+    """The open faces of one orientation (east or north), one entry per face.
+
+    Attributes
+    ----------
+    row, col : ndarray of int
+        2-D index ``(j, i)`` of the west/south cell ``a``: where the face's values live in
+        the (ny, nx) face arrays of the grid.
+    row_b, col_b : ndarray of int
+        2-D index of the east/north cell ``b``.
+    cell_a, cell_b : ndarray of int
+        State-vector (wet-cell) indices of ``a`` and ``b``.
+    """
+
+    row: np.ndarray
+    col: np.ndarray
+    row_b: np.ndarray
+    col_b: np.ndarray
+    cell_a: np.ndarray
+    cell_b: np.ndarray
 
 
 @dataclass(frozen=True, eq=False)
@@ -383,6 +405,19 @@ class Grid:
     def wet_area(self) -> np.ndarray:
         """Cell areas (m^2) of the wet cells, in state-vector order."""
         return self.cell_area.ravel()[self.wet_index]
+
+    def open_faces(self) -> tuple[FaceSet, FaceSet]:
+        """The open east faces and open north faces (see :class:`FaceSet`)."""
+        nx = self.shape[1]
+        position = np.full(self.mask.size, -1)
+        position[self.wet_index] = np.arange(self.n_wet)
+        position = position.reshape(self.shape)
+        faces = []
+        for open_, east in ((self.east_open, True), (self.north_open, False)):
+            ja, ia = np.nonzero(open_)
+            jb, ib = (ja, (ia + 1) % nx) if east else (ja + 1, ia)
+            faces.append(FaceSet(ja, ia, jb, ib, position[ja, ia], position[jb, ib]))
+        return faces[0], faces[1]
 
     def total(self, state: Any) -> Any:
         """Area-weighted total ``sum(area * c)`` of a state vector (or a batch, last axis)."""

@@ -289,23 +289,13 @@ def operator_entries(grid: Grid, velocity: FaceVelocity, diffusivity: Any):
     Four entries per open face (duplicates are to be summed), values in 1/s. Differentiable
     with respect to velocity and diffusivity; the index arrays are NumPy.
     """
-    ny, nx = grid.shape
-    position = np.full(grid.mask.size, -1)
-    position[grid.wet_index] = np.arange(grid.n_wet)
-    position = position.reshape(grid.shape)
     area = grid.cell_area
     rows, cols, vals = [], [], []
     (ae, be), (an, bn) = _face_coefficients(grid, velocity, diffusivity)
-    for open_, shift_axis, alpha, beta in ((grid.east_open, 1, ae, be),
-                                           (grid.north_open, 0, an, bn)):
-        ja, ia = np.nonzero(open_)
-        if shift_axis == 1:
-            jb, ib = ja, (ia + 1) % nx
-        else:
-            jb, ib = ja + 1, ia
-        a, b = position[ja, ia], position[jb, ib]
-        al, be_ = alpha[..., ja, ia], beta[..., ja, ia]
-        area_a, area_b = area[ja, ia], area[jb, ib]
+    for face, alpha, beta in zip(grid.open_faces(), (ae, an), (be, bn), strict=True):
+        a, b = face.cell_a, face.cell_b
+        al, be_ = alpha[..., face.row, face.col], beta[..., face.row, face.col]
+        area_a, area_b = area[face.row, face.col], area[face.row_b, face.col_b]
         # Cell a loses F, cell b gains F, with F = alpha c_a + beta c_b.
         rows += [a, a, b, b]
         cols += [a, b, a, b]
@@ -385,6 +375,8 @@ def propagate(
         Interval in seconds.
     substeps : int, optional
         Number of sub-steps; by default from :func:`substeps_for` (needs concrete inputs).
+        A traced count is accepted (no recompilation when it changes), but the loop is
+        then a while loop: forward-mode only, not reverse-differentiable.
     courant : float
         Safety factor in (0, 1] for the automatic choice.
     """

@@ -33,12 +33,11 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 import scipy.ndimage
-import scipy.sparse
-import scipy.sparse.csgraph
 import scipy.special
 import xarray as xr
 
 from tracerbayes import physics
+from tracerbayes.basis import connected_basins
 from tracerbayes.grid import CoordinateSystem, Grid
 
 __all__ = [
@@ -60,25 +59,8 @@ __all__ = [
 
 
 # ---------------------------------------------------------------------------- stepping
-def _heun(grid: Grid, state: Any, velocity: physics.FaceVelocity, diffusivity: Any,
-          dt: Any, substeps: Any) -> jax.Array:
-    """:func:`physics.propagate <tracerbayes.physics.propagate>` with a traced sub-step count.
-
-    The same SSPRK2 arithmetic, but ``substeps`` may vary without recompiling (the loop
-    becomes a while loop, so this is not reverse-differentiable).
-    """
-    h = dt / substeps
-
-    def euler(c):
-        return c + h * physics.apply_operator(grid, c, velocity, diffusivity)
-
-    def body(_, c):
-        return 0.5 * (c + euler(euler(c)))
-
-    return jax.lax.fori_loop(0, substeps, body, state)
-
-
-_advance = jax.jit(_heun, static_argnums=0)
+# Sub-step counts are passed as traced data so that changing them does not recompile.
+_advance = jax.jit(physics.propagate, static_argnums=0)
 
 
 @partial(jax.jit, static_argnums=0)
@@ -87,7 +69,8 @@ def _trajectory(grid: Grid, state, east, north, diffusivity, steps, substeps, no
 
     def advance(c, inputs):
         u, v, dt, n, w = inputs
-        c = _heun(grid, c, physics.FaceVelocity(u, v), diffusivity, dt, n) + w
+        c = physics.propagate(grid, c, physics.FaceVelocity(u, v), diffusivity, dt,
+                              substeps=n) + w
         return c, c
 
     _, states = jax.lax.scan(advance, state, (east, north, steps, substeps, noise))
@@ -101,18 +84,7 @@ def basin_labels(grid: Grid) -> np.ndarray:
     Two wet cells are in the same basin when a chain of open faces joins them (periodic
     wrap included). Advection-diffusion conserves the total of each basin separately.
     """
-    position = np.full(grid.mask.size, -1)
-    position[grid.wet_index] = np.arange(grid.n_wet)
-    position = position.reshape(grid.shape)
-    ny, nx = grid.shape
-    ja, ia = np.nonzero(grid.east_open)
-    jn, in_ = np.nonzero(grid.north_open)
-    rows = np.concatenate([position[ja, ia], position[jn, in_]])
-    cols = np.concatenate([position[ja, (ia + 1) % nx], position[jn + 1, in_]])
-    adjacency = scipy.sparse.coo_matrix((np.ones(rows.size), (rows, cols)),
-                                        shape=(grid.n_wet, grid.n_wet))
-    _, labels = scipy.sparse.csgraph.connected_components(adjacency, directed=False)
-    return labels
+    return connected_basins(grid)[1]
 
 
 def project_mass_free(grid: Grid, states: Any, *, per_basin: bool = True) -> np.ndarray:
@@ -152,7 +124,7 @@ def smooth(grid: Grid, states: Any, lengthscale: float, *, courant: float = 0.25
     still = physics.FaceVelocity(np.zeros(grid.shape), np.zeros(grid.shape))
     diffusivity = 0.5 * float(lengthscale) ** 2
     substeps = physics.substeps_for(grid, still, diffusivity, 1.0, courant)
-    return _advance(grid, states, still, diffusivity, 1.0, substeps)
+    return _advance(grid, states, still, diffusivity, 1.0, substeps=substeps)
 
 
 def _cell_sizes(grid: Grid) -> tuple[np.ndarray, np.ndarray]:
