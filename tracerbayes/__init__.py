@@ -10,7 +10,16 @@ The command-line interface and the test-suite do this for you.
 """
 
 from tracerbayes import basis, physics, priors, simulate
+from tracerbayes.distribution import LinearGaussianStateSpace
 from tracerbayes.grid import EARTH_RADIUS, CoordinateSystem, Grid, GridError
+from tracerbayes.inference import SamplingWarning, fit
+from tracerbayes.model import (
+    AdvectionDiffusionModel,
+    ConstantVelocity,
+    GivenVelocity,
+    Priors,
+    StreamfunctionVelocity,
+)
 from tracerbayes.observations import (
     ObservationError,
     ObservationOperator,
@@ -18,20 +27,30 @@ from tracerbayes.observations import (
     ObservationWarning,
     PreparedObservations,
 )
+from tracerbayes.posterior import Posterior
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AdvectionDiffusionModel",
+    "ConstantVelocity",
     "EARTH_RADIUS",
     "CoordinateSystem",
     "Grid",
+    "GivenVelocity",
     "GridError",
+    "LinearGaussianStateSpace",
     "ObservationError",
     "ObservationOperator",
     "ObservationWarning",
     "Observations",
+    "Posterior",
     "PreparedObservations",
+    "Priors",
+    "SamplingWarning",
+    "StreamfunctionVelocity",
     "basis",
+    "fit",
     "physics",
     "priors",
     "simulate",
