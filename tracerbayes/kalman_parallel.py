@@ -223,6 +223,9 @@ def parallel_rts_smoother(model: LinearGaussianSSM, obs: PaddedObservations) -> 
     T, n = filtered.filtered_means.shape
     F, _ = transition_sequence(model, T)
     means, covs = filtered.filtered_means, filtered.filtered_covs
+    if T == 1:  # nothing to smooth (and no zero-size batched Cholesky for XLA to lower)
+        return SmootherResult(means, covs, jnp.zeros((0, n, n), covs.dtype), means, covs,
+                              filtered.log_likelihood, filtered.log_likelihood_terms)
 
     gains = jax.vmap(smoother_gain)(covs[:-1], F, filtered.predicted_covs[1:])
     propagated = jnp.einsum("kij,kj->ki", F, means[:-1])

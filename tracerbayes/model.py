@@ -38,6 +38,7 @@ from tracerbayes.basis import SpectralBasis, spectral_basis
 from tracerbayes.distribution import LinearGaussianStateSpace
 from tracerbayes.grid import Grid
 from tracerbayes.kalman import LinearGaussianSSM
+from tracerbayes.linalg import expm
 from tracerbayes.observations import Observations
 from tracerbayes.priors import Smoothness, spectral_variances, streamfunction_basis
 
@@ -290,10 +291,10 @@ class AdvectionDiffusionModel:
         lk = self.reduced_operator(params)
         dts = data.dts
         if _uniform(dts):
-            transition = jax.scipy.linalg.expm(lk * dts[0])
+            transition = expm(lk * dts[0])
             day_fraction = dts[0] / DAY
         else:
-            transition = jax.vmap(lambda d: jax.scipy.linalg.expm(lk * d))(dts)
+            transition = expm(lk * dts[:, None, None])
             day_fraction = (dts / DAY)[:, None, None]
         q = spectral_variances(self.basis, pri.smoothness,
                                params["noise_lengthscale_km"] * KM, params["noise_sd"] ** 2)
