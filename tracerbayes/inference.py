@@ -13,7 +13,6 @@ import warnings
 from typing import Any
 
 import jax
-import numpy as np
 from numpyro.infer import MCMC, NUTS
 
 from tracerbayes.model import AdvectionDiffusionModel
@@ -42,6 +41,7 @@ def fit(
     seed: int = 0,
     target_accept: float = 0.8,
     max_tree_depth: int = 8,
+    dense_mass: bool = False,
     chain_method: str = "auto",
     progress: bool = True,
     drop_invalid: bool = False,
@@ -64,6 +64,9 @@ def fit(
         Target acceptance probability of NUTS's step-size adaptation.
     max_tree_depth : int
         Maximum NUTS tree depth (2**depth leapfrog steps at most).
+    dense_mass : bool
+        Adapt a dense mass matrix during warm-up (helps when parameters are strongly
+        correlated, e.g. a noise level and its lengthscale) instead of a diagonal one.
     chain_method : {'auto', 'parallel', 'vectorized', 'sequential'}
         'auto' uses 'parallel' when there are at least ``num_chains`` devices, else
         'vectorized'.
@@ -83,7 +86,8 @@ def fit(
     def numpyro_model() -> None:
         model(data)
 
-    kernel = NUTS(numpyro_model, target_accept_prob=target_accept, max_tree_depth=max_tree_depth)
+    kernel = NUTS(numpyro_model, target_accept_prob=target_accept, max_tree_depth=max_tree_depth,
+                  dense_mass=dense_mass)
     mcmc = MCMC(kernel, num_warmup=num_warmup, num_samples=num_samples, num_chains=num_chains,
                 chain_method=chain_method, progress_bar=progress)
     mcmc.run(jax.random.key(seed), extra_fields=("diverging", "num_steps", "energy",
@@ -93,11 +97,9 @@ def fit(
                                         "num_warmup": num_warmup, "num_samples": num_samples,
                                         "num_chains": num_chains, "seed": seed,
                                         "target_accept": target_accept,
+                                        "dense_mass": dense_mass,
                                         "chain_method": chain_method})
     for message in posterior.check_diagnostics():
         warnings.warn(message, SamplingWarning, stacklevel=2)
     return posterior
 
-
-def _as_array(x: Any) -> np.ndarray:
-    return np.asarray(x)

@@ -176,9 +176,41 @@ class Posterior:
         terms = terms[:, valid]
         return terms.reshape(self.num_chains, self.num_draws, -1)
 
-    def to_inference_data(self) -> az.InferenceData:
-        """ArviZ InferenceData: posterior, sample_stats, log_likelihood, observed_data."""
-        if self._idata is not None:
+    def posterior_predictive(self, key: jax.Array) -> np.ndarray:
+        """Replicated observations ``y_rep`` at the observed points, (chain, draw, n_obs).
+
+        For every posterior draw ``theta_s``: a trajectory ``c ~ p(c | y, theta_s)`` (forward
+        filtering, backward sampling), then ``y_rep = H c + e`` with
+        ``e ~ N(0, (error_scale * error)^2)``: draws of ``p(y_rep | y)`` for posterior
+        predictive checks (ArviZ ``plot_ppc``, LOO-PIT).
+        """
+        valid = np.asarray(self.data.valid)
+        flat = {k: jnp.asarray(v) for k, v in self.flat_samples().items()}
+        total = next(iter(flat.values())).shape[0]
+
+        def one(args):
+            params, k = args
+            k_state, k_error = jax.random.split(k)
+            padded = self._padded(params)
+            ssm = self.model.state_space(params, self.data)
+            z = sample_smoothed(k_state, ssm, padded, 1)[0]  # (T, K)
+            mean = jnp.einsum("tmk,tk->tm", self.data.operators, z)
+            noise = jax.random.normal(k_error, mean.shape, mean.dtype)
+            return mean + jnp.sqrt(padded.variances) * noise
+
+        reps = np.asarray(jax.lax.map(jax.jit(one), (flat, jax.random.split(key, total))))
+        return reps[:, valid].reshape(self.num_chains, self.num_draws, -1)
+
+    def to_inference_data(self, posterior_predictive: bool = True,
+                          key: jax.Array | None = None) -> az.InferenceData:
+        """ArviZ InferenceData: posterior, sample_stats, log_likelihood, observed_data and
+        (by default) posterior_predictive at the observations.
+
+        ``key`` seeds the posterior predictive draws (default: ``jax.random.key(seed)`` with
+        the sampler's seed, so the result is reproducible).
+        """
+        if self._idata is not None and (posterior_predictive == ("posterior_predictive"
+                                                               in self._idata.groups())):
             return self._idata
         valid = np.asarray(self.data.valid)
         observed = np.asarray(self.data.values)[valid]
@@ -190,8 +222,14 @@ class Posterior:
             stats["n_steps"] = stats.pop("num_steps")
         if "accept_prob" in stats:
             stats["acceptance_rate"] = stats.pop("accept_prob")
+        predictive = None
+        if posterior_predictive:
+            if key is None:
+                key = jax.random.key(int(self.settings.get("seed", 0)))
+            predictive = {"y": self.posterior_predictive(key)}
         idata = az.from_dict(
             posterior=self.samples,
+            posterior_predictive=predictive,
             sample_stats=stats,
             log_likelihood={"y": self.pointwise_log_likelihood()},
             observed_data={"y": observed},

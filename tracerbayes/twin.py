@@ -1,8 +1,9 @@
 """A twin experiment drawn from the model itself, for checking exact inference.
 
-:func:`island_twin` builds a masked Cartesian basin with an island, draws true parameters'
-truth from the stochastic advection-diffusion model *at full resolution* (all ``N`` Neumann
-modes, so the truth has more detail than the reduced model that is fitted to it), and
+:func:`island_twin` builds a masked Cartesian basin with an island, draws the truth from the
+stochastic advection-diffusion model with known parameters, at full resolution (all ``N``
+Neumann modes, more detail than a reduced model fitted to it) or with the fitted model's own
+``K`` modes (an identical twin), and
 samples it with profiling floats and a glider. The true parameters are returned so that
 posterior credible intervals can be checked against them.
 """
@@ -74,8 +75,9 @@ def gyre_velocity(grid: Grid, max_speed: float = 0.15) -> physics.FaceVelocity:
 
 def island_twin(key: Any, *, n: int = 48, n_times: int = 30, n_floats: int = 100,
                 float_every: int = 3, float_error: float = 0.1, glider_error: float = 0.1,
-                mean_level: float = 15.0, parameters: dict | None = None) -> TwinExperiment:
-    """Truth from the full-resolution model and ~1000 float and glider observations.
+                mean_level: float = 15.0, parameters: dict | None = None,
+                truth_modes: int | None = None) -> TwinExperiment:
+    """Truth from the model and ~1000 float and glider observations.
 
     Parameters
     ----------
@@ -92,12 +94,18 @@ def island_twin(key: Any, *, n: int = 48, n_times: int = 30, n_floats: int = 100
         Mean level of the first map (its area-weighted mean, exactly).
     parameters : dict, optional
         True parameters; default :data:`TRUE_PARAMETERS`.
+    truth_modes : int, optional
+        Neumann modes of the model that draws the truth: ``None`` (default) for all of them
+        (full resolution: a reduced model fitted to it meets truncation error, which its
+        ``error_scale`` absorbs), or the ``n_modes`` of the model to be fitted (an identical
+        twin: the fitted model contains the truth, so every parameter is identifiable).
     """
     params = dict(TRUE_PARAMETERS if parameters is None else parameters)
     grid = island_grid(n)
     times = np.arange(n_times) * DAY
     velocity = GivenVelocity(gyre_velocity(grid), scale_prior=dist.LogNormal(0.0, 0.5))
-    full = AdvectionDiffusionModel(grid, velocity, Priors(), n_modes=grid.n_wet)
+    modes = grid.n_wet if truth_modes is None else int(truth_modes)
+    full = AdvectionDiffusionModel(grid, velocity, Priors(), n_modes=modes)
     data = ModelData(values=None, errors=None, valid=None, operators=None,
                      dts=jnp.asarray(np.diff(times)), mean_level=mean_level)
     ssm = full.state_space({k: jnp.asarray(v) for k, v in params.items()}, data)
