@@ -104,7 +104,7 @@ def dense_conditional(model, params, data):
     post_mean = mean + gain @ (y - H @ mean)
     post_cov = cov - gain @ H @ cov
     log_marginal = stats.multivariate_normal(H @ mean, S).logpdf(y)
-    return post_mean.reshape(T, K), post_cov, log_marginal
+    return post_mean.reshape(T, K), post_cov, log_marginal, (y, H @ mean, S)
 
 
 def thinned(post, n):
@@ -121,7 +121,7 @@ def test_maps_are_the_mixture_of_dense_conditionals(fitted):
     T, K = len(TIMES), N_MODES
     means, variances = [], []
     for params in thinned(post, 3):
-        z_mean, z_cov, _ = dense_conditional(model, params, post.data)
+        z_mean, z_cov, *_ = dense_conditional(model, params, post.data)
         means.append(z_mean @ phi.T)
         variances.append(np.stack([np.einsum("nk,kl,nl->n", phi,
                                              z_cov[k * K:(k + 1) * K, k * K:(k + 1) * K], phi)
@@ -142,13 +142,29 @@ def test_maps_are_the_mixture_of_dense_conditionals(fitted):
 
 def test_pointwise_log_likelihood_sums_to_dense_marginal(fitted):
     model, _, _, post = fitted
-    terms = post.pointwise_log_likelihood()  # (chain, draw, n_obs)
+    terms = post.pointwise_log_likelihood(kind="sequential")  # (chain, draw, n_obs)
     assert terms.shape == (2, 100, int(np.asarray(post.data.valid).sum()))
     flat = terms.reshape(-1, terms.shape[-1])
     index = np.linspace(0, flat.shape[0] - 1, 2).round().astype(int)
     for params, i in zip(thinned(post, 2), index, strict=True):
-        *_, log_marginal = dense_conditional(model, params, post.data)
+        _, _, log_marginal, _ = dense_conditional(model, params, post.data)
         np.testing.assert_allclose(flat[i].sum(), log_marginal, rtol=1e-9)
+
+
+def test_loo_terms_are_dense_leave_one_out_conditionals(fitted):
+    """log p(y_i | y_{-i}, theta) from the smoother's cavity equals the dense Gaussian
+    conditional (Bürkner, Gabry & Vehtari 2021, Eq. (8)-(9))."""
+    model, _, _, post = fitted
+    terms = post.pointwise_log_likelihood(kind="loo").reshape(-1, len(post.obs))
+    index = np.linspace(0, terms.shape[0] - 1, 2).round().astype(int)
+    for params, i in zip(thinned(post, 2), index, strict=True):
+        *_, (y, mu, S) = dense_conditional(model, params, post.data)
+        precision = np.linalg.inv(S)
+        g = precision @ (y - mu)
+        cond_mean = y - g / np.diagonal(precision)
+        cond_var = 1.0 / np.diagonal(precision)
+        expected = stats.norm(cond_mean, np.sqrt(cond_var)).logpdf(y)
+        np.testing.assert_allclose(terms[i], expected, rtol=1e-8, atol=1e-9)
 
 
 def test_inference_data_groups(fitted):
@@ -172,7 +188,7 @@ def test_posterior_predictive_moments(fitted):
                           {k: np.broadcast_to(np.asarray(v), (1, 2000) + np.shape(v))
                            for k, v in draws.items()}, {}, "nuts", {"seed": 0})
     reps = single.posterior_predictive(jax.random.key(7))[0]  # (2000, n_obs)
-    z_mean, z_cov, _ = dense_conditional(model, draws, post.data)
+    z_mean, z_cov, *_ = dense_conditional(model, draws, post.data)
     valid = np.asarray(post.data.valid)
     T, K = len(TIMES), N_MODES
     H = np.zeros((valid.sum(), T * K))
