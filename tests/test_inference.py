@@ -20,11 +20,13 @@ import numpy as np
 import numpyro.distributions as dist
 import pandas as pd
 import pytest
+import xarray as xr
 from scipy import stats
 from scipy.special import ndtr
 
 import tracerbayes as tb
 from tracerbayes.model import DAY, ModelData
+from tracerbayes.netcdf import read_netcdf
 from tracerbayes.twin import gyre_velocity
 
 N_MODES = 12
@@ -266,6 +268,18 @@ def test_parallel_and_vectorised_chains_agree(tmp_path):
         se = np.sqrt(a.var() / float(az.ess(a)) + b.var() / float(az.ess(b)))
         assert abs(a.mean() - b.mean()) < 4 * se, (name, a.mean(), b.mean(), se)
         assert 0.6 < a.std() / b.std() < 1.6, (name, a.std(), b.std())
+
+
+def test_to_netcdf_round_trip(fitted, tmp_path):
+    _, _, _, post = fitted
+    path = tmp_path / "posterior.nc"
+    written = post.to_netcdf(path, units="degC", n_draws=5, title="twin")
+    back = read_netcdf(path)
+    xr.testing.assert_identical(back, written)
+    maps = post.maps(n_draws=5)
+    np.testing.assert_array_equal(back["mean"].values, maps["mean"].values)
+    np.testing.assert_array_equal(back["quantiles"].values, maps["quantiles"].values)
+    assert back.attrs["method"] == "nuts" and "posterior_diffusivity" in back.attrs
 
 
 def test_unknown_method_is_rejected(fitted):

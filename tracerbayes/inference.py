@@ -41,7 +41,7 @@ def fit(
     seed: int = 0,
     target_accept: float = 0.8,
     max_tree_depth: int = 8,
-    dense_mass: bool = False,
+    dense_mass: bool = True,
     chain_method: str = "auto",
     progress: bool = True,
     drop_invalid: bool = False,
@@ -65,8 +65,10 @@ def fit(
     max_tree_depth : int
         Maximum NUTS tree depth (2**depth leapfrog steps at most).
     dense_mass : bool
-        Adapt a dense mass matrix during warm-up (helps when parameters are strongly
-        correlated, e.g. a noise level and its lengthscale) instead of a diagonal one.
+        Adapt a dense mass matrix during warm-up (default), instead of a diagonal one. The
+        physical parameters are correlated (a noise level and its lengthscale, an initial
+        spread and its lengthscale); in the island twin a dense matrix cut the leapfrog steps
+        per draw from about 13-18 to about 7. The cost is negligible for a few parameters.
     chain_method : {'auto', 'parallel', 'vectorized', 'sequential'}
         'auto' uses 'parallel' when there are at least ``num_chains`` devices, else
         'vectorized'.

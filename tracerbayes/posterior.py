@@ -37,6 +37,7 @@ import arviz as az
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pandas as pd
 import xarray as xr
 from jax.scipy.special import ndtr
 
@@ -281,6 +282,37 @@ class Posterior:
         )
         self._idata = idata
         return idata
+
+    def parameter_table(self) -> pd.DataFrame:
+        """Posterior mean, sd and 5%/95% quantiles of every scalar parameter."""
+        rows = {}
+        for name, draws in self.samples.items():
+            flat = draws.reshape(draws.shape[0] * draws.shape[1], -1)
+            for j in range(flat.shape[1]):
+                label = name if flat.shape[1] == 1 else f"{name}[{j}]"
+                d = flat[:, j]
+                rows[label] = {"mean": d.mean(), "sd": d.std(ddof=1),
+                               "q5": np.quantile(d, 0.05), "q95": np.quantile(d, 0.95)}
+        return pd.DataFrame.from_dict(rows, orient="index")
+
+    def to_netcdf(self, path: Any, *, units: str | None = None,
+                  long_name: str = "tracer concentration", standard_name: str | None = None,
+                  n_draws: int = 100, **attributes: Any) -> xr.Dataset:
+        """Write the maps as CF-1.10 NetCDF (atomically) and return the dataset written.
+
+        ``units`` (UDUNITS; default the observations' units or "1"), ``long_name`` and
+        ``standard_name`` describe the tracer; other keywords (title, history,
+        config_text, institution, references) go to :func:`tracerbayes.netcdf.cf_dataset`.
+        The parameters' posterior summary is stored as global attributes.
+        """
+        from tracerbayes.netcdf import cf_dataset, write_netcdf
+
+        units = units or getattr(self.obs, "units", None) or "1"
+        ds = cf_dataset(self.maps(n_draws=n_draws), units=units, tracer_long_name=long_name,
+                        tracer_standard_name=standard_name, method=self.method,
+                        parameter_summary=self.parameter_table(), **attributes)
+        write_netcdf(ds, path)
+        return ds
 
     def summary(self) -> Any:
         """ArviZ summary table of the parameters (mean, sd, HDI, ESS, R-hat)."""

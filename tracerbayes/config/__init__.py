@@ -1,0 +1,49 @@
+"""YAML run configurations: schema, validation and builders of tracerbayes objects.
+
+``load_config(path)`` reads and checks a file into frozen dataclasses (:class:`RunConfig`),
+raising one :class:`ConfigError` that lists every problem; ``validate_config(path)`` also
+opens the input files and checks the observations against the grid and times; the
+``build_*`` functions turn a configuration into a Grid, Observations, Priors, velocity and
+model, and :func:`fit_options` into the keyword arguments of :func:`tracerbayes.fit`.
+The reference documentation (``docs/configuration.md``) is :func:`reference_markdown`.
+"""
+
+from tracerbayes.config.build import (
+    build_grid,
+    build_model,
+    build_observations,
+    build_platforms,
+    build_priors,
+    build_times,
+    build_truth,
+    build_velocity,
+    fit_options,
+    to_distribution,
+)
+from tracerbayes.config.load import load_config, validate_config
+from tracerbayes.config.reference import reference_markdown
+from tracerbayes.config.run import RunConfig, SimulateConfig
+from tracerbayes.config.schema import ConfigError, Problem
+from tracerbayes.config.units import UnitError, parse_quantity
+
+__all__ = [
+    "ConfigError",
+    "Problem",
+    "RunConfig",
+    "SimulateConfig",
+    "UnitError",
+    "build_grid",
+    "build_model",
+    "build_observations",
+    "build_platforms",
+    "build_priors",
+    "build_times",
+    "build_truth",
+    "build_velocity",
+    "fit_options",
+    "load_config",
+    "parse_quantity",
+    "reference_markdown",
+    "to_distribution",
+    "validate_config",
+]
