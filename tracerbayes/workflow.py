@@ -60,9 +60,10 @@ def write_outputs(post: Any, out: Path, tracer: TracerInfo, *, title: str,
             paths.append(written)
     if maps_format != "none":
         say(f"  figures ({maps_format}) ...")
-        paths += plot.maps(maps, post.obs, out_dir=out / "maps", fmt=maps_format,
+        # the CF dataset carries the tracer's names and units (labels, colour maps)
+        paths += plot.maps(ds, post.obs, out_dir=out / "maps", fmt=maps_format,
                            show_progress=False)
-        paths.append(plot.summary_panel(maps, post.obs,
+        paths.append(plot.summary_panel(ds, post.obs,
                                         path=out / "maps" / f"summary.{maps_format}"))
     if diagnostics:
         say("  diagnostics (ArviZ) ...")
