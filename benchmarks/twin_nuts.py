@@ -77,6 +77,7 @@ def run_workers(args, model, obs, exp, data) -> Posterior:
                    str(args.chains // args.workers), "--seed", str(args.seed * 100 + i),
                    "--truth", args.truth, "--chain-method", "sequential",
                    "--pin", str(cores[i % len(cores)]), "--save", files[-1],
+                   "--target-accept", str(args.target_accept),
                    "--twin-seed", str(args.seed)]
             if not args.dense_mass:
                 cmd.append("--diagonal-mass")
@@ -106,6 +107,7 @@ def main() -> None:
     ap.add_argument("--devices", type=int, default=1)
     ap.add_argument("--diagonal-mass", dest="dense_mass", action="store_false")
     ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--target-accept", type=float, default=0.9)
     ap.add_argument("--pin", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--save", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -116,7 +118,8 @@ def main() -> None:
                            truth_modes=args.modes if args.truth == "model" else None)
     obs = Observations.from_dataframe(exp.observations, x="x", y="y", platform="platform")
     print(f"truth: {args.truth}; chain method {args.chain_method}; "
-          f"{jax.local_device_count()} device(s); dense mass {args.dense_mass}")
+          f"{jax.local_device_count()} device(s); dense mass {args.dense_mass}; "
+          f"target acceptance {args.target_accept}")
     print(f"twin: {exp.grid}, {len(obs)} observations, built in {time.perf_counter() - t0:.1f} s")
     model = AdvectionDiffusionModel(exp.grid, exp.velocity, Priors.for_observations(obs),
                                     n_modes=args.modes)
@@ -128,7 +131,8 @@ def main() -> None:
     if args.save is not None:  # worker: sample, save, stop
         post = fit(model, obs, exp.times, num_warmup=args.warmup, num_samples=args.samples,
                    num_chains=args.chains, seed=args.seed, progress=False,
-                   chain_method=args.chain_method, dense_mass=args.dense_mass)
+                   chain_method=args.chain_method, dense_mass=args.dense_mass,
+                   target_accept=args.target_accept)
         np.savez(args.save, **{f"samples/{k}": v for k, v in post.samples.items()},
                  **{f"stats/{k}": v for k, v in post.sample_stats.items()})
         return
@@ -137,7 +141,8 @@ def main() -> None:
     else:
         post = fit(model, obs, exp.times, num_warmup=args.warmup, num_samples=args.samples,
                    num_chains=args.chains, seed=args.seed, progress=False,
-                   chain_method=args.chain_method, dense_mass=args.dense_mass)
+                   chain_method=args.chain_method, dense_mass=args.dense_mass,
+                   target_accept=args.target_accept)
     wall = time.perf_counter() - t0
 
     idata = az.from_dict(posterior=post.samples)
