@@ -9,7 +9,7 @@ global configuration at import; enable it yourself before any computation::
 The command-line interface and the test-suite do this for you.
 """
 
-from tracerbayes import basis, physics, priors, simulate
+from tracerbayes import basis, ensemble, inversion, metrics, physics, priors, simulate
 from tracerbayes.distribution import LinearGaussianStateSpace
 from tracerbayes.grid import EARTH_RADIUS, CoordinateSystem, Grid, GridError
 from tracerbayes.inference import SamplingWarning, fit
@@ -50,7 +50,10 @@ __all__ = [
     "SamplingWarning",
     "StreamfunctionVelocity",
     "basis",
+    "ensemble",
     "fit",
+    "inversion",
+    "metrics",
     "physics",
     "priors",
     "simulate",

@@ -152,6 +152,18 @@ def letkf_analysis(state_coords: Any, distance: Callable, radius: float, *,
     return step
 
 
+def check_cycle_inputs(E0: Any, observations: CycleObservations, observe: Any) -> jax.Array:
+    """Check a starting ensemble (N_e, n) and the observations for a cycle or smoother;
+    return the ensemble as an array."""
+    E0 = jnp.asarray(E0)
+    if E0.ndim != 2 or E0.shape[0] < 2:
+        raise ValueError(f"E0 must have shape (N_e, n) with N_e >= 2, got {E0.shape}")
+    check_observations(observations, E0.shape[1])
+    if observations.operators is None and observe is None:
+        raise ValueError("give observations.operators (T, m, n) or an observe function")
+    return E0
+
+
 def check_observations(obs: CycleObservations, n: int) -> None:
     """Raise a clear ``ValueError`` for bad shapes, non-positive sds or NaN valid values."""
     values, sd, valid = (np.asarray(a) for a in (obs.values, obs.sd, obs.valid))
@@ -229,12 +241,7 @@ def run_cycle(key: jax.Array, transition: Callable[[jax.Array, jax.Array], jax.A
     ``observe`` (and on array shapes): reuse the same function objects across calls to run
     new data without recompiling.
     """
-    E0 = jnp.asarray(E0)
-    if E0.ndim != 2 or E0.shape[0] < 2:
-        raise ValueError(f"E0 must have shape (N_e, n) with N_e >= 2, got {E0.shape}")
-    check_observations(observations, E0.shape[1])
-    if observations.operators is None and observe is None:
-        raise ValueError("give observations.operators (T, m, n) or an observe function")
+    E0 = check_cycle_inputs(E0, observations, observe)
     T = observations.values.shape[0]
     if truth is not None and np.shape(truth) != (T, E0.shape[1]):
         raise ValueError(f"truth has shape {np.shape(truth)}; expected (T, n) = "

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from tracerbayes.ensemble.analysis import etkf_transform
-from tracerbayes.ensemble.cycle import CycleObservations, ObsAtTime, check_observations
+from tracerbayes.ensemble.cycle import CycleObservations, ObsAtTime, check_cycle_inputs
 
 __all__ = ["SmootherEnsembles", "ensemble_smoother", "etkf_transform_step"]
 
@@ -70,12 +70,7 @@ def ensemble_smoother(key: jax.Array, transition: Callable[[jax.Array, jax.Array
     ``(lag + 1) N_e n`` for the buffer plus the (T, N_e, n) outputs; the whole window costs
     ``O(T^2 N_e^2 n)`` flops, a fixed lag ``O(T lag N_e^2 n)``.
     """
-    E0 = jnp.asarray(E0)
-    if E0.ndim != 2 or E0.shape[0] < 2:
-        raise ValueError(f"E0 must have shape (N_e, n) with N_e >= 2, got {E0.shape}")
-    check_observations(observations, E0.shape[1])
-    if observations.operators is None and observe is None:
-        raise ValueError("give observations.operators (T, m, n) or an observe function")
+    E0 = check_cycle_inputs(E0, observations, observe)
     T = observations.values.shape[0]
     L = T if lag is None else int(lag)
     if L < 0:
