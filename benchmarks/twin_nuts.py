@@ -96,7 +96,7 @@ def run_workers(args, model, obs, exp, data) -> Posterior:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--modes", type=int, default=80)
+    ap.add_argument("--modes", type=int, default=60)
     ap.add_argument("--warmup", type=int, default=500)
     ap.add_argument("--samples", type=int, default=500)
     ap.add_argument("--chains", type=int, default=4)
