@@ -31,6 +31,7 @@ from scipy import stats
 from scipy.special import gamma
 
 from tracerbayes import kalman, physics
+from tracerbayes.basis import connected_basins
 from tracerbayes.distribution import LinearGaussianStateSpace
 from tracerbayes.grid import Grid
 from tracerbayes.kalman import LinearGaussianSSM
@@ -432,6 +433,32 @@ def test_process_noise_and_transition_conserve_the_total(n_modes, times):
         # a^T Phi F = a^T Phi: the dynamics never change the total.
         g = a @ phi
         np.testing.assert_allclose(g @ F_reduced, g, rtol=0, atol=MASS_RTOL * np.max(np.abs(g)))
+
+
+def test_source_term_frees_the_total_by_its_variance():
+    """With a source/sink sd, the total's increment per step has variance
+    source_sd^2 * sum_b area_b^2 * dt / day exactly; without it, zero."""
+    grid = island_grid()
+    model = AdvectionDiffusionModel(grid, velocity_model("constant"),
+                                    Priors(source_sd=dist.HalfNormal(0.1)), n_modes=12)
+    times = np.arange(4) * DAY * 0.5
+    data = model.prepare(observations(), np.arange(5) * DAY)._replace(
+        dts=jnp.asarray(np.diff(times)))
+    source_sd = 0.03
+    ssm = model.state_space({**params_for("constant"), "source_sd": source_sd}, data)
+    basis = model.basis
+    total = basis.cell_area @ basis.vectors  # total of the field Phi z is total @ z
+    labels = connected_basins(grid)[1]
+    areas = np.bincount(labels, weights=grid.wet_area)
+    expected = source_sd**2 * np.sum(areas**2) * 0.5
+    got = total @ np.asarray(ssm.process_cov) @ total
+    np.testing.assert_allclose(got, expected, rtol=1e-10)
+    # the source term is sampled only when its prior is given
+    trace = numpyro.handlers.trace(numpyro.handlers.seed(model.sample_parameters, 0)).get_trace()
+    assert "source_sd" in trace
+    plain = make_model("constant", 12)
+    trace = numpyro.handlers.trace(numpyro.handlers.seed(plain.sample_parameters, 0)).get_trace()
+    assert "source_sd" not in trace
 
 
 def test_reduced_smoothed_totals_constant_in_time():

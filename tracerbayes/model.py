@@ -127,6 +127,11 @@ class Priors:
         Multiplier of the observation errors given with the data (1 = trust them).
     mean_sd : float
         Prior sd of the mean level of the first map about the data mean (integrated out).
+    source_sd : Distribution or None
+        Optional source/sink term: the sd of the random change per day of each basin's
+        area-mean level (tracer units per sqrt(day)), i.e. process-noise variance on the
+        constant mode(s), which frees the total. ``None`` (default): every innovation has
+        exactly zero total and a closed basin keeps its tracer.
     smoothness : Smoothness
         Matérn smoothness of both fields.
     """
@@ -139,6 +144,7 @@ class Priors:
     error_scale: Any = dist.LogNormal(0.0, 0.3)
     mean_sd: float = 10.0
     smoothness: Smoothness = Smoothness.THREE_HALVES
+    source_sd: Any = None
 
     @classmethod
     def for_observations(cls, obs: Observations, **overrides: Any) -> Priors:
@@ -298,13 +304,15 @@ class AdvectionDiffusionModel:
             day_fraction = (dts / DAY)[:, None, None]
         q = spectral_variances(self.basis, pri.smoothness,
                                params["noise_lengthscale_km"] * KM, params["noise_sd"] ** 2)
+        nb = self.basis.n_basins
+        if "source_sd" in params:  # sources/sinks: the basin-mean level random-walks
+            q = q.at[:nb].set(params["source_sd"] ** 2 * self._basin_areas()[:nb])
         process_cov = jnp.diag(q) * day_fraction
         p0 = spectral_variances(self.basis, pri.smoothness,
                                 params["initial_lengthscale_km"] * KM,
                                 params["initial_sd"] ** 2)
         # Each basin's constant mode: its mean level has sd mean_sd, i.e. the coefficient
         # (mean * sqrt(basin area)) has variance mean_sd^2 * basin area.
-        nb = self.basis.n_basins
         p0 = p0.at[:nb].set(pri.mean_sd**2 * self._basin_areas()[:nb])
         m0 = jnp.zeros(self.n_modes).at[: self.basis.n_basins].set(
             data.mean_level * np.sqrt(self._basin_areas()))
@@ -328,6 +336,8 @@ class AdvectionDiffusionModel:
                                                      pri.initial_lengthscale_km),
             "error_scale": numpyro.sample("error_scale", pri.error_scale),
         }
+        if pri.source_sd is not None:
+            params["source_sd"] = numpyro.sample("source_sd", pri.source_sd)
         params.update(self.velocity.sample())
         return params
 
