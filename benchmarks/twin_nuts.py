@@ -163,10 +163,7 @@ def main() -> None:
     lo = maps["quantiles"].sel(quantile=0.05).values
     hi = maps["quantiles"].sel(quantile=0.95).values
     truth = exp.grid.to_field(exp.states)
-    observed = np.zeros(truth.shape, dtype=bool)
-    prepared = obs.prepare(exp.grid, exp.times)
-    for k, row in zip(prepared.time_index, prepared.operator.indices, strict=True):
-        observed[k].reshape(-1)[exp.grid.wet_index[row]] = True
+    observed = obs.prepare(exp.grid, exp.times).observed_cells(exp.grid)
     held = np.isfinite(truth) & ~observed
     coverage = float(np.mean((truth[held] >= lo[held]) & (truth[held] <= hi[held])))
     rmse = float(np.sqrt(np.mean((maps["mean"].values[held] - truth[held]) ** 2)))

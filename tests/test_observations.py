@@ -448,3 +448,18 @@ def test_container_helpers(frame):
     assert re.search(r"lon=\[-?\d", text)
     with pytest.raises(AttributeError, match="cannot assign"):
         obs.value = obs.value  # frozen
+
+
+def test_observed_cells_are_the_interpolation_stencils(rng):
+    """On an all-water grid, interior points use 4 cells with positive weights: the cells
+    marked observed at each time are exactly those where a row of H is non-zero."""
+    grid = tb.Grid.regular(lon=(0, 6), lat=(0, 5), resolution=1.0)
+    n = 12
+    times = np.array([0.0, 86400.0, 172800.0])
+    obs = _obs(rng.uniform(0.6, 5.4, n), rng.uniform(0.6, 4.4, n),
+               time=rng.choice(times, n))
+    prepared = obs.prepare(grid, times)
+    H = prepared.dense_H(grid.n_wet)  # (T, m, n_wet)
+    expected = np.stack([grid.to_field((np.abs(H[k]).sum(axis=0) > 0).astype(float)) > 0.5
+                         for k in range(len(times))])
+    np.testing.assert_array_equal(prepared.observed_cells(grid), expected)

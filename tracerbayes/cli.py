@@ -79,7 +79,7 @@ def _demo(args: argparse.Namespace) -> int:
                            n_draws=50, say=say)
     maps = result["maps"]
     truth = scenario.truth["sst"].transpose("time", *scenario.grid.dims)
-    held = truth.where(~_observed_cells(scenario.grid, prepared, truth.shape))
+    held = truth.where(~prepared.observed_cells(scenario.grid))
     mean = maps["mean"].values
     rmse = float(metrics.rmse(held.values, mean))
     crps = float(metrics.crps_gaussian(held.values, mean, maps["sd"].values))
@@ -93,16 +93,6 @@ def _demo(args: argparse.Namespace) -> int:
     say(f"  outputs in {out}: posterior.nc, maps/ ({len(list((out / 'maps').iterdir()))} "
         "figures), diagnostics/, truth.nc, observations.csv")
     return 0
-
-
-def _observed_cells(grid, prepared, shape):
-    """Boolean (time, ny, nx): cells whose value entered an observation."""
-    import numpy as np
-
-    observed = np.zeros(shape, dtype=bool)
-    for k, rows in zip(prepared.time_index, prepared.operator.indices, strict=True):
-        observed[k].reshape(-1)[grid.wet_index[rows]] = True
-    return observed
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -673,6 +673,14 @@ class PreparedObservations(NamedTuple):
         """The distinct platforms of the kept rows, sorted."""
         return tuple(str(p) for p in np.unique(self.platform))
 
+    def observed_cells(self, grid: Grid) -> np.ndarray:
+        """Boolean (time, ny, nx): the cells whose values entered an observation (its
+        interpolation stencil) at each analysis time; the rest is held out."""
+        observed = np.zeros((self.n_times, *grid.shape), dtype=bool)
+        for k, rows in zip(self.time_index, self.operator.indices, strict=True):
+            observed[k].reshape(-1)[grid.wet_index[rows]] = True
+        return observed
+
     def padded(self) -> PaddedObservations:
         """The observations grouped by analysis time, in row order, padded (see
         :class:`PaddedObservations`)."""
