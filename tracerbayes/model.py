@@ -211,6 +211,7 @@ class AdvectionDiffusionModel:
         self._pre = self._precompute()
         if isinstance(self.velocity, StreamfunctionVelocity):
             self._psi_basis = streamfunction_basis(grid, self.velocity.n_modes)
+            self._psi_factor = self._psi_scale()  # constant: computed once, not per draw
 
     # ---------------------------------------------------------------- set-up
     def _project(self, velocity: physics.FaceVelocity, diffusivity: Any = 0.0) -> jax.Array:
@@ -264,7 +265,7 @@ class AdvectionDiffusionModel:
         weights = self._psi_basis.weights(vel.smoothness, vel.lengthscale_km * KM, 1.0)
         psi = self._psi_basis.streamfunction(params["streamfunction"], weights)
         # Scale so that the prior's root-mean-square speed is about `vel.speed`.
-        return physics.velocity_from_streamfunction(g, psi * self._psi_scale())
+        return physics.velocity_from_streamfunction(g, psi * self._psi_factor)
 
     def _psi_scale(self) -> float:
         vel = self.velocity
