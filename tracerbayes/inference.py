@@ -5,6 +5,10 @@ field integrated out exactly by the Kalman filter (:mod:`tracerbayes.model`). Ch
 parallel over the available JAX devices when there are enough of them, vectorised otherwise
 (on a CPU, ``XLA_FLAGS=--xla_force_host_platform_device_count=4`` set before JAX starts
 exposes 4 devices).
+
+``method="enkf" | "etkf" | "letkf"``: the full-grid model run for an ensemble, filtered and
+smoothed, parameters held at point values; ``method="eki"``: parameters by ensemble Kalman
+inversion and sampling against the Kalman filter's likelihood (:mod:`tracerbayes.ensemble_fit`).
 """
 
 from __future__ import annotations
@@ -45,6 +49,14 @@ def fit(
     chain_method: str = "auto",
     progress: bool = True,
     drop_invalid: bool = False,
+    ensemble_size: int | None = None,
+    localisation_km: float = 300.0,
+    inflation: float = 1.0,
+    parameters: Any = None,
+    lag: int | None = None,
+    mass_safe: bool = True,
+    eki_iterations: int = 5,
+    eks_iterations: int = 60,
 ) -> Posterior:
     """Fit ``model`` to ``obs`` at the analysis ``times``.
 
@@ -54,8 +66,12 @@ def fit(
     obs : Observations
     times : array of datetime64 or float seconds
         Strictly increasing analysis times; each observation goes to the nearest one.
-    method : {'nuts'}
-        Inference method.
+    method : {'nuts', 'enkf', 'etkf', 'letkf', 'eki'}
+        Inference method: NUTS over the parameters with the state marginalised (exact);
+        an ensemble filter and smoother on the full grid with fixed parameters (``enkf``
+        stochastic, ``etkf`` square root, ``letkf`` localised); or ``eki``: parameters by
+        ensemble Kalman inversion then the ensemble Kalman sampler against the exact
+        filter's likelihood, with Rao-Blackwellised maps.
     num_warmup, num_samples, num_chains : int
         NUTS settings (per chain).
     seed : int
@@ -76,9 +92,42 @@ def fit(
         Show a progress bar.
     drop_invalid : bool
         Drop (with a warning) observations that cannot be used instead of failing.
+    ensemble_size : int, optional
+        Ensemble members (default 64 for the state methods, 48 for ``eki``).
+    localisation_km : float
+        LETKF Gaspari-Cohn half-width in km (weights vanish at twice this distance).
+    inflation : float
+        Multiplicative inflation of the forecast anomalies (1 = none); of their mass-free
+        part when ``mass_safe``.
+    parameters : dict or Posterior, optional
+        Physical parameter values for the state methods (default: prior medians), e.g. the
+        result of ``fit(..., method="eki")``.
+    lag : int, optional
+        Smoother lag in analysis times (default: the whole window when it fits in memory).
+    mass_safe : bool
+        Mass-safe inflation and localisation (default; every member keeps its total).
+    eki_iterations, eks_iterations : int
+        Iterations of EKI (to reach the posterior's region) and EKS (sampling) for ``eki``.
     """
+    if method in ("enkf", "etkf", "letkf", "eki"):
+        from tracerbayes import ensemble_fit
+
+        if method == "eki":
+            post = ensemble_fit.fit_eki(model, obs, times, ensemble_size=ensemble_size or 48,
+                                        eki_iterations=eki_iterations,
+                                        eks_iterations=eks_iterations, seed=seed,
+                                        progress=progress, drop_invalid=drop_invalid)
+        else:
+            post = ensemble_fit.fit_ensemble(
+                model, obs, times, method, ensemble_size=ensemble_size or 64,
+                localisation_km=localisation_km, inflation=inflation, parameters=parameters,
+                lag=lag, mass_safe=mass_safe, seed=seed, progress=progress,
+                drop_invalid=drop_invalid)
+        for message in post.check_diagnostics():
+            warnings.warn(message, SamplingWarning, stacklevel=2)
+        return post
     if method != "nuts":
-        raise ValueError(f"method={method!r} is not available yet; use method='nuts'")
+        raise ValueError(f"method={method!r}; choose 'nuts', 'enkf', 'etkf', 'letkf' or 'eki'")
     if chain_method not in ChainMethod:
         raise ValueError(f"chain_method={chain_method!r}; choose one of {ChainMethod}")
     data = model.prepare(obs, times, drop_invalid=drop_invalid)

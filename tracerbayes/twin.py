@@ -23,7 +23,17 @@ from tracerbayes import physics, simulate
 from tracerbayes.grid import Grid
 from tracerbayes.model import DAY, AdvectionDiffusionModel, GivenVelocity, ModelData, Priors
 
-__all__ = ["TwinExperiment", "TRUE_PARAMETERS", "island_grid", "gyre_velocity", "island_twin"]
+__all__ = [
+    "EDDY_PARAMETERS",
+    "TRUE_PARAMETERS",
+    "TwinExperiment",
+    "coastal_eddy_twin",
+    "coastal_grid",
+    "eddy_velocity",
+    "gyre_velocity",
+    "island_grid",
+    "island_twin",
+]
 
 #: True parameters of :func:`island_twin` (physical units, as named in the model).
 TRUE_PARAMETERS = {
@@ -130,5 +140,88 @@ def island_twin(key: Any, *, n: int = 48, n_times: int = 30, n_floats: int = 100
     glider = simulate.Glider(waypoints=[(40e3, 40e3), (420e3, 120e3), (300e3, 440e3)],
                              speed=0.25, error=glider_error)
     floats = simulate.Floats(n_floats=n_floats, every=float_every, error=float_error)
+    obs = simulate.sample_platforms(k_obs, truth, grid, [floats, glider])
+    return TwinExperiment(grid, velocity, times, truth, states, obs, params)
+
+
+#: True parameters of :func:`coastal_eddy_twin` (physical units, as named in the model).
+EDDY_PARAMETERS = {
+    "diffusivity": 200.0,  # m^2/s
+    "velocity_scale": 1.0,  # multiplies the known eddying flow (max speed 0.3 m/s)
+    "noise_sd": 0.05,  # tracer units per sqrt(day)
+    "noise_lengthscale_km": 20.0,  # heat-kernel sd of the model noise
+    "initial_sd": 1.0,  # tracer units
+    "initial_lengthscale_km": 30.0,
+    "error_scale": 1.0,
+}
+
+
+def coastal_grid(n: int = 128, resolution: float = 5e3) -> Grid:
+    """An ``n`` x ``n`` Cartesian domain (metres) with a wavy eastern coast, a cape and an
+    island: a closed coastal sea for the ensemble twin."""
+    s = (np.arange(n) + 0.5) / n
+    x, y = np.meshgrid(s, s)
+    coast = 0.82 + 0.05 * np.sin(2 * np.pi * 2.5 * y) + 0.03 * np.cos(2 * np.pi * 6 * y)
+    mask = x < coast
+    mask &= ~((np.abs(y - 0.35) < 0.04) & (x > 0.55))  # a cape reaching west
+    mask &= ~(((x - 0.3) / 0.06) ** 2 + ((y - 0.7) / 0.04) ** 2 < 1)  # an island
+    return Grid.cartesian(x=(0.0, n * resolution), y=(0.0, n * resolution),
+                          resolution=resolution, mask=mask)
+
+
+def eddy_velocity(grid: Grid, key: Any, n_eddies: int = 10,
+                  max_speed: float = 0.3) -> physics.FaceVelocity:
+    """A divergence-free basin gyre plus ``n_eddies`` Gaussian eddies of random sign, size
+    (30-80 km) and position, tapered along coasts (m/s); positions from ``key``."""
+    rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel())
+    cx, cy = physics.corner_coordinates(grid)
+    lx = grid.x_edges[-1] - grid.x_edges[0]
+    ly = grid.y_edges[-1] - grid.y_edges[0]
+    s, t = (cx - grid.x_edges[0]) / lx, (cy - grid.y_edges[0]) / ly
+    psi = 0.5 * np.sin(np.pi * s) * np.sin(np.pi * t)
+    for _ in range(n_eddies):
+        x0, y0 = rng.uniform(0.1, 0.75), rng.uniform(0.1, 0.9)
+        radius = rng.uniform(30e3, 80e3) / lx
+        psi = psi + rng.choice([-1.0, 1.0]) * 0.4 * np.exp(
+            -((s - x0) ** 2 + (t - y0) ** 2) / (2 * radius**2))
+    psi = physics.taper_streamfunction(grid, psi, cells=3.0)
+    unit = physics.velocity_from_streamfunction(grid, psi)
+    top = max(float(np.abs(unit.east).max()), float(np.abs(unit.north).max()))
+    return physics.velocity_from_streamfunction(grid, psi * (max_speed / top))
+
+
+def coastal_eddy_twin(key: Any, *, n: int = 128, resolution: float = 5e3, n_times: int = 30,
+                      n_floats: int = 300, float_every: int = 3, float_error: float = 0.1,
+                      glider_error: float = 0.1, mean_level: float = 15.0,
+                      parameters: dict | None = None) -> TwinExperiment:
+    """A twin for the ensemble path: the full-grid model's own truth, eddies and a coastline.
+
+    The first map is ``mean_level`` plus a masked-smoothed Gaussian field (sd
+    ``initial_sd``, heat-kernel sd ``initial_lengthscale_km``); it is then advected by
+    :func:`eddy_velocity`, diffused and forced by mass-free noise
+    (:func:`tracerbayes.simulate.simulate_truth`): the law the ensemble methods assume. Floats
+    and a glider sample it daily (float seconds from 0).
+    """
+    params = dict(EDDY_PARAMETERS if parameters is None else parameters)
+    grid = coastal_grid(n, resolution)
+    k_vel, k_init, k_truth, k_obs = jax.random.split(key, 4)
+    flow = eddy_velocity(grid, k_vel)
+    velocity = GivenVelocity(flow, scale_prior=dist.LogNormal(0.0, 0.5))
+    times = np.arange(n_times) * DAY
+    initial = mean_level + simulate.mass_free_noise(
+        k_init, grid, 1, params["initial_sd"], params["initial_lengthscale_km"] * 1e3,
+        per_basin=True)[0]
+    scaled = physics.FaceVelocity(flow.east * params["velocity_scale"],
+                                  flow.north * params["velocity_scale"])
+    truth = simulate.simulate_truth(k_truth, grid, times, scaled, params["diffusivity"],
+                                    initial, params["noise_sd"],
+                                    params["noise_lengthscale_km"] * 1e3)
+    states = simulate.truth_states(truth, grid)
+    size = n * resolution
+    glider = simulate.Glider(waypoints=[(0.1 * size, 0.1 * size), (0.6 * size, 0.5 * size),
+                                        (0.2 * size, 0.9 * size)], speed=0.25,
+                             error=glider_error)
+    floats = simulate.Floats(n_floats=n_floats, every=float_every, error=float_error,
+                             drift=0.03 * size)
     obs = simulate.sample_platforms(k_obs, truth, grid, [floats, glider])
     return TwinExperiment(grid, velocity, times, truth, states, obs, params)

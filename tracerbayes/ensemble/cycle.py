@@ -28,11 +28,35 @@ __all__ = [
     "CycleObservations",
     "CycleResult",
     "ObsAtTime",
+    "Stencil",
     "enkf_analysis",
     "etkf_analysis",
     "letkf_analysis",
     "run_cycle",
 ]
+
+
+class Stencil(NamedTuple):
+    """A sparse linear observation operator: observation ``i`` is
+    ``sum_s weights[i, s] * x[indices[i, s]]`` (e.g. bilinear interpolation from four wet
+    cells). Leading time axis in :class:`CycleObservations`: (T, m, s) each."""
+
+    indices: jax.Array
+    weights: jax.Array
+
+    def apply(self, x: jax.Array) -> jax.Array:
+        """Predicted observations (m,) of one state (n,)."""
+        return jnp.sum(x[self.indices] * self.weights, axis=-1)
+
+
+def operator_of(ob: Any, observe: Callable | None) -> Any:
+    """The operator ``H`` of one time slice: a dense matrix, a stencil's function, or
+    ``observe`` bound to the slice."""
+    if isinstance(ob.operators, Stencil):
+        return ob.operators.apply
+    if ob.operators is not None:
+        return ob.operators
+    return lambda x: observe(x, ob)
 
 
 class CycleObservations(NamedTuple):
@@ -46,8 +70,9 @@ class CycleObservations(NamedTuple):
         Observation-error standard deviations (units of ``values``), > 0 where valid.
     valid : bool Array, shape (T, m)
         Which entries are real observations (counts may vary in time).
-    operators : Array, shape (T, m, n), optional
-        Linear observation operators; if None, ``run_cycle`` needs ``observe``.
+    operators : Array, shape (T, m, n), or Stencil with (T, m, s) arrays, optional
+        Linear observation operators (dense, or sparse stencils); if None, ``run_cycle``
+        needs ``observe``.
     coords : Array, shape (T, m, d), optional
         Observation positions, for localisation.
     """
@@ -173,7 +198,14 @@ def check_observations(obs: CycleObservations, n: int) -> None:
         if arr.shape != values.shape:
             raise ValueError(f"observations.{name} has shape {arr.shape}; expected "
                              f"{values.shape} like observations.values")
-    if obs.operators is not None and np.shape(obs.operators) != values.shape + (n,):
+    if isinstance(obs.operators, Stencil):
+        shapes = {np.shape(a)[:2] for a in obs.operators}
+        if shapes != {values.shape} or np.shape(obs.operators.indices) != np.shape(
+                obs.operators.weights):
+            raise ValueError(f"observations.operators stencil arrays have shapes "
+                             f"{[np.shape(a) for a in obs.operators]}; expected (T, m, s) "
+                             f"with (T, m) = {values.shape}, indices and weights alike")
+    elif obs.operators is not None and np.shape(obs.operators) != values.shape + (n,):
         raise ValueError(f"observations.operators has shape {np.shape(obs.operators)}; "
                          f"expected (T, m, n) = {values.shape + (n,)}")
     if obs.coords is not None and np.shape(obs.coords)[:2] != values.shape:
@@ -292,7 +324,7 @@ def _cycle_step(config: _CycleConfig, area, E, inputs):
     """One forecast, inflation and analysis, with the statistics of :class:`CycleResult`."""
     k, key, ob, true = inputs
     ob = ObsAtTime(*ob)
-    H = ob.operators if ob.operators is not None else (lambda x: config.observe(x, ob))
+    H = operator_of(ob, config.observe)
     k_model, k_infl, k_anal = jax.random.split(key, 3)
     moved = config.transition(k_model, E)
     E_f = moved if config.forecast_first else jnp.where(k > 0, moved, E)

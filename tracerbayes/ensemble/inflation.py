@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from tracerbayes.ensemble.analysis import check_inputs, observe
 
@@ -54,30 +55,45 @@ def additive(key: jax.Array, E: jax.Array,
     return E + sampler(key, E.shape[0])
 
 
-def project_mass_free(states: jax.Array, cell_area: Any) -> jax.Array:
-    """``Pi x = x - (a^T x / 1^T a) 1`` for each state (..., n): zero area-weighted total."""
+def project_mass_free(states: jax.Array, cell_area: Any, basins: Any = None) -> jax.Array:
+    """``Pi x = x - (a^T x / 1^T a) 1`` for each state (..., n): zero area-weighted total.
+
+    With ``basins`` (integer label (n,) of each cell's connected basin, 0, 1, ...) the
+    projection is applied in every basin on its own, so that each basin's total is zero and
+    nothing is moved across land; without, the whole domain is one basin.
+    """
     area = jnp.asarray(cell_area, states.dtype)
-    return states - (states @ area / area.sum())[..., None]
+    if basins is None:
+        return states - (states @ area / area.sum())[..., None]
+    labels = np.asarray(basins)
+    n_basins = int(labels.max()) + 1
+    onehot = jnp.asarray(labels[:, None] == np.arange(n_basins), states.dtype)  # (n, B)
+    basin_area = area @ onehot
+    means = (states @ (area[:, None] * onehot)) / basin_area  # (..., B)
+    return states - means @ onehot.T
 
 
 def mass_free_additive(key: jax.Array, E: jax.Array,
                        sampler: Callable[[jax.Array, int], jax.Array],
-                       cell_area: Any) -> jax.Array:
-    """Additive inflation with zero-mass perturbations ``Pi eps_j``: member totals unchanged."""
-    return E + project_mass_free(sampler(key, E.shape[0]), cell_area)
+                       cell_area: Any, basins: Any = None) -> jax.Array:
+    """Additive inflation with zero-mass perturbations ``Pi eps_j``: member totals unchanged
+    (per basin with ``basins``, see :func:`project_mass_free`)."""
+    return E + project_mass_free(sampler(key, E.shape[0]), cell_area, basins)
 
 
-def mass_free_multiplicative(E: jax.Array, factor: Any, cell_area: Any) -> jax.Array:
+def mass_free_multiplicative(E: jax.Array, factor: Any, cell_area: Any,
+                             basins: Any = None) -> jax.Array:
     """Multiplicative inflation of the mass-free part of the anomalies only.
 
     ``x_j -> xbar + (I - Pi) A_j + factor Pi A_j``: the uniform part carrying member ``j``'s
-    total anomaly is kept, the rest is scaled, so ``a^T x_j`` is unchanged for every member.
+    total anomaly is kept, the rest is scaled, so ``a^T x_j`` is unchanged for every member
+    (in every basin, with ``basins``; see :func:`project_mass_free`).
     When all members share one total this equals :func:`multiplicative` on the mass-free
     subspace (the only subspace where the ensemble then has spread).
     """
     xbar = E.mean(axis=0)
     A = E - xbar
-    A_free = project_mass_free(A, cell_area)
+    A_free = project_mass_free(A, cell_area, basins)
     return xbar + (A - A_free) + factor * A_free
 
 

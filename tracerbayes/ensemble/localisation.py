@@ -23,6 +23,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 __all__ = [
     "EARTH_RADIUS_KM",
@@ -51,7 +52,8 @@ def gaspari_cohn(r: jax.Array) -> jax.Array:
     ro = jnp.where(r > 0, r, 1.0)
     outer = ((((r / 12.0 - 0.5) * r + 0.625) * r + 5.0 / 3.0) * r - 5.0) * r + 4.0 \
         - 2.0 / (3.0 * ro)
-    return jnp.where(r <= 1.0, inner, jnp.where(r < 2.0, outer, 0.0))
+    # clip: the outer polynomial rounds to about -1e-16 just below r = 2 (sqrt is taken of it)
+    return jnp.clip(jnp.where(r <= 1.0, inner, jnp.where(r < 2.0, outer, 0.0)), 0.0, 1.0)
 
 
 def great_circle_km(p: jax.Array, q: jax.Array) -> jax.Array:
@@ -94,7 +96,7 @@ def distance_rows(distance: Callable, state_coords: Any,
 def mass_safe_letkf(E: jax.Array, y: jax.Array, H: Any, obs_sd: jax.Array, *,
                     distances: Any, radius: float, cell_area: Any,
                     valid: jax.Array | None = None, rotation_key: jax.Array | None = None,
-                    batch_size: int | None = None) -> jax.Array:
+                    batch_size: int | None = None, basins: Any = None) -> jax.Array:
     """LETKF whose member totals are those of the global ETKF: localise only the mass-free part.
 
     With ``a`` the cell areas (m^2) and ``Pi = I - 1 a^T / (1^T a)`` the mass-free projection,
@@ -108,7 +110,9 @@ def mass_safe_letkf(E: jax.Array, y: jax.Array, H: Any, obs_sd: jax.Array, *,
     analysis member has total ``M`` too (its anomaly totals are zero); in particular the
     totals are conserved through the analysis. The mass-free part is localised exactly as in
     :func:`~tracerbayes.ensemble.analysis.letkf`; the total's correction is spread uniformly
-    over the (single) basin, which is not local. Same ``rotation_key`` for both parts.
+    over the basin, which is not local. With ``basins`` (integer label (n,) of each cell's
+    connected basin) this holds in every basin separately: each basin's total correction is
+    spread over that basin only. Same ``rotation_key`` for both parts.
     """
     from tracerbayes.ensemble.analysis import etkf, letkf
 
@@ -119,6 +123,12 @@ def mass_safe_letkf(E: jax.Array, y: jax.Array, H: Any, obs_sd: jax.Array, *,
     local = letkf(E, y, H, obs_sd, distances=distances, radius=radius, valid=valid,
                   rotation_key=rotation_key, batch_size=batch_size)
     global_ = etkf(E, y, H, obs_sd, valid=valid, rotation_key=rotation_key)
-    local_total = (local - E) @ area
-    global_total = (global_ - E) @ area
-    return local + ((global_total - local_total) / area.sum())[:, None]
+    if basins is None:
+        local_total = (local - E) @ area
+        global_total = (global_ - E) @ area
+        return local + ((global_total - local_total) / area.sum())[:, None]
+    labels = np.asarray(basins)
+    onehot = jnp.asarray(labels[:, None] == np.arange(int(labels.max()) + 1), E.dtype)  # (n, B)
+    weighted = area[:, None] * onehot
+    gap = (global_ - local) @ weighted  # (N_e, B): total the local analysis misses per basin
+    return local + (gap / (area @ onehot)) @ onehot.T

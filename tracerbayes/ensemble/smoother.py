@@ -26,7 +26,12 @@ import jax
 import jax.numpy as jnp
 
 from tracerbayes.ensemble.analysis import etkf_transform
-from tracerbayes.ensemble.cycle import CycleObservations, ObsAtTime, check_cycle_inputs
+from tracerbayes.ensemble.cycle import (
+    CycleObservations,
+    ObsAtTime,
+    check_cycle_inputs,
+    operator_of,
+)
 
 __all__ = ["SmootherEnsembles", "ensemble_smoother", "etkf_transform_step"]
 
@@ -83,7 +88,7 @@ def ensemble_smoother(key: jax.Array, transition: Callable[[jax.Array, jax.Array
         E, buffer = carry
         k, key, ob = inputs
         ob = ObsAtTime(*ob)
-        H = ob.operators if ob.operators is not None else (lambda x: observe(x, ob))
+        H = operator_of(ob, observe)
         k_model, k_infl, k_anal = jax.random.split(key, 3)
         moved = transition(k_model, E)
         E_f = moved if forecast_first else jnp.where(k > 0, moved, E)

@@ -1,0 +1,191 @@
+"""The tracer model on the full grid, for the ensemble methods.
+
+The ensemble path runs the same stochastic advection-diffusion model as the exact path, but
+on every wet cell instead of in a reduced basis::
+
+    c_{k+1} = M c_k + w_k,     w_k = noise_sd sqrt(dt / 1 day) Pi G xi_k,     xi_k ~ N(0, I)
+
+with ``M`` the matrix-free finite-volume propagator (:func:`tracerbayes.physics.propagate`:
+Heun sub-steps, positive and conservative), ``G`` the masked heat-kernel smoother that turns
+white noise into a field of correlation length ``noise_lengthscale`` without leaking across
+land (:func:`tracerbayes.simulate.mass_free_noise` draws the same law with NumPy, for twin
+truths), and ``Pi`` the per-basin projection onto zero area-weighted total. Every member's
+total is therefore kept exactly by the forecast; the mass-safe inflation and localisation of
+:mod:`tracerbayes.ensemble.inflation` and :mod:`tracerbayes.ensemble.localisation` keep it
+through the analysis.
+
+Observations enter as interpolation stencils (:class:`~tracerbayes.ensemble.cycle.Stencil`,
+four wet cells and weights per observation), never as dense ``(m, n)`` matrices, so memory
+grows like the number of cells, not its square.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import scipy.special
+
+from tracerbayes import physics
+from tracerbayes.basis import connected_basins
+from tracerbayes.ensemble.cycle import CycleObservations, Stencil
+from tracerbayes.ensemble.inflation import project_mass_free
+from tracerbayes.grid import CoordinateSystem, Grid
+
+__all__ = [
+    "NoiseField",
+    "initial_ensemble",
+    "noise_field",
+    "sample_noise",
+    "state_coordinates",
+    "stencil_observations",
+    "tracer_transition",
+]
+
+DAY = 86400.0  # s
+
+
+class NoiseField(NamedTuple):
+    """The spatially correlated noise generator of a grid (see the module docstring).
+
+    Attributes
+    ----------
+    grid : Grid
+    lengthscale : float
+        Standard deviation of the Gaussian smoothing kernel, m.
+    normaliser : ndarray, shape (n_wet,)
+        ``sqrt(a_i / v_i)``: turns smoothed white noise into unit marginal variance in open
+        water (``v_i`` the open-water variance of the semi-discrete heat kernel).
+    substeps : int
+        Heun sub-steps of the smoothing diffusion.
+    basins : ndarray of int, shape (n_wet,)
+        Connected basin of every wet cell (for the mass-free projection).
+    """
+
+    grid: Grid
+    lengthscale: float
+    normaliser: np.ndarray
+    substeps: int
+    basins: np.ndarray
+
+
+def noise_field(grid: Grid, lengthscale: float, *, courant: float = 0.25) -> NoiseField:
+    """Precompute the noise generator of ``grid`` for a correlation length in metres.
+
+    The normalisation is that of :func:`tracerbayes.simulate.mass_free_noise`, so the two
+    draw the same law (the ensemble's model noise is the twin truth's).
+    """
+    if not lengthscale >= 0:
+        raise ValueError(f"noise lengthscale must be >= 0 m, got {lengthscale}")
+    height = grid.east_face_length.ravel()[grid.wet_index]
+    width = grid.wet_area / height
+    s2 = float(lengthscale) ** 2
+    variance = scipy.special.i0e(2 * s2 / width**2) * scipy.special.i0e(2 * s2 / height**2)
+    still = physics.FaceVelocity(np.zeros(grid.shape), np.zeros(grid.shape))
+    substeps = (physics.substeps_for(grid, still, 0.5 * s2, 1.0, courant) if s2 > 0 else 0)
+    return NoiseField(grid, float(lengthscale), np.sqrt(grid.wet_area / variance),
+                      int(substeps), np.asarray(connected_basins(grid)[1]))
+
+
+def _smooth(field: NoiseField, white: jax.Array) -> jax.Array:
+    if field.substeps == 0:
+        return white
+    grid = field.grid
+    still = physics.FaceVelocity(np.zeros(grid.shape), np.zeros(grid.shape))
+    return physics.propagate(grid, white, still, 0.5 * field.lengthscale**2, 1.0,
+                             substeps=field.substeps)
+
+
+def sample_noise(key: jax.Array, field: NoiseField, n: int, scale: Any, *,
+                 mass_free: bool = True, dtype: Any = None) -> jax.Array:
+    """``n`` fields (n, n_wet) of marginal sd ``scale`` (tracer units) in open water.
+
+    With ``mass_free`` each field has zero area-weighted total in every basin (exactly, to
+    round-off); otherwise it is the plain masked-smoothed Gaussian field.
+    """
+    grid = field.grid
+    area = jnp.asarray(grid.wet_area, dtype)
+    white = jax.random.normal(key, (int(n), grid.n_wet), area.dtype) / jnp.sqrt(area)
+    eps = _smooth(field, white) * (scale * jnp.asarray(field.normaliser, area.dtype))
+    if mass_free:
+        eps = project_mass_free(eps, area, field.basins)
+    return eps
+
+
+def tracer_transition(grid: Grid, velocity: physics.FaceVelocity, diffusivity: Any, dt: float,
+                      noise: NoiseField, noise_sd: float, *, courant: float = 0.9):
+    """The ensemble transition ``(key, E) -> E`` over ``dt`` seconds.
+
+    ``E`` (N_e, n_wet); velocity in m/s (steady faces), diffusivity in m^2/s, ``noise_sd`` the
+    process-noise sd accumulated over one day (tracer units per sqrt(day)), so each step adds
+    mass-free noise of sd ``noise_sd * sqrt(dt / day)``. Sub-steps are fixed from the
+    concrete inputs here, so the function jit-compiles once.
+    """
+    if not dt > 0:
+        raise ValueError(f"dt must be > 0 s, got {dt}")
+    substeps = physics.substeps_for(grid, velocity, diffusivity, dt, courant)
+    step_sd = float(noise_sd) * np.sqrt(float(dt) / DAY)
+    velocity = physics.FaceVelocity(jnp.asarray(velocity.east), jnp.asarray(velocity.north))
+
+    def transition(key: jax.Array, E: jax.Array) -> jax.Array:
+        moved = physics.propagate(grid, E, velocity, diffusivity, dt, substeps=substeps)
+        if step_sd == 0:
+            return moved
+        return moved + sample_noise(key, noise, E.shape[0], step_sd, dtype=E.dtype)
+
+    transition.substeps = substeps  # for reports
+    return transition
+
+
+def initial_ensemble(key: jax.Array, grid: Grid, n_members: int, mean_level: float,
+                     mean_sd: float, sd: float, lengthscale: float, *,
+                     same_total: bool = False, dtype: Any = None) -> jax.Array:
+    """Prior ensemble of the first map, (n_members, n_wet).
+
+    Each member is ``mean_level + delta_j + sd * G xi_j`` with ``delta_j ~ N(0, mean_sd^2)``
+    (tracer units) and a masked-smoothed field of correlation length ``lengthscale`` (m).
+    With ``same_total`` the fields are projected mass-free and ``delta_j = 0``: every member
+    has the same area-weighted total (the known-total case).
+    """
+    k_level, k_field = jax.random.split(key)
+    field = noise_field(grid, lengthscale)
+    anomalies = sample_noise(k_field, field, n_members, sd, mass_free=same_total, dtype=dtype)
+    if same_total:
+        return mean_level + anomalies
+    level = mean_sd * jax.random.normal(k_level, (n_members, 1), anomalies.dtype)
+    return mean_level + level + anomalies
+
+
+def state_coordinates(grid: Grid) -> np.ndarray:
+    """Cell-centre coordinates of the wet cells (n_wet, 2): (lon, lat) in degrees or (x, y) in
+    metres, the units of :func:`~tracerbayes.ensemble.localisation.great_circle_km` or
+    :func:`~tracerbayes.ensemble.localisation.euclidean`."""
+    x, y = np.meshgrid(grid.x, grid.y)
+    return np.stack([x.ravel()[grid.wet_index], y.ravel()[grid.wet_index]], axis=-1)
+
+
+def is_lonlat(grid: Grid) -> bool:
+    """Whether the grid is lon/lat (distances in km on the sphere) or Cartesian (metres)."""
+    return grid.coords is CoordinateSystem.LONLAT
+
+
+def stencil_observations(prepared: Any, obs: Any, error_scale: float = 1.0
+                         ) -> CycleObservations:
+    """Time-stacked :class:`CycleObservations` with :class:`Stencil` operators and positions.
+
+    ``prepared`` is :meth:`Observations.prepare <tracerbayes.observations.Observations.prepare>`'s
+    result on the model grid and analysis times, ``obs`` the :class:`Observations` it came
+    from (for positions); errors are multiplied by ``error_scale``.
+    """
+    pad = prepared.padded()
+    rows = np.where(pad.valid, pad.rows, 0)
+    coords = np.stack([np.asarray(obs.x, float)[rows], np.asarray(obs.y, float)[rows]], -1)
+    return CycleObservations(
+        values=jnp.asarray(pad.values),
+        sd=jnp.asarray(np.sqrt(pad.variances) * error_scale),
+        valid=jnp.asarray(pad.valid),
+        operators=Stencil(jnp.asarray(pad.indices), jnp.asarray(pad.weights)),
+        coords=jnp.asarray(coords),
+    )

@@ -1,0 +1,247 @@
+"""``fit(method="enkf" | "etkf" | "letkf" | "eki")``: the ensemble path behind :func:`fit`.
+
+State methods (``enkf``, ``etkf``, ``letkf``) run the full-grid tracer model
+(:mod:`tracerbayes.ensemble.tracer`) for an ensemble through the analysis window and smooth it
+(:mod:`tracerbayes.ensemble.window`), with the physical parameters held at point values:
+given with ``parameters=`` (a dict in physical units, or a fitted :class:`Posterior` whose
+means are used), or by default each prior's median. Defaults are mass-safe: the forecast
+noise is mass-free, inflation multiplies only the mass-free part of the anomalies, and the
+LETKF localises only the mass-free part of the increment, per basin.
+
+``eki`` estimates the parameters: the ensemble Kalman sampler (EKS, with the finite-ensemble
+correction) after a few ensemble Kalman inversion steps, against the exact (reduced-basis)
+Kalman filter's fit to the observations. The forward map is the whitened innovation sequence
+augmented by ``sqrt(sum_k log det S_k - c)``, so ``|G|^2 / 2`` is the negative marginal
+log-likelihood up to a constant (:func:`eki_forward`). Its maps are the Rao-Blackwellised
+mixture over the final ensemble, as for NUTS.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro.distributions as dist
+
+from tracerbayes import inversion
+from tracerbayes.ensemble import localisation
+from tracerbayes.ensemble.inflation import mass_free_multiplicative, multiplicative
+from tracerbayes.ensemble.tracer import (
+    initial_ensemble,
+    is_lonlat,
+    noise_field,
+    state_coordinates,
+    stencil_observations,
+    tracer_transition,
+)
+from tracerbayes.ensemble.window import GlobalUpdate, LocalUpdate, smooth_window
+from tracerbayes.ensemble_posterior import EnsemblePosterior, InversionPosterior
+from tracerbayes.kalman import PaddedObservations
+from tracerbayes.model import ConstantVelocity, GivenVelocity, StreamfunctionVelocity
+
+__all__ = ["ENSEMBLE_METHODS", "fit_ensemble", "fit_eki", "point_parameters", "eki_forward"]
+
+ENSEMBLE_METHODS = ("enkf", "etkf", "letkf")
+DAY = 86400.0
+#: Largest smoothed-ensemble buffer (T x N_e x n doubles) kept for the whole window, bytes.
+WINDOW_BYTES = 2 * 1024**3
+
+
+def _median(prior: Any) -> float:
+    try:
+        return float(prior.icdf(0.5))
+    except (NotImplementedError, AttributeError):
+        return float(prior.mean)
+
+
+def _parameter_priors(model: Any) -> dict[str, Any]:
+    """Scalar priors of the model's parameters, by name (velocity ones included)."""
+    pri = model.priors
+    priors = {"diffusivity": pri.diffusivity, "noise_sd": pri.noise_sd,
+              "noise_lengthscale_km": pri.noise_lengthscale_km, "initial_sd": pri.initial_sd,
+              "initial_lengthscale_km": pri.initial_lengthscale_km,
+              "error_scale": pri.error_scale}
+    vel = model.velocity
+    if isinstance(vel, GivenVelocity) and vel.scale_prior is not None:
+        priors["velocity_scale"] = vel.scale_prior
+    elif isinstance(vel, ConstantVelocity):
+        priors["u"] = priors["v"] = dist.Normal(0.0, vel.scale)
+    return priors
+
+
+def point_parameters(model: Any, parameters: Any = None) -> dict[str, Any]:
+    """Physical parameter values for the state methods.
+
+    ``parameters``: None (every prior's median), a dict (missing names take the prior
+    median; unknown names are an error) or a fitted Posterior (its posterior means).
+    """
+    values = {name: _median(p) for name, p in _parameter_priors(model).items()}
+    if isinstance(model.velocity, StreamfunctionVelocity):
+        values["streamfunction"] = np.zeros(model.velocity.n_modes)
+    if parameters is None:
+        return values
+    if hasattr(parameters, "flat_samples"):
+        given = {k: np.mean(v, axis=0) for k, v in parameters.flat_samples().items()}
+    elif isinstance(parameters, dict):
+        given = dict(parameters)
+        unknown = sorted(set(given) - set(values))
+        if unknown:
+            raise ValueError(f"unknown parameter(s) {unknown}; this model's parameters are "
+                             f"{sorted(values)}")
+    else:
+        raise TypeError("parameters must be None, a dict of physical values, or a Posterior; "
+                        f"got {type(parameters).__name__}")
+    values.update({k: v for k, v in given.items() if k in values})
+    return values
+
+
+def _uniform_step(times: np.ndarray) -> float:
+    seconds = ((times - times[0]) / np.timedelta64(1, "s") if np.issubdtype(
+        times.dtype, np.datetime64) else times.astype(float))
+    steps = np.diff(seconds)
+    if steps.size and not np.allclose(steps, steps[0], rtol=1e-9):
+        raise ValueError("the ensemble methods need equally spaced analysis times; the "
+                         f"intervals range from {steps.min():g} to {steps.max():g} s. Use "
+                         "a regular time axis (e.g. daily) or method='nuts'")
+    return float(steps[0]) if steps.size else DAY
+
+
+def fit_ensemble(model: Any, obs: Any, times: Any, method: str, *, ensemble_size: int = 64,
+                 localisation_km: float = 300.0, inflation: float = 1.0,
+                 parameters: Any = None, lag: int | None = None, mass_safe: bool = True,
+                 seed: int = 0, progress: bool = True, drop_invalid: bool = False,
+                 batch_size: int | None = None) -> EnsemblePosterior:
+    """Run an ensemble filter and smoother of ``model`` over ``obs``; see :func:`fit`."""
+    if method not in ENSEMBLE_METHODS:
+        raise ValueError(f"method={method!r}; ensemble state methods are {ENSEMBLE_METHODS}")
+    if int(ensemble_size) < 2:
+        raise ValueError(f"ensemble_size must be >= 2, got {ensemble_size}")
+    if not localisation_km > 0:
+        raise ValueError(f"localisation_km must be > 0 km, got {localisation_km}")
+    if not inflation >= 1.0:
+        raise ValueError(f"inflation must be >= 1 (1 = none), got {inflation}")
+    grid = model.grid
+    times = np.asarray(times)
+    dt = _uniform_step(times)
+    prepared = obs.prepare(grid, times, drop_invalid=drop_invalid)
+    T, N, n = len(times), int(ensemble_size), grid.n_wet
+    if lag is None and T * N * n * 8 > WINDOW_BYTES:
+        lag = max(1, WINDOW_BYTES // (N * n * 8) - 1)
+    params = point_parameters(model, parameters)
+    velocity = model.face_velocity({k: jnp.asarray(v) for k, v in params.items()})
+    noise = noise_field(grid, float(params["noise_lengthscale_km"]) * 1e3)
+    transition = tracer_transition(grid, velocity, float(params["diffusivity"]), dt, noise,
+                                   float(params["noise_sd"]))
+    k_init, k_run = jax.random.split(jax.random.key(seed))
+    E0 = initial_ensemble(k_init, grid, N, float(np.mean(prepared.value)),
+                          float(model.priors.mean_sd), float(params["initial_sd"]),
+                          float(params["initial_lengthscale_km"]) * 1e3)
+    observations = stencil_observations(prepared, obs, float(params["error_scale"]))
+    area = jnp.asarray(grid.wet_area)
+    basins = noise.basins
+    if method == "letkf":
+        lonlat = is_lonlat(grid)
+        update = LocalUpdate(jnp.asarray(state_coordinates(grid)),
+                             localisation.great_circle_km if lonlat else localisation.euclidean,
+                             float(localisation_km) * (1.0 if lonlat else 1e3),
+                             cell_area=area if mass_safe else None,
+                             basins=basins if mass_safe else None, batch_size=batch_size)
+    else:
+        update = GlobalUpdate(method)
+    infl = None
+    if inflation != 1.0:
+        if mass_safe:
+            def infl(key, E):
+                return mass_free_multiplicative(E, inflation, area, basins)
+        else:
+            def infl(key, E):
+                return multiplicative(E, inflation)
+    result = smooth_window(k_run, transition, E0, observations, update, lag=lag,
+                           inflation=infl, forecast_first=False, cell_area=area,
+                           progress=progress)
+    settings = {"ensemble_size": N, "localisation_km": float(localisation_km),
+                "inflation": float(inflation), "lag": "window" if lag is None else int(lag),
+                "mass_safe": bool(mass_safe), "seed": int(seed), "dt_s": dt,
+                "substeps": int(transition.substeps)}
+    return EnsemblePosterior.from_window(model, obs, times, prepared, observations, params,
+                                         result, method=method, settings=settings)
+
+
+# ---------------------------------------------------------------------------------- EKI
+def _gaussian_prior(name: str, prior: Any) -> Any:
+    """The prior itself if Normal/LogNormal, else the LogNormal with the same median and
+    5%-95% range (a positive prior such as HalfNormal)."""
+    if isinstance(prior, dist.Normal | dist.LogNormal):
+        return prior
+    lo, mid, hi = (float(prior.icdf(q)) for q in (0.05, 0.5, 0.95))
+    if not lo > 0:
+        raise TypeError(f"prior of {name!r} ({type(prior).__name__}) is neither Normal, "
+                        "LogNormal nor positive; EKI needs a Gaussian prior in an "
+                        "unconstrained space")
+    return dist.LogNormal(np.log(mid), np.log(hi / lo) / (2 * 1.6448536269514722))
+
+
+def eki_forward(model: Any, data: Any, names: tuple[str, ...], space: Any,
+                offset: float = 0.0):
+    """Forward map ``G(theta)`` (unconstrained theta) for EKI/EKS on the tracer model.
+
+    ``G = [whitened innovations; sqrt(sum_k log det S_k - offset)]`` from the reduced-basis
+    Kalman filter, so that ``|G|^2 / 2 = -log p(y | theta) + const``: the negative marginal
+    log-likelihood, log-determinant included (ignoring it would favour large noise).
+    ``offset`` must stay below the log-determinant over the ensemble.
+    """
+    def innovations(theta):
+        physical = space.to_physical(theta)
+        params = {name: physical[i] for i, name in enumerate(names)}
+        ssm = model.state_space(params, data)
+        padded = PaddedObservations(data.values, data.operators,
+                                    (params["error_scale"] * data.errors) ** 2, data.valid)
+        return inversion.kalman_innovations(ssm, padded)
+
+    def forward(theta):
+        e, S = innovations(theta)
+        L = jnp.linalg.cholesky(S)
+        white = jax.vmap(lambda Lk, ek: jax.scipy.linalg.solve_triangular(Lk, ek, lower=True))(
+            L, e).reshape(-1)
+        logdet = 2.0 * jnp.sum(jnp.log(jnp.diagonal(L, axis1=-2, axis2=-1)))
+        return jnp.concatenate([white, jnp.sqrt(jnp.clip(logdet - offset, 0.0))[None]])
+
+    forward.logdet = lambda theta: 2.0 * jnp.sum(jnp.log(jnp.diagonal(
+        jnp.linalg.cholesky(innovations(theta)[1]), axis1=-2, axis2=-1)))
+    return forward
+
+
+def fit_eki(model: Any, obs: Any, times: Any, *, ensemble_size: int = 48,
+            eki_iterations: int = 5, eks_iterations: int = 60, seed: int = 0,
+            progress: bool = True, drop_invalid: bool = False) -> InversionPosterior:
+    """Parameters by EKI then EKS against the Kalman filter's likelihood; see module doc."""
+    if int(ensemble_size) < 4:
+        raise ValueError(f"ensemble_size must be >= 4 for EKI/EKS, got {ensemble_size}")
+    data = model.prepare(obs, times, drop_invalid=drop_invalid)
+    priors = {k: _gaussian_prior(k, p) for k, p in _parameter_priors(model).items()}
+    space = inversion.parameter_space(priors)
+    names = space.names
+    k_prior, k_eki, k_eks = jax.random.split(jax.random.key(seed), 3)
+    theta0 = inversion.prior_ensemble(k_prior, priors, int(ensemble_size))
+    logdets = jax.vmap(eki_forward(model, data, names, space).logdet)(theta0)
+    m = int(np.sum(np.asarray(data.valid)))
+    offset = float(jnp.min(logdets)) - 10.0 * m  # margin: logdet moves by O(m) at most
+    forward = jax.jit(eki_forward(model, data, names, space, offset))
+    d = int(np.asarray(data.valid).size) + 1  # whitened innovations (padding 0) + logdet
+    y, gamma = jnp.zeros(d), jnp.eye(d)
+    first = inversion.eki(k_eki, forward, theta0, y, gamma, int(eki_iterations),
+                          prior_mean=space.prior_mean, prior_cov=space.prior_cov,
+                          progress=progress)
+    result = inversion.eks(k_eks, forward, first.ensembles[-1], y, gamma, space.prior_mean,
+                           space.prior_cov, int(eks_iterations), space=space,
+                           progress=progress)
+    final = np.asarray(result.final_physical)
+    samples = {name: final[None, :, i] for i, name in enumerate(names)}
+    settings = {"ensemble_size": int(ensemble_size), "eki_iterations": int(eki_iterations),
+                "eks_iterations": int(eks_iterations), "seed": int(seed),
+                "final_misfit": float(result.misfits[-1])}
+    return InversionPosterior(model, obs, np.asarray(times), data, samples, {}, "eki",
+                              settings, misfits=np.concatenate(
+                                  [np.asarray(first.misfits), np.asarray(result.misfits)]))
