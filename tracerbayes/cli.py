@@ -1,26 +1,33 @@
-"""Command line: ``tracerbayes demo|run CONFIG|validate CONFIG [-o DIR] [--seed N] [--quiet]``.
+"""Command line: ``tracerbayes demo|run CONFIG|simulate CONFIG|validate CONFIG``.
 
-Exit codes: 0 on success; 1 with a one-line reason on stderr when the run fails; 2 for a
-usage error (from argparse).
+``demo``, ``run`` and ``simulate`` take ``[-o DIR] [--seed N] [-q]``. Exit codes: 0 on
+success; 1 with a one-line reason on stderr when the run fails; 2 for a usage error (from
+argparse); 130 after Ctrl-C and 143 after SIGTERM, with a one-line reason. Every output file
+is written under a hidden temporary name and renamed when complete
+(:mod:`tracerbayes.files`), so an interrupted or killed run leaves no partial output.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
-import warnings
-from pathlib import Path
+import threading
+import time
+from typing import Any
 
-from tracerbayes.files import atomic_path
+from tracerbayes.files import live_temporaries
 
 __all__ = ["main"]
 
-# The demo's fit: sized to run in a few minutes on two CPU cores.
-DEMO_MODES = 60
-DEMO_CHAINS = 2
-DEMO_WARMUP = 150
-DEMO_SAMPLES = 150
+#: Seconds the main thread gets to unwind after SIGTERM/SIGINT before a hard, clean exit
+#: (it may be inside one long compiled computation that Python cannot interrupt).
+GRACE_SECONDS = 10.0
+
+
+class Terminated(BaseException):
+    """Raised in the main thread on SIGTERM, like KeyboardInterrupt on Ctrl-C."""
 
 
 def _enable_float64() -> None:
@@ -29,69 +36,70 @@ def _enable_float64() -> None:
     jax.config.update("jax_enable_x64", True)
 
 
+def _watch(read_fd: int) -> None:
+    """Watchdog thread: after SIGTERM/SIGINT, give the main thread ``GRACE_SECONDS`` to
+    unwind (removing its temporary files), then remove them here and exit at once."""
+    while True:
+        try:
+            data = os.read(read_fd, 64)
+        except OSError:
+            return
+        if not data:  # the write end was closed: main() is done
+            return
+        signums = [s for s in data if s in (signal.SIGTERM, signal.SIGINT)]
+        if not signums:
+            continue
+        time.sleep(GRACE_SECONDS)
+        for path in live_temporaries():
+            path.unlink(missing_ok=True)
+        name = signal.Signals(signums[0]).name
+        os.write(2, f"tracerbayes: {name}: stopped while busy; temporary files "
+                    "removed\n".encode())
+        os._exit(128 + signums[0])
+
+
+class _SignalGuard:
+    """SIGTERM raises :class:`Terminated` in the main thread, and a watchdog thread
+    guarantees a clean exit within ``GRACE_SECONDS`` (restored on exit)."""
+
+    def __enter__(self) -> _SignalGuard:
+        self.active = threading.current_thread() is threading.main_thread()
+        if not self.active:
+            return self
+
+        def terminate(signum: int, frame: Any) -> None:
+            raise Terminated
+
+        self.read_fd, self.write_fd = os.pipe()
+        os.set_blocking(self.write_fd, False)
+        self.old_handler = signal.signal(signal.SIGTERM, terminate)
+        self.old_fd = signal.set_wakeup_fd(self.write_fd, warn_on_full_buffer=False)
+        self.thread = threading.Thread(target=_watch, args=(self.read_fd,), daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if not self.active:
+            return
+        signal.set_wakeup_fd(self.old_fd)
+        signal.signal(signal.SIGTERM, self.old_handler)
+        os.close(self.write_fd)
+        self.thread.join(timeout=1.0)
+        if not self.thread.is_alive():
+            os.close(self.read_fd)
+
+
 def _demo(args: argparse.Namespace) -> int:
-    import jax
-    import numpy as np
-    import numpyro.distributions as dist
+    from tracerbayes.demo import run_demo
 
-    from tracerbayes import metrics, scenarios
-    from tracerbayes.inference import fit
-    from tracerbayes.model import AdvectionDiffusionModel, GivenVelocity, Priors
-    from tracerbayes.observations import Observations
-    from tracerbayes.workflow import TracerInfo, write_outputs
+    run_demo(args.output, seed=args.seed, quiet=args.quiet)
+    return 0
 
-    out = Path(args.output)
-    say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
-    say("tracerbayes demo: building the Canary Basin SST twin experiment (offline) ...")
-    scenario = scenarios.canary_sst(jax.random.key(args.seed))
-    say(scenario.description)
-    obs = Observations.from_dataframe(scenario.observations, platform="platform")
-    prepared = obs.prepare(scenario.grid, scenario.times)
-    totals = scenario.truth["total"].values
-    drift = float(np.max(np.abs(totals - totals[0])) / abs(totals[0]))
-    with atomic_path(out / "truth.nc") as tmp:
-        scenario.truth.to_netcdf(tmp)
-    with atomic_path(out / "observations.csv") as tmp:
-        scenario.observations.to_csv(tmp, index=False)
-    say(f"  observations accepted on the grid: {len(prepared.value)} of {len(obs)}")
-    say(f"  relative drift of the truth's total over {len(totals)} days: {drift:.1e}")
 
-    # The known current (its strength uncertain) and unknown mixing, noise and first map.
-    velocity = GivenVelocity(scenario.velocity, scale_prior=dist.LogNormal(0.0, 0.5))
-    model = AdvectionDiffusionModel(scenario.grid, velocity, Priors.for_observations(obs),
-                                    n_modes=DEMO_MODES)
-    say(f"  NUTS: {DEMO_CHAINS} chains x ({DEMO_WARMUP} warm-up + {DEMO_SAMPLES} draws), "
-        f"{DEMO_MODES} Neumann modes, state integrated out by the Kalman filter ...")
-    with warnings.catch_warnings():  # demo-sized runs: diagnostics are printed below
-        warnings.simplefilter("ignore", UserWarning)
-        post = fit(model, obs, scenario.times, num_warmup=DEMO_WARMUP,
-                   num_samples=DEMO_SAMPLES, num_chains=DEMO_CHAINS, seed=args.seed,
-                   progress=not args.quiet)
-    table = post.parameter_table()
-    say("  posterior of the parameters (mean [5%, 95%]); truth: diffusivity "
-        f"{scenario.diffusivity:g} m^2/s, velocity_scale 1")
-    for name, row in table.iterrows():
-        say(f"    {name:<24}{row['mean']:>10.4g}  [{row['q5']:.4g}, {row['q95']:.4g}]")
-    for message in post.check_diagnostics():
-        say(f"  note: {message}")
-    tracer = TracerInfo("sst", "sea surface temperature", "degC", "sea_surface_temperature")
-    result = write_outputs(post, out, tracer, title="tracerbayes demo: Canary Basin SST twin",
-                           n_draws=50, say=say)
-    maps = result["maps"]
-    truth = scenario.truth["sst"].transpose("time", *scenario.grid.dims)
-    held = truth.where(~prepared.observed_cells(scenario.grid))
-    mean = maps["mean"].values
-    rmse = float(metrics.rmse(held.values, mean))
-    crps = float(metrics.crps_gaussian(held.values, mean, maps["sd"].values))
-    q = maps["quantiles"]
-    cover = float(metrics.coverage_interval(held.values, q.sel(quantile=0.05).values,
-                                            q.sel(quantile=0.95).values))
-    spread = float(np.nanstd(held.values))
-    say(f"  map against the held-out truth ({int(np.isfinite(held.values).sum())} unobserved "
-        f"cell-times): RMSE {rmse:.3f} degC (truth sd {spread:.2f}), CRPS {crps:.3f} degC, "
-        f"90% interval coverage {100 * cover:.1f}%")
-    say(f"  outputs in {out}: posterior.nc, maps/ ({len(list((out / 'maps').iterdir()))} "
-        "figures), diagnostics/, truth.nc, observations.csv")
+def _simulate(args: argparse.Namespace) -> int:
+    from tracerbayes.workflow import simulate_config
+
+    simulate_config(args.config, output=args.output, seed=args.seed, quiet=args.quiet)
     return 0
 
 
@@ -129,6 +137,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=None, help="sampler seed (overrides config)")
     run.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
     run.set_defaults(func=_run)
+    simulate = sub.add_parser("simulate", help="draw a synthetic truth (truth.nc) and its "
+                                                 "observations (CSV) from the simulate section")
+    simulate.add_argument("config", help="YAML configuration with a simulate: section")
+    simulate.add_argument("-o", "--output", default=None,
+                          help="folder for truth.nc and the CSV (default: the config's "
+                               "output folder and simulate.observations)")
+    simulate.add_argument("--seed", type=int, default=None,
+                          help="random seed (overrides simulate.seed)")
+    simulate.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    simulate.set_defaults(func=_simulate)
     validate = sub.add_parser("validate", help="check a config and its inputs; run nothing")
     validate.add_argument("config", help="YAML configuration")
     validate.set_defaults(func=_validate)
@@ -140,10 +158,16 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _enable_float64()
     try:
-        return args.func(args)
+        with _SignalGuard():
+            return args.func(args)
     except KeyboardInterrupt:
-        print("tracerbayes: interrupted", file=sys.stderr)
+        print("tracerbayes: interrupted (SIGINT); no partial output files left",
+              file=sys.stderr)
         return 130
+    except Terminated:
+        print("tracerbayes: terminated (SIGTERM); no partial output files left",
+              file=sys.stderr)
+        return 143
     except Exception as err:  # one line for scripts; the traceback with TRACERBAYES_DEBUG
         if os.environ.get("TRACERBAYES_DEBUG"):
             raise

@@ -21,7 +21,8 @@ import xarray as xr
 from tracerbayes import physics, simulate
 from tracerbayes.grid import Grid
 
-__all__ = ["Scenario", "hadisst_path", "load_hadisst", "canary_sst"]
+__all__ = ["Scenario", "hadisst_path", "load_hadisst", "hadisst_on_grid",
+           "canary_sst"]
 
 
 class Scenario(NamedTuple):
@@ -62,8 +63,14 @@ def load_hadisst() -> xr.DataArray:
     return sst.sortby("lat")
 
 
-def _initial_sst(grid: Grid) -> np.ndarray:
-    """HadISST interpolated to the grid's wet cells, gaps filled from the nearest wet value."""
+def hadisst_on_grid(grid: Grid) -> np.ndarray:
+    """HadISST1 SST (degC, August 2012) on the wet cells of a lon/lat grid, shape (n_wet,).
+
+    Interpolated linearly; wet cells where HadISST has no value (its coarser coastline) take
+    the nearest wet cell's value.
+    """
+    if grid.dims != ("lat", "lon"):
+        raise ValueError(f"HadISST needs a lon/lat grid; this grid has dims {grid.dims}")
     sst = load_hadisst().interp(lon=grid.x, lat=grid.y)
     field = sst.transpose("lat", "lon").values
     state = grid.to_state(field)
@@ -145,7 +152,7 @@ def canary_sst(
     velocity = canary_velocity(grid)
     k_truth, k_obs = jax.random.split(key)
     truth = simulate.simulate_truth(
-        k_truth, grid, times, velocity, diffusivity, _initial_sst(grid), noise_scale,
+        k_truth, grid, times, velocity, diffusivity, hadisst_on_grid(grid), noise_scale,
         noise_lengthscale, name="sst", long_name="sea surface temperature", units="degC",
     )
     truth["sst"].attrs["standard_name"] = "sea_surface_temperature"

@@ -257,10 +257,12 @@ def build_truth(key: Any, cfg: RunConfig, grid: Grid, times: np.ndarray,
 
     The first map is ``initial_mean`` plus mass-free Matérn-like noise of sd ``initial_sd``
     and lengthscale ``initial_lengthscale`` (:func:`~tracerbayes.simulate.mass_free_noise`),
-    so its area-weighted mean is ``initial_mean`` exactly. ``noise_sd`` is per day: over a
-    step of ``dt`` seconds the innovation sd is ``noise_sd * sqrt(dt / 86400 s)``. The current
-    is the ``velocity`` section's field times ``velocity_scale`` (kind given) or the uniform
-    ``(u, v)`` of the truth section (other kinds).
+    so its area-weighted mean is ``initial_mean`` exactly; or, with ``initial_field:
+    hadisst``, HadISST1 SST on the grid (:func:`tracerbayes.scenarios.hadisst_on_grid`).
+    ``noise_sd`` is per day: over a step of ``dt`` seconds the innovation sd is
+    ``noise_sd * sqrt(dt / 86400 s)``. The current is the ``velocity`` section's field times
+    ``velocity_scale`` (kind given) or the uniform ``(u, v)`` of the truth section (other
+    kinds).
 
     Parameters
     ----------
@@ -288,8 +290,13 @@ def build_truth(key: Any, cfg: RunConfig, grid: Grid, times: np.ndarray,
         raise _fail(cfg, "times", "simulate needs equally spaced analysis times")
     step = float(steps[0]) if steps.size else 86400.0
     k_initial, k_noise = jax.random.split(key)
-    initial = t.initial_mean + simulate.mass_free_noise(
-        k_initial, grid, 1, t.initial_sd, t.initial_lengthscale * 1e3)[0]
+    if t.initial_field == "hadisst":
+        from tracerbayes.scenarios import hadisst_on_grid
+
+        initial = hadisst_on_grid(grid)
+    else:
+        initial = t.initial_mean + simulate.mass_free_noise(
+            k_initial, grid, 1, t.initial_sd, t.initial_lengthscale * 1e3)[0]
     return simulate.simulate_truth(
         k_noise, grid, times, face, t.diffusivity, initial,
         noise_scale=t.noise_sd * np.sqrt(step / 86400.0),

@@ -46,6 +46,10 @@ class TruthConfig:
     noise_sd: float = setting(Float(low=0.0), "process-noise sd per day, tracer units", 0.05)
     noise_lengthscale: float = setting(Quantity("length", "km", low=0.0, open_low=True),
                                        "process-noise lengthscale, km", 150.0)
+    initial_field: str | None = setting(
+        Optional(Str(("hadisst",))),
+        "first map from real data instead of initial_mean plus noise: 'hadisst' (HadISST1 SST "
+        "of August 2012, degC, read from cartopy's installation; lon/lat grids)", None)
     initial_mean: float = setting(Float(), "mean of the first map, tracer units", 0.0)
     initial_sd: float = setting(Float(low=0.0), "sd of the first map, tracer units", 1.0)
     initial_lengthscale: float = setting(Quantity("length", "km", low=0.0, open_low=True),
@@ -153,6 +157,10 @@ class RunConfig:
         if not self.observations and self.simulate is None:
             problems.append(("observations", "give at least one observation file (or a "
                                              "simulate section for synthetic ones)"))
+        if (self.simulate is not None and self.simulate.truth.initial_field is not None
+                and self.grid.cartesian):
+            problems.append(("simulate.truth.initial_field",
+                             f"{self.simulate.truth.initial_field!r} needs a lon/lat grid"))
         wrong, right = (("lon", "lat"), "x and y") if self.grid.cartesian else (
             ("x", "y"), "lon and lat")
         for k, source in enumerate(self.observations):

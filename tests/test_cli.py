@@ -1,0 +1,156 @@
+"""The command line: simulate -> validate -> run, example configs, exit codes."""
+
+import shutil
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+from tracerbayes import simulate
+from tracerbayes.cli import main
+from tracerbayes.config import build_grid, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs"
+
+# A 12 x 10 basin of 10 km cells with a 2 x 3 island; a twin experiment with few draws.
+TINY = """\
+title: tiny basin
+tracer: {name: temp, long_name: temperature, units: degC}
+grid:
+  x: [0, 120 km]
+  y: [0, 100 km]
+  resolution: 10 km
+  mask: {file: mask.nc, variable: mask}
+times: {start: 2020-01-01, end: 2020-01-05, step: 1 day}
+observations:
+  - file: obs.csv
+    columns: {x: x, y: y, platform: platform}
+velocity: {kind: given, file: currents.nc, u: u, v: v,
+           scale_prior: {lognormal: {median: 1.0, sigma: 0.5}}}
+model: {n_modes: 10}
+method: {name: nuts, num_warmup: 20, num_samples: 20, num_chains: 1, seed: 1}
+output: {directory: out, maps: png}
+simulate:
+  seed: 3
+  observations: obs.csv
+  truth: {diffusivity: 300 m^2/s, noise_sd: 0.05, noise_lengthscale: 30 km,
+          initial_mean: 15.0, initial_sd: 0.5, initial_lengthscale: 30 km}
+  platforms:
+    - {kind: floats, n_floats: 12, every: 1, error: 0.1, drift: 5 km}
+    - {kind: glider, waypoints: [[10000, 10000], [110000, 90000]], speed: 0.3 m/s,
+       error: 0.1}
+"""
+
+
+def tiny_config(folder: Path) -> Path:
+    """TINY and its mask and currents under ``folder``; returns the config's path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    x = 5e3 + 10e3 * np.arange(12)
+    y = 5e3 + 10e3 * np.arange(10)
+    mask = np.ones((10, 12), dtype=np.int8)
+    mask[4:6, 5:8] = 0
+    coords = {"x": x, "y": y}
+    xr.Dataset({"mask": (("y", "x"), mask)}, coords=coords).to_netcdf(folder / "mask.nc")
+    ones = np.ones((10, 12))
+    xr.Dataset({"u": (("y", "x"), 0.05 * ones), "v": (("y", "x"), -0.02 * ones)},
+               coords=coords).to_netcdf(folder / "currents.nc")
+    path = folder / "tiny.yaml"
+    path.write_text(TINY)
+    return path
+
+
+def test_simulate_validate_run_a_tiny_config(tmp_path, capsys):
+    config = tiny_config(tmp_path)
+    assert main(["validate", str(config)]) == 1  # obs.csv does not exist yet
+    assert "obs.csv" in capsys.readouterr().err
+
+    assert main(["simulate", str(config)]) == 0
+    printed = capsys.readouterr().out
+    assert "60 float, " in printed and "glider)" in printed
+    frame = pd.read_csv(tmp_path / "obs.csv", parse_dates=["time"])
+    assert list(frame.columns) == ["time", "x", "y", "value", "error", "platform"]
+    assert (frame["platform"] == "float").sum() == 60  # 12 floats x 5 days
+    truth = xr.open_dataset(tmp_path / "out" / "truth.nc")
+    assert truth.attrs["Conventions"] == "CF-1.10"
+    assert truth["temp"].attrs["units"] == "degC"
+    assert truth["time"].values[0] == np.datetime64("2020-01-01", "ns")
+    totals = truth["total"].values
+    np.testing.assert_allclose(totals, totals[0], rtol=1e-12)
+    # The observations are the truth at their positions plus their errors (within 6 sd).
+    grid = build_grid(load_config(config))
+    k = np.searchsorted(truth["time"].values, frame["time"].values.astype("datetime64[ns]"))
+    field = truth["temp"].transpose("time", "y", "x").values
+    exact = simulate.interpolate(grid, field, frame["x"].values, frame["y"].values,
+                                 time_index=k)
+    assert np.all(np.abs(frame["value"].values - exact) < 6 * 0.1)
+    assert np.std(frame["value"].values - exact) == pytest.approx(0.1, rel=0.3)
+    truth.close()
+
+    # Same seed, same draws; --seed and -o change them and where they go.
+    first = (tmp_path / "obs.csv").read_bytes()
+    assert main(["simulate", str(config), "-q"]) == 0
+    assert (tmp_path / "obs.csv").read_bytes() == first
+    assert main(["simulate", str(config), "-q", "--seed", "4", "-o", str(tmp_path / "s4")]) == 0
+    assert sorted(p.name for p in (tmp_path / "s4").iterdir()) == ["obs.csv", "truth.nc"]
+    assert (tmp_path / "s4" / "obs.csv").read_bytes() != first
+
+    assert main(["validate", str(config)]) == 0
+    assert main(["run", str(config), "-q"]) == 0
+    out = tmp_path / "out"
+    assert {p.name for p in out.iterdir()} == {"posterior.nc", "maps", "diagnostics",
+                                               "truth.nc"}
+    with xr.open_dataset(out / "posterior.nc") as post:
+        assert post["mean"].shape == (5, 10, 12)
+    assert len(list((out / "maps").glob("map_*.png"))) == 5
+    assert not [p for p in out.rglob(".*")]
+
+
+def test_simulate_without_a_simulate_section_fails_in_one_line(tmp_path, capsys):
+    config = tiny_config(tmp_path)
+    config.write_text(TINY[:TINY.index("simulate:")])
+    assert main(["simulate", str(config)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err
+    assert err.startswith("tracerbayes: error: ConfigError:")
+    assert "simulate" in err
+
+
+def test_island_inputs_are_reproduced_by_make_inputs(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_inputs", CONFIGS / "make_inputs.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for path in module.main(tmp_path):
+        with xr.open_dataset(path) as new, xr.open_dataset(CONFIGS / path.name) as committed:
+            xr.testing.assert_identical(new, committed)
+
+
+def test_example_island_twin_simulate_then_validate(tmp_path, capsys):
+    for name in ("island_twin.yaml", "island_mask.nc", "island_gyre.nc"):
+        shutil.copy(CONFIGS / name, tmp_path / name)
+    config = str(tmp_path / "island_twin.yaml")
+    assert main(["validate", config]) == 1  # the observations are not committed
+    capsys.readouterr()
+    assert main(["simulate", config]) == 0
+    assert "(1030 rows: 1000 float, 30 glider)" in capsys.readouterr().out
+    assert main(["validate", config]) == 0
+    with xr.open_dataset(tmp_path / "out" / "island_twin" / "truth.nc") as truth:
+        assert truth["tracer"].shape == (30, 48, 48)
+        mask = xr.open_dataset(tmp_path / "island_mask.nc")["mask"].values
+        assert np.isnan(truth["tracer"].values[:, mask == 0]).all()
+
+
+@pytest.mark.slow
+def test_example_canary_simulate_then_validate(tmp_path, capsys):
+    shutil.copy(CONFIGS / "canary_sst.yaml", tmp_path / "canary_sst.yaml")
+    config = str(tmp_path / "canary_sst.yaml")
+    assert main(["simulate", config]) == 0
+    assert main(["validate", config]) == 0
+    frame = pd.read_csv(tmp_path / "canary_sst_obs.csv")
+    assert list(frame.columns) == ["time", "lon", "lat", "value", "error", "platform"]
+    assert 15.0 < frame["value"].mean() < 30.0  # August SST off north-west Africa, degC
