@@ -171,9 +171,13 @@ class EnsemblePosterior(Posterior):
 
     def parameter_table(self) -> pd.DataFrame:
         """The fixed parameter values (mean; sd 0; q5 = q95 = value)."""
-        table = super().parameter_table()
-        table["sd"] = 0.0
-        return table
+        rows = {}
+        for name, value in self.samples.items():
+            flat = np.ravel(value)
+            for j, v in enumerate(flat):
+                label = name if flat.size == 1 else f"{name}[{j}]"
+                rows[label] = {"mean": v, "sd": 0.0, "q5": v, "q95": v}
+        return pd.DataFrame.from_dict(rows, orient="index")
 
     def summary(self) -> pd.DataFrame:
         """Per-time filter statistics (:attr:`cycle`)."""

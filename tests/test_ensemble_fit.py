@@ -1,0 +1,270 @@
+"""fit(method="enkf" | "etkf" | "letkf" | "eki") on the tracer model, against exact references."""
+
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro.distributions as dist
+import pandas as pd
+import pytest
+import xarray as xr
+
+import tracerbayes as tb
+from tracerbayes import inversion, physics
+from tracerbayes.ensemble import tracer
+from tracerbayes.ensemble.inflation import mass_free_multiplicative, multiplicative
+from tracerbayes.ensemble.localisation import euclidean
+from tracerbayes.ensemble.window import GlobalUpdate, LocalUpdate, smooth_window
+from tracerbayes.ensemble_fit import eki_forward, point_parameters
+from tracerbayes.grid import Grid
+from tracerbayes.kalman import PaddedObservations, kalman_log_likelihood
+from tracerbayes.model import AdvectionDiffusionModel, GivenVelocity, Priors
+from tracerbayes.observations import Observations
+
+DAY = 86400.0
+PARAMS = {"diffusivity": 400.0, "velocity_scale": 1.0, "noise_sd": 0.2,
+          "noise_lengthscale_km": 15.0, "initial_sd": 1.0, "initial_lengthscale_km": 20.0,
+          "error_scale": 1.0}
+
+
+def small_problem(rng, nx=6, ny=5, T=4, n_obs=6, two_basins=False):
+    """A small Cartesian basin (10 km cells), a swirl and random observations."""
+    mask = np.ones((ny, nx), bool)
+    if two_basins:
+        mask[:, nx // 2] = False  # a wall: two closed basins
+    else:
+        mask[1, 2] = False
+    grid = Grid.cartesian(x=(0.0, nx * 10e3), y=(0.0, ny * 10e3), resolution=10e3, mask=mask)
+    cx, cy = physics.corner_coordinates(grid)
+    psi = 2e3 * np.sin(np.pi * cx / cx.max()) * np.sin(np.pi * cy / cy.max())
+    velocity = physics.velocity_from_streamfunction(grid, psi)
+    wet = np.argwhere(mask)
+    rows = []
+    for k in range(T):
+        cells = wet[rng.choice(len(wet), n_obs, replace=False)]
+        for j, i in cells:
+            rows.append({"time": k * DAY, "x": grid.x[i] + rng.uniform(-2e3, 2e3),
+                         "y": grid.y[j] + rng.uniform(-2e3, 2e3),
+                         "value": 10 + rng.normal(), "error": 0.3})
+    obs = Observations.from_dataframe(pd.DataFrame(rows), x="x", y="y")
+    return grid, velocity, np.arange(T) * DAY, obs
+
+
+def columns(f, n):
+    """The matrix of a linear map of states (k, n) -> (k, n): rows are images of e_i."""
+    return np.asarray(f(jnp.eye(n)))
+
+
+def dense_smoother(grid, velocity, times, obs, params, mean_sd):
+    """Exact posterior mean and variance of the stacked trajectory (dense Gaussian algebra)
+    for the full-grid model the ensemble methods sample."""
+    n, T = grid.n_wet, len(times)
+    M = columns(lambda E: physics.propagate(
+        grid, E, velocity, params["diffusivity"], DAY,
+        substeps=physics.substeps_for(grid, velocity, params["diffusivity"], DAY)), n).T
+    field_q = tracer.noise_field(grid, params["noise_lengthscale_km"] * 1e3)
+    field_0 = tracer.noise_field(grid, params["initial_lengthscale_km"] * 1e3)
+    area = jnp.asarray(grid.wet_area)
+
+    def noise_map(field, mass_free):
+        def f(xi):  # the linear map from standard normal xi to a noise field
+            eps = tracer._smooth(field, xi / jnp.sqrt(area)) * field.normaliser
+            return tb.ensemble.project_mass_free(eps, area, field.basins) if mass_free else eps
+        return columns(f, n).T
+
+    B = noise_map(field_q, True) * params["noise_sd"]
+    B0 = noise_map(field_0, False) * params["initial_sd"]
+    Q, P0 = B @ B.T, B0 @ B0.T + mean_sd**2
+    prepared = obs.prepare(grid, times)
+    level = np.mean(prepared.value)
+    Sigma = np.zeros((T * n, T * n))
+    P = P0
+    blocks = [np.eye(n)]
+    for _ in range(1, T):
+        blocks.append(M @ blocks[-1])
+    # Cov(c_j, c_k) for j <= k: M^{k-j} Var(c_j); Var(c_k) = M Var(c_{k-1}) M^T + Q
+    variances = [P]
+    for _ in range(1, T):
+        P = M @ P @ M.T + Q
+        variances.append(P)
+    for j in range(T):
+        for k in range(j, T):
+            c = blocks[k - j] @ variances[j]
+            Sigma[k * n:(k + 1) * n, j * n:(j + 1) * n] = c
+            Sigma[j * n:(j + 1) * n, k * n:(k + 1) * n] = c.T
+    H = np.zeros((len(prepared.value), T * n))
+    op = prepared.operator
+    for r, k in enumerate(prepared.time_index):
+        np.add.at(H[r], k * n + op.indices[r], op.weights[r])
+    R = np.diag((prepared.error * params["error_scale"]) ** 2)
+    gain = Sigma @ H.T @ np.linalg.inv(H @ Sigma @ H.T + R)
+    mean = level + gain @ (prepared.value - level)
+    cov = Sigma - gain @ H @ Sigma
+    return mean.reshape(T, n), np.diag(cov).reshape(T, n), np.diag(Sigma).reshape(T, n)
+
+
+@pytest.mark.parametrize("method", ["etkf", "enkf"])
+def test_smoothed_ensemble_matches_the_dense_posterior(rng, method):
+    """Ensemble smoother on the full-grid model against the exact Gaussian conditional of
+    the stacked trajectory, within Monte Carlo error of N = 1000 members. (LETKF with an
+    infinite radius is the global ETKF: next test.)"""
+    grid, velocity, times, obs = small_problem(rng)
+    model = AdvectionDiffusionModel(grid, GivenVelocity(velocity), Priors(mean_sd=2.0),
+                                    n_modes=8)
+    params = {k: v for k, v in PARAMS.items() if k != "velocity_scale"}
+    mean, var, prior_var = dense_smoother(grid, velocity, times, obs, params, mean_sd=2.0)
+    N = 1000
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", tb.SamplingWarning)
+        post = tb.fit(model, obs, times, method=method, ensemble_size=N, parameters=params,
+                      localisation_km=1e6, seed=1, progress=False)
+    members = post.members  # (T, N, n)
+    got_mean, got_var = members.mean(1), members.var(1, ddof=1)
+    # The analysis mean's sampling error comes from the sampled prior (through the gain),
+    # so it is measured against the prior variance; the variances against their own size.
+    z_mean = (got_mean - mean) / np.sqrt(prior_var / N)
+    assert np.abs(z_mean).max() < 5.0, np.abs(z_mean).max()
+    assert abs(np.mean(got_var / var) - 1.0) < 0.1, np.mean(got_var / var)
+    assert np.abs(got_var / var - 1.0).max() < 0.5
+    maps = post.maps()
+    assert np.allclose(grid.to_state(maps["mean"].values[2]), got_mean[2], atol=1e-12)
+    assert post.mass_drift["forecast"] < 1e-12
+
+
+def test_local_update_with_infinite_radius_equals_the_global_smoother(rng, key):
+    grid, velocity, times, obs = small_problem(rng, T=5)
+    field = tracer.noise_field(grid, 15e3)
+    step = tracer.tracer_transition(grid, velocity, 300.0, DAY, field, 0.2)
+    E0 = tracer.initial_ensemble(key, grid, 12, 10.0, 1.0, 1.0, 20e3)
+    co = tracer.stencil_observations(obs.prepare(grid, times), obs)
+    coords = jnp.asarray(tracer.state_coordinates(grid))
+    out = {}
+    for name, update in {"global": GlobalUpdate("etkf"),
+                         "local": LocalUpdate(coords, euclidean, np.inf)}.items():
+        for lag in (None, 2):
+            out[name, lag] = smooth_window(key, step, E0, co, update, lag=lag,
+                                           forecast_first=False, progress=False)
+    for lag in (None, 2):
+        np.testing.assert_allclose(out["local", lag].smoothed, out["global", lag].smoothed,
+                                   rtol=0, atol=1e-10)
+    # the smoother changes past states; its last time is the filter's
+    assert not np.allclose(out["global", None].smoothed[0].mean(0),
+                           out["global", None].filtered_mean[0])
+    np.testing.assert_allclose(out["global", None].smoothed[-1].mean(0),
+                               out["global", None].filtered_mean[-1], atol=1e-12)
+
+
+def test_mass_safe_defaults_keep_every_member_total_per_basin(rng, key):
+    """Two closed basins; members start with equal totals; forecasts with mass-free noise,
+    mass-free inflation and the mass-safe LETKF keep each basin's total to 1e-10; plain
+    multiplicative inflation and localisation do not."""
+    grid, velocity, times, obs = small_problem(rng, nx=8, ny=6, T=6, n_obs=8, two_basins=True)
+    field = tracer.noise_field(grid, 15e3)
+    assert field.basins.max() == 1  # two basins
+    step = tracer.tracer_transition(grid, velocity, 300.0, DAY, field, 0.2)
+    E0 = tracer.initial_ensemble(key, grid, 10, 10.0, 0.0, 1.0, 20e3, same_total=True)
+    co = tracer.stencil_observations(obs.prepare(grid, times), obs)
+    area = jnp.asarray(grid.wet_area)
+    coords = jnp.asarray(tracer.state_coordinates(grid))
+    onehot = np.asarray(field.basins[:, None] == np.arange(2), float) * grid.wet_area[:, None]
+
+    def basin_drift(update, inflation):
+        out = smooth_window(key, step, E0, co, update, inflation=inflation,
+                            forecast_first=False, progress=False)
+        totals = np.asarray(out.smoothed) @ onehot  # (T, N, basins)
+        start = np.asarray(E0) @ onehot
+        return float(np.max(np.abs(totals - start[None]) / np.abs(start[None])))
+
+    safe = basin_drift(LocalUpdate(coords, euclidean, 20e3, cell_area=area,
+                                   basins=field.basins),
+                       lambda k, E: mass_free_multiplicative(E, 1.1, area, field.basins))
+    plain = basin_drift(LocalUpdate(coords, euclidean, 20e3),
+                        lambda k, E: multiplicative(E, 1.1))
+    assert safe < 1e-10, safe
+    assert plain > 1e-4, plain
+
+
+def test_collapse_is_detected_and_explained(rng):
+    grid, velocity, times, obs = small_problem(rng, T=8, n_obs=10)
+    model = AdvectionDiffusionModel(grid, GivenVelocity(velocity), Priors(), n_modes=8)
+    # no process noise and a tiny first-map spread: the ensemble is sure and wrong
+    params = dict(PARAMS, noise_sd=0.0, initial_sd=1e-3)
+    params.pop("velocity_scale")
+    with pytest.warns(tb.SamplingWarning, match="ensemble collapse.*raise inflation"):
+        post = tb.fit(model, obs, times, method="etkf", ensemble_size=8, parameters=params,
+                      progress=False)
+    assert "ensemble collapse" in post.check_diagnostics()[0]
+
+
+def test_bad_ensemble_inputs_say_what_to_change(rng):
+    grid, velocity, times, obs = small_problem(rng)
+    model = AdvectionDiffusionModel(grid, GivenVelocity(velocity), Priors(), n_modes=8)
+    with pytest.raises(ValueError, match="equally spaced analysis times"):
+        tb.fit(model, obs, np.array([0.0, DAY, 3 * DAY, 4 * DAY]), method="letkf",
+               progress=False)
+    with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['diffusion'\]"):
+        point_parameters(model, {"diffusion": 1.0})
+    with pytest.raises(ValueError, match="ensemble_size must be >= 2"):
+        tb.fit(model, obs, times, method="etkf", ensemble_size=1, progress=False)
+    with pytest.raises(ValueError, match="choose 'nuts', 'enkf', 'etkf', 'letkf' or 'eki'"):
+        tb.fit(model, obs, times, method="4dvar")
+
+
+@pytest.mark.filterwarnings("ignore::tracerbayes.SamplingWarning")
+def test_ensemble_posterior_outputs_round_trip(rng, tmp_path):
+    grid, velocity, times, obs = small_problem(rng)
+    model = AdvectionDiffusionModel(grid, GivenVelocity(velocity), Priors(), n_modes=8)
+    params = {k: v for k, v in PARAMS.items() if k != "velocity_scale"}
+    post = tb.fit(model, obs, times, method="letkf", ensemble_size=16, parameters=params,
+                  localisation_km=30.0, inflation=1.05, progress=False)
+    idata = post.to_inference_data()
+    assert idata.attrs["inference_method"] == "letkf"
+    assert {"posterior", "observed_data", "posterior_predictive",
+            "cycle_diagnostics"} <= set(idata.groups())
+    assert idata.posterior_predictive["y"].shape == (1, 16, len(obs))
+    assert idata.posterior["diffusivity"].values.item() == 400.0
+    ds = post.to_netcdf(tmp_path / "posterior.nc", units="degC")
+    back = xr.open_dataset(tmp_path / "posterior.nc")
+    np.testing.assert_array_equal(back["mean"].values, ds["mean"].values)
+    assert back.attrs["method"] == "letkf"
+    sample = post.sample_maps(3, jax.random.key(0))
+    assert sample.shape == (3, len(times), *grid.shape)
+
+
+def test_eki_forward_is_the_negative_log_likelihood_up_to_a_constant(rng, key):
+    grid, velocity, times, obs = small_problem(rng, T=5)
+    model = AdvectionDiffusionModel(
+        grid, GivenVelocity(velocity, scale_prior=dist.LogNormal(0.0, 0.5)), Priors(),
+        n_modes=10)
+    data = model.prepare(obs, times)
+    names = ("diffusivity", "velocity_scale", "noise_sd", "noise_lengthscale_km",
+             "initial_sd", "initial_lengthscale_km", "error_scale")
+    space = inversion.parameter_space({name: dist.LogNormal(0.0, 1.0) for name in names})
+    forward = eki_forward(model, data, names, space, offset=-1e4)
+
+    def loglik(theta):
+        p = dict(zip(names, space.to_physical(theta), strict=True))
+        padded = PaddedObservations(data.values, data.operators,
+                                    (p["error_scale"] * data.errors) ** 2, data.valid)
+        return kalman_log_likelihood(model.state_space(p, data), padded)
+
+    thetas = [jnp.log(jnp.asarray([400.0, 1.0, 0.2, 15.0, 1.0, 20.0, 1.0])),
+              jnp.log(jnp.asarray([900.0, 0.5, 0.1, 30.0, 2.0, 40.0, 1.5]))]
+    half = [0.5 * float(jnp.sum(forward(t) ** 2)) for t in thetas]
+    ll = [float(loglik(t)) for t in thetas]
+    assert half[0] - half[1] == pytest.approx(-(ll[0] - ll[1]), rel=1e-9)
+
+
+def test_eki_method_returns_a_posterior_with_draws(rng):
+    grid, velocity, times, obs = small_problem(rng, T=5, n_obs=8)
+    model = AdvectionDiffusionModel(
+        grid, GivenVelocity(velocity, scale_prior=dist.LogNormal(0.0, 0.5)), Priors(),
+        n_modes=10)
+    post = tb.fit(model, obs, times, method="eki", ensemble_size=16, eki_iterations=2,
+                  eks_iterations=6, progress=False)
+    assert post.method == "eki" and post.num_chains == 1 and post.num_draws == 16
+    assert np.all(post.samples["diffusivity"] > 0)
+    maps = post.maps(n_draws=8)
+    assert np.isfinite(maps["sd"].values[:, grid.mask]).all()
+    assert post.to_inference_data().attrs["inference_method"] == "eki"
