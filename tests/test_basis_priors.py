@@ -199,7 +199,10 @@ def test_matern_spectral_density_matches_closed_form(smoothness):
     nu = smoothness.value
     lengthscale, variance = 2.3e5, 1.7
     w = np.array([0.0, 1e-7, 3e-6, 1e-5, 4e-5, 2e-4])
-    expected = closed_form_matern(nu, lengthscale, variance, w)
+    if np.isinf(nu):  # heat kernel of sd s: k(r) = variance exp(-r^2 / 4 s^2)
+        expected = variance * 4 * np.pi * lengthscale**2 * np.exp(-(w * lengthscale) ** 2)
+    else:
+        expected = closed_form_matern(nu, lengthscale, variance, w)
     actual = np.asarray(pr.matern_spectral_density(smoothness, lengthscale, variance, w))
     np.testing.assert_allclose(actual, expected, rtol=RTOL, atol=0)
     # Also by the float value of nu.

@@ -48,11 +48,20 @@ __all__ = [
 
 
 class Smoothness(enum.Enum):
-    """Matérn smoothness ``nu``."""
+    """Matérn smoothness ``nu``; ``GAUSSIAN`` is the limit ``nu -> inf``.
+
+    ``GAUSSIAN`` is the heat-kernel field: white noise smoothed by the masked diffusion
+    operator for a kernel of standard deviation ``s`` (the ``lengthscale``), covariance
+    ``variance * exp(-r^2 / (4 s^2))`` in open water. It is the law of the ensemble methods'
+    model noise (:mod:`tracerbayes.ensemble.tracer`) and of
+    :func:`tracerbayes.simulate.mass_free_noise`, so a reduced model with this smoothness
+    fits their twin truths with the same parameters.
+    """
 
     HALF = 0.5
     THREE_HALVES = 1.5
     FIVE_HALVES = 2.5
+    GAUSSIAN = float("inf")
 
 
 _KERNELS = {
@@ -63,7 +72,11 @@ _KERNELS = {
 
 
 def matern_kernel(smoothness: Smoothness | float, lengthscale: Any, variance: Any = 1.0):
-    """A 2-D GPJax Matérn kernel; ``lengthscale`` in the units of the inputs (may be traced)."""
+    """A 2-D GPJax Matérn kernel (RBF for ``GAUSSIAN``, see :class:`Smoothness`);
+    ``lengthscale`` in the units of the inputs (may be traced)."""
+    if Smoothness(smoothness) is Smoothness.GAUSSIAN:  # exp(-r^2 / (2 l^2)) with l = sqrt(2) s
+        return gpx.kernels.RBF(lengthscale=jnp.sqrt(2.0) * lengthscale, variance=variance,
+                               n_dims=2)
     cls = _KERNELS[Smoothness(smoothness)]
     return cls(lengthscale=lengthscale, variance=variance, n_dims=2)
 
