@@ -20,7 +20,8 @@ import xarray as xr
 
 from tracerbayes.files import atomic_path
 
-__all__ = ["LAND_COLOR", "diagnostics", "map_figure", "maps", "summary_panel"]
+__all__ = ["LAND_COLOR", "cycle_diagnostics", "diagnostics", "map_figure", "maps",
+           "summary_panel"]
 
 #: Colour of land cells (from the model mask) in every map.
 LAND_COLOR = "#c9b99a"
@@ -363,4 +364,44 @@ def diagnostics(idata: Any, out_dir: str | os.PathLike, fmt: str = "png") -> lis
     with atomic_path(out_dir / "summary.csv") as tmp:
         az.summary(idata, round_to="none").to_csv(tmp)
     paths.append(out_dir / "summary.csv")
+    return paths
+
+
+def cycle_diagnostics(cycle: pd.DataFrame, out_dir: str | os.PathLike,
+                      fmt: str = "png") -> list[Path]:
+    """Spread and innovation statistics of an ensemble run, written atomically.
+
+    ``cycle`` is :attr:`EnsemblePosterior.cycle <tracerbayes.ensemble_posterior.
+    EnsemblePosterior.cycle>`. Files: ``cycle.csv`` (the table) and ``spread.<fmt>``: the
+    RMS innovation against what the ensemble expects, ``sqrt(spread^2 + error^2)`` (a
+    well-tuned ensemble keeps them together; a collapsed one has the first far above), the
+    forecast spread in observation space, and the mean innovation (bias).
+    """
+    import matplotlib.pyplot as plt
+
+    fmt = _check_format(fmt)
+    out_dir = Path(out_dir)
+    paths = []
+    with atomic_path(out_dir / "cycle.csv") as tmp:
+        cycle.to_csv(tmp, index=False)
+    paths.append(out_dir / "cycle.csv")
+    t = np.arange(len(cycle))
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 5.5), sharex=True)
+    expected = np.sqrt(cycle["forecast_spread_obs"] ** 2 + cycle["obs_error_rms"] ** 2)
+    top.plot(t, cycle["innovation_rms"], "o-", label="RMS innovation y - H mean")
+    top.plot(t, expected, "s--", label="expected: sqrt(spread² + error²)")
+    top.plot(t, cycle["forecast_spread_obs"], ":", label="forecast spread (obs space)")
+    top.plot(t, cycle["analysis_rms_obs"], "^-", alpha=0.6, label="RMS analysis residual")
+    top.set_ylabel("tracer units")
+    top.legend(fontsize=8)
+    bottom.axhline(0.0, color="0.6", lw=0.8)
+    bottom.plot(t, cycle["innovation_mean"], "o-", label="mean innovation (bias)")
+    bottom.set_xlabel("analysis time index")
+    bottom.set_ylabel("tracer units")
+    bottom.legend(fontsize=8)
+    fig.tight_layout()
+    try:
+        paths.append(_save(fig, out_dir / f"spread.{fmt}", fmt))
+    finally:
+        plt.close(fig)
     return paths
