@@ -32,6 +32,11 @@ PAGES = [
     "api/plot/index.html",
     "api/simulate/index.html",
     "api/config/index.html",
+    "api/physics/index.html",
+    "api/basis/index.html",
+    "api/priors/index.html",
+    "api/kalman/index.html",
+    "api/kalman_parallel/index.html",
 ]
 
 
