@@ -30,7 +30,7 @@ def on_page_content(html: str, **kwargs) -> str:
 
 
 #: (file, start of the offending line) of each known, harmless griffe warning.
-KNOWN = (("tracerbayes/ensemble/cycle.py", "``observe`` (and on array shapes)"),)
+KNOWN: tuple[tuple[str, str], ...] = ()
 
 
 class _DemoteKnown(logging.Filter):

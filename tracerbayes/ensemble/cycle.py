@@ -269,6 +269,8 @@ def run_cycle(key: jax.Array, transition: Callable[[jax.Array, jax.Array], jax.A
         Show a tqdm bar over chunks of ``chunk_size`` cycles (default about T / 20); if false,
         the whole cycle is a single jit-compiled scan.
 
+    Notes
+    -----
     Compilation is cached on the identity of ``transition``, ``analysis``, ``inflation`` and
     ``observe`` (and on array shapes): reuse the same function objects across calls to run
     new data without recompiling.
