@@ -1,7 +1,7 @@
 """The command line: simulate -> validate -> run, example configs, exit codes."""
 
+import os
 import shutil
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +12,7 @@ import xarray as xr
 from tracerbayes import simulate
 from tracerbayes.cli import main
 from tracerbayes.config import build_grid, load_config
+from tracerbayes.files import TEMP_PATTERN
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
@@ -115,8 +116,8 @@ def test_simulate_without_a_simulate_section_fails_in_one_line(tmp_path, capsys)
     assert main(["simulate", str(config)]) == 1
     err = capsys.readouterr().err.strip()
     assert "\n" not in err
-    assert err.startswith("tracerbayes: error: ConfigError:")
-    assert "simulate" in err
+    assert err == (f"tracerbayes: error: {config}: simulate: this configuration has no "
+                   "simulate section; add one (see docs/configuration.md) to draw a twin")
 
 
 def test_island_inputs_are_reproduced_by_make_inputs(tmp_path):
@@ -154,3 +155,131 @@ def test_example_canary_simulate_then_validate(tmp_path, capsys):
     frame = pd.read_csv(tmp_path / "canary_sst_obs.csv")
     assert list(frame.columns) == ["time", "lon", "lat", "value", "error", "platform"]
     assert 15.0 < frame["value"].mean() < 30.0  # August SST off north-west Africa, degC
+
+
+# ------------------------------------------------------------------ killed midway
+def _check_complete(out: Path) -> list[Path]:
+    """Assert every non-hidden file under ``out`` is a whole output; return the hidden ones."""
+    import arviz as az
+    import matplotlib.image
+
+    hidden = []
+    for path in out.rglob("*"):
+        if any(part.startswith(".") for part in path.relative_to(out).parts):
+            hidden.append(path)
+            continue
+        if path.is_dir():
+            continue
+        if path.name == "inference_data.nc":
+            idata = az.from_netcdf(path)
+            assert "posterior" in idata.groups() and "diffusivity" in idata.posterior
+        elif path.suffix == ".nc":
+            with xr.open_dataset(path) as ds:
+                assert {"mean", "sd", "quantiles"} <= set(ds.data_vars)
+                assert np.isfinite(ds["sd"].values).any()
+        elif path.suffix == ".png":
+            image = matplotlib.image.imread(path)
+            assert image.ndim == 3 and min(image.shape[:2]) > 100
+        elif path.suffix == ".csv":
+            assert len(pd.read_csv(path)) > 0
+        else:
+            raise AssertionError(f"unexpected output {path}")
+    return hidden
+
+
+class _Run:
+    """``python -m tracerbayes.cli run CONFIG -o OUT`` in a subprocess, watched."""
+
+    def __init__(self, config: Path, out: Path):
+        import subprocess
+        import sys
+        import threading
+
+        self.out = out
+        self.lines: list[str] = []
+        # Runs after the first reuse its compiled XLA programs (JAX's persistent cache).
+        env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(config.parent / "jax_cache"),
+               "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+               "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tracerbayes.cli", "run", str(config), "-o", str(out)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.append(line)
+
+    def wait_for(self, ready, timeout: float = 900.0) -> None:
+        """Poll every 2 ms until ``ready()``; fail if the run ends first."""
+        import time
+
+        end = time.monotonic() + timeout
+        while not ready():
+            assert self.proc.poll() is None, f"the run ended first: {self.proc.stderr.read()}"
+            assert time.monotonic() < end, "timed out"
+            time.sleep(0.002)
+
+    def temporaries(self, under: str = "") -> list[Path]:
+        folder = self.out / under
+        return [p for p in folder.rglob(".*.part")] if folder.is_dir() else []
+
+    def stop(self, signum: int) -> tuple[int, str]:
+        self.proc.send_signal(signum)
+        err = self.proc.stderr.read()
+        return self.proc.wait(timeout=60), err
+
+
+def test_a_run_killed_midway_leaves_only_complete_files(tmp_path):
+    import signal
+
+    config = tiny_config(tmp_path)
+    assert main(["simulate", str(config), "-q"]) == 0
+    out = tmp_path / "killed"
+    runs = []
+    try:
+        # SIGKILL while a map figure is being written: what is visible is whole; the hidden
+        # temporary the killed process leaves is removed by the next run in that folder.
+        runs.append(run := _Run(config, out))
+        run.wait_for(lambda: run.temporaries("maps"))
+        rc, _ = run.stop(signal.SIGKILL)
+        assert rc == -signal.SIGKILL
+        left = _check_complete(out)
+        assert (out / "posterior.nc").exists()
+        assert all(TEMP_PATTERN.match(p.name) for p in left)
+        stale = out / "diagnostics" / f".summary.csv.tb{run.proc.pid}-x1y2.part"
+        stale.parent.mkdir(exist_ok=True)
+        stale.write_text("half a table")
+        left.append(stale)
+
+        # The next run in that folder: SIGTERM while the diagnostics are written. Exit 143
+        # with one line; whole files only; no temporary left, its own or the killed run's.
+        runs.append(run := _Run(config, out))
+        run.wait_for(lambda: run.temporaries("diagnostics") and not stale.exists())
+        rc, err = run.stop(signal.SIGTERM)
+        assert rc == 143
+        assert err.strip().splitlines()[-1] == ("tracerbayes: terminated (SIGTERM); no "
+                                                "partial output files left")
+        assert not [p for p in left if p.exists()]
+        assert _check_complete(out) == []
+
+        # SIGTERM and SIGKILL while fitting, in a fresh folder: nothing, or whole files.
+        for signum, code in ((signal.SIGTERM, 143), (signal.SIGKILL, -signal.SIGKILL)):
+            runs.append(run := _Run(config, tmp_path / "early"))
+            run.wait_for(lambda: any("tracerbayes run" in line for line in run.lines))
+            assert run.stop(signum)[0] == code
+            assert _check_complete(tmp_path / "early") == []
+    finally:
+        for run in runs:
+            if run.proc.poll() is None:
+                run.proc.kill()
+                run.proc.wait()
+
+
+def test_hadisst_initial_field_needs_a_lonlat_grid(tmp_path, capsys):
+    config = tiny_config(tmp_path)
+    config.write_text(TINY.replace("initial_mean: 15.0", "initial_field: hadisst"))
+    assert main(["simulate", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert "simulate.truth.initial_field: 'hadisst' needs a lon/lat grid" in err

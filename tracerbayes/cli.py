@@ -14,7 +14,6 @@ import os
 import signal
 import sys
 import threading
-import time
 from typing import Any
 
 from tracerbayes.files import live_temporaries
@@ -36,9 +35,10 @@ def _enable_float64() -> None:
     jax.config.update("jax_enable_x64", True)
 
 
-def _watch(read_fd: int) -> None:
+def _watch(read_fd: int, done: threading.Event) -> None:
     """Watchdog thread: after SIGTERM/SIGINT, give the main thread ``GRACE_SECONDS`` to
-    unwind (removing its temporary files), then remove them here and exit at once."""
+    unwind (removing its temporary files; it sets ``done``), else remove them here and exit
+    at once."""
     while True:
         try:
             data = os.read(read_fd, 64)
@@ -49,7 +49,8 @@ def _watch(read_fd: int) -> None:
         signums = [s for s in data if s in (signal.SIGTERM, signal.SIGINT)]
         if not signums:
             continue
-        time.sleep(GRACE_SECONDS)
+        if done.wait(GRACE_SECONDS):
+            return
         for path in live_temporaries():
             path.unlink(missing_ok=True)
         name = signal.Signals(signums[0]).name
@@ -74,19 +75,21 @@ class _SignalGuard:
         os.set_blocking(self.write_fd, False)
         self.old_handler = signal.signal(signal.SIGTERM, terminate)
         self.old_fd = signal.set_wakeup_fd(self.write_fd, warn_on_full_buffer=False)
-        self.thread = threading.Thread(target=_watch, args=(self.read_fd,), daemon=True)
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=_watch, args=(self.read_fd, self.done),
+                                       daemon=True)
         self.thread.start()
         return self
 
     def __exit__(self, *exc: Any) -> None:
         if not self.active:
             return
+        self.done.set()
         signal.set_wakeup_fd(self.old_fd)
         signal.signal(signal.SIGTERM, self.old_handler)
         os.close(self.write_fd)
         self.thread.join(timeout=1.0)
-        if not self.thread.is_alive():
-            os.close(self.read_fd)
+        os.close(self.read_fd)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -156,9 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``tracerbayes`` command."""
     args = build_parser().parse_args(argv)
-    _enable_float64()
     try:
         with _SignalGuard():
+            _enable_float64()
             return args.func(args)
     except KeyboardInterrupt:
         print("tracerbayes: interrupted (SIGINT); no partial output files left",
@@ -171,6 +174,11 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:  # one line for scripts; the traceback with TRACERBAYES_DEBUG
         if os.environ.get("TRACERBAYES_DEBUG"):
             raise
+        problems = getattr(err, "problems", None)
+        if problems:  # a ConfigError: one line per problem, as validate prints them
+            for problem in problems:
+                print(f"tracerbayes: error: {err.source}: {problem}", file=sys.stderr)
+            return 1
         print(f"tracerbayes: error: {type(err).__name__}: {err}".splitlines()[0],
               file=sys.stderr)
         return 1

@@ -38,16 +38,19 @@ class DemoSettings:
     figure_times : tuple of int or None
         Positions of the analysis times drawn as map figures (negative counts from the end);
         None draws every time. The summary panel is always drawn.
+    posterior_predictive : bool
+        Whether ``diagnostics/inference_data.nc`` holds posterior predictive draws.
     n_times : int
         Daily analysis times of the scenario.
     """
 
-    n_modes: int = 40
+    n_modes: int = 60
     num_chains: int = 2
     num_warmup: int = 150
     num_samples: int = 150
     map_draws: int = 30
     figure_times: tuple[int, ...] | None = (0, 15, -1)
+    posterior_predictive: bool = False
     n_times: int = 30
 
 
@@ -175,7 +178,8 @@ def run_demo(output: str | Path, seed: int = 0, quiet: bool = False,
         say(f"  note: {message}")
     tracer = TracerInfo("sst", "sea surface temperature", "degC", "sea_surface_temperature")
     result = write_outputs(post, out, tracer, title="tracerbayes demo: Canary Basin SST twin",
-                           n_draws=s.map_draws, figure_times=s.figure_times, say=say)
+                           n_draws=s.map_draws, figure_times=s.figure_times,
+                           posterior_predictive=s.posterior_predictive, say=say)
     phases.add(result["wall"], result["cpu"])
     scores = _score(result["maps"], scenario, prepared)
     say(f"  map against the held-out truth ({scores['n_held_out']} unobserved cell-times): "

@@ -36,6 +36,7 @@ def write_outputs(post: Any, out: Path, tracer: TracerInfo, *, title: str,
                   config_text: str | None = None, maps_format: str = "png",
                   netcdf: bool = True, zarr: bool = False, diagnostics: bool = True,
                   n_draws: int = 100, figure_times: Sequence[int] | None = None,
+                  posterior_predictive: bool = True,
                   say: Callable[..., None] = print) -> dict[str, Any]:
     """Write posterior.nc, maps/ and diagnostics/ for ``post`` into ``out``.
 
@@ -59,6 +60,9 @@ def write_outputs(post: Any, out: Path, tracer: TracerInfo, *, title: str,
     figure_times : sequence of int, optional
         Positions of the analysis times drawn as map figures (negative from the end);
         default every time. The summary panel is always drawn.
+    posterior_predictive : bool
+        Include the posterior predictive group in ``diagnostics/inference_data.nc`` (one
+        forward-filter backward-sample trajectory per draw).
     say : callable
         Receives progress lines.
 
@@ -113,7 +117,7 @@ def write_outputs(post: Any, out: Path, tracer: TracerInfo, *, title: str,
     if diagnostics:
         say("  diagnostics (ArviZ) ...")
         with timed("inference_data"):
-            idata = post.to_inference_data()
+            idata = post.to_inference_data(posterior_predictive=posterior_predictive)
         with timed("diagnostics"):
             diag = out / "diagnostics"
             paths += plot.diagnostics(idata, diag)
@@ -133,7 +137,7 @@ def run_config(path: str | Path, output: str | Path | None = None, seed: int | N
     cfg = tbc.load_config(path)
     problems = tbc.validate_config(path)
     if problems:
-        raise tbc.ConfigError(problems)
+        raise tbc.ConfigError(problems, path)
     grid = tbc.build_grid(cfg)
     times = tbc.build_times(cfg)
     obs = tbc.build_observations(cfg)
