@@ -283,3 +283,26 @@ def test_hadisst_initial_field_needs_a_lonlat_grid(tmp_path, capsys):
     assert main(["simulate", str(config)]) == 1
     err = capsys.readouterr().err
     assert "simulate.truth.initial_field: 'hadisst' needs a lon/lat grid" in err
+
+
+def test_temporaries_are_hidden_and_only_dead_writers_ones_are_removed(tmp_path):
+    import subprocess
+
+    from tracerbayes.files import atomic_path, live_temporaries, remove_stale_temporaries
+
+    with pytest.raises(RuntimeError), atomic_path(tmp_path / "a" / "map.png") as tmp:
+        assert tmp.name.startswith(".map.png.tb") and TEMP_PATTERN.match(tmp.name)
+        assert tmp in live_temporaries()
+        tmp.write_text("half")
+        raise RuntimeError("killed while writing")
+    assert list((tmp_path / "a").iterdir()) == [] and live_temporaries() == []
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = tmp_path / "a" / f".posterior.nc.tb{dead.pid}-k3.part"
+    mine = tmp_path / "a" / f".posterior.nc.tb{os.getpid()}-k4.part"
+    other = tmp_path / "a" / ".notes.txt"  # hidden, but not ours: kept
+    for path in (stale, mine, other):
+        path.write_text("x")
+    assert remove_stale_temporaries(tmp_path) == [stale]
+    assert sorted((tmp_path / "a").iterdir()) == sorted([mine, other])
