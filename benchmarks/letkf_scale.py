@@ -23,7 +23,7 @@ scaling rows (cells at fixed N_e and observation count; observations and ensembl
 128 x 128), each with the fitted exponent of time per cycle against the varied quantity.
 
     python benchmarks/letkf_scale.py                      # headline + scaling rows
-    python benchmarks/letkf_scale.py --quick              # smoke run, about 2 minutes
+    python benchmarks/letkf_scale.py --quick              # tiny smoke run (minutes: compilation)
     python benchmarks/letkf_scale.py --cycles 5 --no-scaling
     python benchmarks/letkf_scale.py --n 1024 --cycles 5 --no-scaling --batch-size 4096
 
@@ -242,7 +242,8 @@ def main() -> None:
                     help="grid sides of the cell-count rows")
     ap.add_argument("--no-headline", action="store_true")
     ap.add_argument("--no-scaling", action="store_true")
-    ap.add_argument("--quick", action="store_true", help="tiny smoke run (about 2 minutes)")
+    ap.add_argument("--quick", action="store_true",
+                    help="tiny smoke run (2-8 minutes on 2 cores, mostly compilation)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
