@@ -28,8 +28,9 @@ PARAMS = {"diffusivity": 400.0, "velocity_scale": 1.0, "noise_sd": 0.2,
           "error_scale": 1.0}
 
 
-def small_problem(rng, nx=6, ny=5, T=4, n_obs=6, two_basins=False):
-    """A small Cartesian basin (10 km cells), a swirl and random observations."""
+def small_problem(rng, nx=6, ny=5, T=4, n_obs=6, two_basins=False, dates=False):
+    """A small Cartesian basin (10 km cells), a swirl and random observations (times in
+    seconds, or daily datetimes from 2020-01-01 with ``dates``)."""
     mask = np.ones((ny, nx), bool)
     if two_basins:
         mask[:, nx // 2] = False  # a wall: two closed basins
@@ -47,8 +48,14 @@ def small_problem(rng, nx=6, ny=5, T=4, n_obs=6, two_basins=False):
             rows.append({"time": k * DAY, "x": grid.x[i] + rng.uniform(-2e3, 2e3),
                          "y": grid.y[j] + rng.uniform(-2e3, 2e3),
                          "value": 10 + rng.normal(), "error": 0.3})
-    obs = Observations.from_dataframe(pd.DataFrame(rows), x="x", y="y")
-    return grid, velocity, np.arange(T) * DAY, obs
+    frame = pd.DataFrame(rows)
+    times = np.arange(T) * DAY
+    if dates:
+        start = np.datetime64("2020-01-01T00:00", "s")
+        frame["time"] = start + frame["time"].astype(int).to_numpy() * np.timedelta64(1, "s")
+        times = start + np.arange(T) * np.timedelta64(86400, "s")
+    obs = Observations.from_dataframe(frame, x="x", y="y")
+    return grid, velocity, times, obs
 
 
 def columns(f, n):
@@ -268,3 +275,22 @@ def test_eki_method_returns_a_posterior_with_draws(rng):
     maps = post.maps(n_draws=8)
     assert np.isfinite(maps["sd"].values[:, grid.mask]).all()
     assert post.to_inference_data().attrs["inference_method"] == "eki"
+
+
+@pytest.mark.filterwarnings("ignore::tracerbayes.SamplingWarning")
+def test_ensemble_run_writes_netcdf_maps_and_spread_diagnostics(rng, tmp_path):
+    from tracerbayes.workflow import TracerInfo, write_outputs
+
+    grid, velocity, times, obs = small_problem(rng, dates=True)
+    model = AdvectionDiffusionModel(grid, GivenVelocity(velocity), Priors(), n_modes=8)
+    post = tb.fit(model, obs, times, method="etkf", ensemble_size=12, progress=False)
+    write_outputs(post, tmp_path, TracerInfo(units="degC"), title="ensemble run",
+                  say=lambda *a: None)
+    cycle = pd.read_csv(tmp_path / "diagnostics" / "cycle.csv")
+    assert len(cycle) == len(times) and "innovation_rms" in cycle
+    assert (tmp_path / "diagnostics" / "spread.png").stat().st_size > 0
+    idata = tb.posterior.az.from_netcdf(tmp_path / "diagnostics" / "inference_data.nc")
+    assert "cycle_diagnostics" in idata.groups()
+    with xr.open_dataset(tmp_path / "posterior.nc") as ds:
+        assert ds.attrs["method"] == "etkf"
+    assert len(list((tmp_path / "maps").glob("*.png"))) >= 1

@@ -120,7 +120,11 @@ def write_outputs(post: Any, out: Path, tracer: TracerInfo, *, title: str,
             idata = post.to_inference_data(posterior_predictive=posterior_predictive)
         with timed("diagnostics"):
             diag = out / "diagnostics"
-            paths += plot.diagnostics(idata, diag)
+            cycle = getattr(post, "cycle", None)
+            if cycle is not None:  # ensemble methods: spread and innovation statistics
+                paths += plot.cycle_diagnostics(cycle, diag)
+            else:
+                paths += plot.diagnostics(idata, diag)
             with atomic_path(diag / "inference_data.nc") as tmp:
                 idata.to_netcdf(str(tmp))
             paths.append(diag / "inference_data.nc")
