@@ -18,6 +18,7 @@ from tracerbayes.ensemble.cycle import (
     CycleObservations,
     CycleResult,
     ObsAtTime,
+    Stencil,
     enkf_analysis,
     etkf_analysis,
     letkf_analysis,
@@ -48,11 +49,26 @@ from tracerbayes.ensemble.smoother import (
     ensemble_smoother,
     etkf_transform_step,
 )
+from tracerbayes.ensemble.tracer import (
+    NoiseField,
+    initial_ensemble,
+    noise_field,
+    sample_noise,
+    state_coordinates,
+    stencil_observations,
+    tracer_transition,
+)
+from tracerbayes.ensemble.window import GlobalUpdate, LocalUpdate, WindowResult, smooth_window
 
 __all__ = [
     "AdaptiveInflation",
     "CycleObservations",
     "CycleResult",
+    "GlobalUpdate",
+    "LocalUpdate",
+    "NoiseField",
+    "Stencil",
+    "WindowResult",
     "EARTH_RADIUS_KM",
     "ObsAtTime",
     "SmootherEnsembles",
@@ -71,6 +87,7 @@ __all__ = [
     "euclidean",
     "gaspari_cohn",
     "great_circle_km",
+    "initial_ensemble",
     "innovation_inflation",
     "letkf",
     "letkf_analysis",
@@ -78,9 +95,15 @@ __all__ = [
     "mass_free_multiplicative",
     "mass_safe_letkf",
     "multiplicative",
+    "noise_field",
     "observe",
     "project_mass_free",
     "random_rotation",
     "ring_distance",
     "run_cycle",
+    "sample_noise",
+    "smooth_window",
+    "state_coordinates",
+    "stencil_observations",
+    "tracer_transition",
 ]
