@@ -156,11 +156,12 @@ def etkf_analysis(*, rotate: bool = False) -> Analysis:
 
 def letkf_analysis(state_coords: Any, distance: Callable, radius: float, *,
                    rotate: bool = False, cell_area: Any = None,
-                   batch_size: int | None = None) -> Analysis:
+                   batch_size: int | None = None, basins: Any = None) -> Analysis:
     """LETKF with distances ``distance(state_coords[i], obs.coords[j])``.
 
     With ``cell_area`` it is the mass-safe version
-    (:func:`~tracerbayes.ensemble.localisation.mass_safe_letkf`), otherwise the plain
+    (:func:`~tracerbayes.ensemble.localisation.mass_safe_letkf`; per connected basin with
+    ``basins``, the integer basin label of every state variable), otherwise the plain
     :func:`~tracerbayes.ensemble.analysis.letkf`. Observations need ``coords``.
     """
     state_coords = jnp.asarray(state_coords)
@@ -173,7 +174,8 @@ def letkf_analysis(state_coords: Any, distance: Callable, radius: float, *,
                       rotation_key=key if rotate else None, batch_size=batch_size)
         if cell_area is None:
             return _analysis.letkf(E, obs.values, H, obs.sd, **kwargs)
-        return mass_safe_letkf(E, obs.values, H, obs.sd, cell_area=cell_area, **kwargs)
+        return mass_safe_letkf(E, obs.values, H, obs.sd, cell_area=cell_area, basins=basins,
+                               **kwargs)
     return step
 
 
