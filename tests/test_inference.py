@@ -284,5 +284,6 @@ def test_to_netcdf_round_trip(fitted, tmp_path):
 
 def test_unknown_method_is_rejected(fitted):
     model, obs, _, _ = fitted
-    with pytest.raises(ValueError, match="method='nuts'"):
+    with pytest.raises(ValueError,
+                       match="method='bogus'; choose 'nuts', 'enkf', 'etkf', 'letkf' or 'eki'"):
         tb.fit(model, obs, TIMES, method="bogus")
