@@ -324,16 +324,25 @@ class _CycleConfig(NamedTuple):
     store_ensembles: bool
 
 
+def forecast_step(transition: Callable, inflation: Callable | None, forecast_first: bool,
+                  k: jax.Array, key: jax.Array, E: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Cycle ``k``'s forecast: split ``key`` three ways, advance ``E`` (kept as is at
+    ``k = 0`` unless ``forecast_first``) and inflate it; returns it and the analysis key."""
+    k_model, k_infl, k_anal = jax.random.split(key, 3)
+    moved = transition(k_model, E)
+    E_f = moved if forecast_first else jnp.where(k > 0, moved, E)
+    if inflation is not None:
+        E_f = inflation(k_infl, E_f)
+    return E_f, k_anal
+
+
 def _cycle_step(config: _CycleConfig, area, E, inputs):
     """One forecast, inflation and analysis, with the statistics of :class:`CycleResult`."""
     k, key, ob, true = inputs
     ob = ObsAtTime(*ob)
     H = operator_of(ob, config.observe)
-    k_model, k_infl, k_anal = jax.random.split(key, 3)
-    moved = config.transition(k_model, E)
-    E_f = moved if config.forecast_first else jnp.where(k > 0, moved, E)
-    if config.inflation is not None:
-        E_f = config.inflation(k_infl, E_f)
+    E_f, k_anal = forecast_step(config.transition, config.inflation, config.forecast_first,
+                                k, key, E)
     E_a = config.analysis(k_anal, E_f, ob, H)
     stats = _obs_stats(E_f, E_a, ob, H)
     out = dict(

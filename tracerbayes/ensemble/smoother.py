@@ -30,6 +30,7 @@ from tracerbayes.ensemble.cycle import (
     CycleObservations,
     ObsAtTime,
     check_cycle_inputs,
+    forecast_step,
     operator_of,
 )
 
@@ -89,11 +90,7 @@ def ensemble_smoother(key: jax.Array, transition: Callable[[jax.Array, jax.Array
         k, key, ob = inputs
         ob = ObsAtTime(*ob)
         H = operator_of(ob, observe)
-        k_model, k_infl, k_anal = jax.random.split(key, 3)
-        moved = transition(k_model, E)
-        E_f = moved if forecast_first else jnp.where(k > 0, moved, E)
-        if inflation is not None:
-            E_f = inflation(k_infl, E_f)
+        E_f, k_anal = forecast_step(transition, inflation, forecast_first, k, key, E)
         X5 = transform(k_anal, E_f, ob, H)
         E_a = X5 @ E_f
         if L == 0:

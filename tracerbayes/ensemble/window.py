@@ -44,6 +44,7 @@ from tracerbayes.ensemble.cycle import (
     ObsAtTime,
     _obs_stats,
     check_cycle_inputs,
+    forecast_step,
     operator_of,
 )
 from tracerbayes.ensemble.localisation import gaspari_cohn
@@ -177,11 +178,8 @@ def _step(config: _Config, area, carry, inputs):
     k, key, ob = inputs
     ob = ObsAtTime(*ob)
     H = operator_of(ob, config.observe)
-    k_model, k_infl, k_anal = jax.random.split(key, 3)
-    moved = config.transition(k_model, E)
-    E_f = moved if config.forecast_first else jnp.where(k > 0, moved, E)
-    if config.inflation is not None:
-        E_f = config.inflation(k_infl, E_f)
+    E_f, k_anal = forecast_step(config.transition, config.inflation, config.forecast_first,
+                                k, key, E)
     E_a, buffer = config.update(k_anal, E_f, buffer, ob, H)
     stats = _obs_stats(E_f, E_a, ob, H)
     out = dict(filtered_mean=E_a.mean(0), filtered_spread=E_a.std(0, ddof=1),
