@@ -69,6 +69,15 @@ def island_grid(n: int = 48, resolution: float = 10e3) -> Grid:
                           resolution=resolution, mask=mask)
 
 
+def _tapered_flow(grid: Grid, psi: Any, max_speed: float) -> physics.FaceVelocity:
+    """Face velocities of corner stream function ``psi`` tapered along coasts, scaled so
+    that the fastest face carries ``max_speed`` (m/s)."""
+    psi = physics.taper_streamfunction(grid, psi, cells=3.0)
+    unit = physics.velocity_from_streamfunction(grid, psi)
+    top = max(float(np.abs(unit.east).max()), float(np.abs(unit.north).max()))
+    return physics.velocity_from_streamfunction(grid, psi * (max_speed / top))
+
+
 def gyre_velocity(grid: Grid, max_speed: float = 0.15) -> physics.FaceVelocity:
     """A divergence-free clockwise gyre plus an eddy, tapered along coasts (m/s)."""
     cx, cy = physics.corner_coordinates(grid)
@@ -77,10 +86,7 @@ def gyre_velocity(grid: Grid, max_speed: float = 0.15) -> physics.FaceVelocity:
     s, t = (cx - grid.x_edges[0]) / lx, (cy - grid.y_edges[0]) / ly
     psi = np.sin(np.pi * s) * np.sin(np.pi * t)
     psi = psi - 0.6 * np.exp(-((s - 0.7) ** 2 + (t - 0.3) ** 2) / (2 * 0.1**2))
-    psi = physics.taper_streamfunction(grid, psi, cells=3.0)
-    unit = physics.velocity_from_streamfunction(grid, psi)
-    top = max(float(np.abs(unit.east).max()), float(np.abs(unit.north).max()))
-    return physics.velocity_from_streamfunction(grid, psi * (max_speed / top))
+    return _tapered_flow(grid, psi, max_speed)
 
 
 def island_twin(key: Any, *, n: int = 48, n_times: int = 30, n_floats: int = 100,
@@ -184,10 +190,7 @@ def eddy_velocity(grid: Grid, key: Any, n_eddies: int = 10,
         radius = rng.uniform(30e3, 80e3) / lx
         psi = psi + rng.choice([-1.0, 1.0]) * 0.4 * np.exp(
             -((s - x0) ** 2 + (t - y0) ** 2) / (2 * radius**2))
-    psi = physics.taper_streamfunction(grid, psi, cells=3.0)
-    unit = physics.velocity_from_streamfunction(grid, psi)
-    top = max(float(np.abs(unit.east).max()), float(np.abs(unit.north).max()))
-    return physics.velocity_from_streamfunction(grid, psi * (max_speed / top))
+    return _tapered_flow(grid, psi, max_speed)
 
 
 def coastal_eddy_twin(key: Any, *, n: int = 128, resolution: float = 5e3, n_times: int = 30,

@@ -33,6 +33,7 @@ __all__ = [
     "gaspari_cohn",
     "great_circle_km",
     "mass_safe_letkf",
+    "restore_totals",
     "ring_distance",
 ]
 
@@ -123,12 +124,15 @@ def mass_safe_letkf(E: jax.Array, y: jax.Array, H: Any, obs_sd: jax.Array, *,
     local = letkf(E, y, H, obs_sd, distances=distances, radius=radius, valid=valid,
                   rotation_key=rotation_key, batch_size=batch_size)
     global_ = etkf(E, y, H, obs_sd, valid=valid, rotation_key=rotation_key)
-    if basins is None:
-        local_total = (local - E) @ area
-        global_total = (global_ - E) @ area
-        return local + ((global_total - local_total) / area.sum())[:, None]
-    labels = np.asarray(basins)
-    onehot = jnp.asarray(labels[:, None] == np.arange(int(labels.max()) + 1), E.dtype)  # (n, B)
-    weighted = area[:, None] * onehot
-    gap = (global_ - local) @ weighted  # (N_e, B): total the local analysis misses per basin
+    return restore_totals(local, global_, area, basins)
+
+
+def restore_totals(local: jax.Array, global_: jax.Array, cell_area: Any,
+                   basins: Any = None) -> jax.Array:
+    """``local`` (..., n) plus, in every basin, the uniform field that gives it the
+    area-weighted totals of ``global_`` (one basin when ``basins`` is None)."""
+    area = jnp.asarray(cell_area, local.dtype)
+    labels = np.zeros(area.shape[0], int) if basins is None else np.asarray(basins)
+    onehot = jnp.asarray(labels[:, None] == np.arange(int(labels.max()) + 1), local.dtype)
+    gap = (global_ - local) @ (area[:, None] * onehot)  # total the local update misses
     return local + (gap / (area @ onehot)) @ onehot.T

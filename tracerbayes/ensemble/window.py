@@ -35,7 +35,6 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from tracerbayes.ensemble.analysis import _centring, _obs_space, etkf_transform, etkf_weights
 from tracerbayes.ensemble.analysis import enkf_transform as _enkf_transform
@@ -47,7 +46,7 @@ from tracerbayes.ensemble.cycle import (
     forecast_step,
     operator_of,
 )
-from tracerbayes.ensemble.localisation import gaspari_cohn
+from tracerbayes.ensemble.localisation import gaspari_cohn, restore_totals
 
 __all__ = ["WindowResult", "GlobalUpdate", "LocalUpdate", "smooth_window"]
 
@@ -150,18 +149,9 @@ class LocalUpdate(NamedTuple):
         if self.cell_area is None:
             return E_a, buffer_a
         X5g = etkf_transform(E_f, ob.values, H, ob.sd, valid=ob.valid)
-        return (_restore_totals(E_a, X5g @ E_f, self.cell_area, self.basins),
-                _restore_totals(buffer_a, jnp.einsum("ij,tjn->tin", X5g, buffer),
+        return (restore_totals(E_a, X5g @ E_f, self.cell_area, self.basins),
+                restore_totals(buffer_a, jnp.einsum("ij,tjn->tin", X5g, buffer),
                                 self.cell_area, self.basins))
-
-
-def _restore_totals(local, global_, cell_area, basins):
-    """``local`` plus, in every basin, the uniform field giving it ``global_``'s totals."""
-    area = jnp.asarray(cell_area, local.dtype)
-    labels = np.zeros(area.shape[0], int) if basins is None else np.asarray(basins)
-    onehot = jnp.asarray(labels[:, None] == np.arange(int(labels.max()) + 1), local.dtype)
-    gap = (global_ - local) @ (area[:, None] * onehot)
-    return local + (gap / (area @ onehot)) @ onehot.T
 
 
 class _Config(NamedTuple):
