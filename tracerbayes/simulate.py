@@ -107,24 +107,19 @@ def project_mass_free(grid: Grid, states: Any, *, per_basin: bool = True) -> np.
     return out
 
 
-def smooth(grid: Grid, states: Any, lengthscale: float, *, courant: float = 0.25) -> jax.Array:
+def smooth(grid: Grid, states: Any, lengthscale: float, *, tol: float = 1e-12) -> jax.Array:
     """Smooth states (..., n_wet) with the masked (no-flux) diffusion operator.
 
-    Diffuses for one second with diffusivity ``kappa = lengthscale**2 / 2`` (m^2/s): in open
+    Applies the exact ``expm(L t)`` of diffusion for one second with diffusivity
+    ``kappa = lengthscale**2 / 2`` (m^2/s) (:func:`physics.heat_kernel
+    <tracerbayes.physics.heat_kernel>`, a Chebyshev series accurate to ``tol``): in open
     water this convolves with a Gaussian of standard deviation ``sqrt(2 kappa t) =
     lengthscale`` (m). Land faces carry no flux, so nothing spreads across land and the
-    area-weighted total is preserved. ``lengthscale = 0`` returns the input. The default
-    ``courant`` is smaller than :func:`physics.propagate <tracerbayes.physics.propagate>`'s
-    so that the sub-stepped kernel is close to the exact ``expm(L t)``.
+    area-weighted total is preserved. ``lengthscale = 0`` returns the input.
     """
     if lengthscale < 0:
         raise ValueError(f"lengthscale must be >= 0 m, got {lengthscale}")
-    if lengthscale == 0:
-        return jnp.asarray(states)
-    still = physics.FaceVelocity(np.zeros(grid.shape), np.zeros(grid.shape))
-    diffusivity = 0.5 * float(lengthscale) ** 2
-    substeps = physics.substeps_for(grid, still, diffusivity, 1.0, courant)
-    return _advance(grid, states, still, diffusivity, 1.0, substeps=substeps)
+    return physics.heat_kernel(grid, jnp.asarray(states), float(lengthscale), tol=tol)
 
 
 def _cell_sizes(grid: Grid) -> tuple[np.ndarray, np.ndarray]:
@@ -134,7 +129,7 @@ def _cell_sizes(grid: Grid) -> tuple[np.ndarray, np.ndarray]:
 
 
 def mass_free_noise(key: Any, grid: Grid, n: int, scale: float, lengthscale: float, *,
-                    per_basin: bool = True, courant: float = 0.25) -> np.ndarray:
+                    per_basin: bool = True, tol: float = 1e-12) -> np.ndarray:
     """Spatially correlated noise with exactly zero area-weighted total.
 
     Three linear steps:
@@ -167,8 +162,8 @@ def mass_free_noise(key: Any, grid: Grid, n: int, scale: float, lengthscale: flo
         Smoothing length (standard deviation of the Gaussian kernel) in metres.
     per_basin : bool
         Project in each connected basin (default) or globally.
-    courant : float
-        See :func:`smooth`.
+    tol : float
+        Accuracy of the heat kernel, see :func:`smooth`.
 
     Returns
     -------
@@ -181,7 +176,7 @@ def mass_free_noise(key: Any, grid: Grid, n: int, scale: float, lengthscale: flo
     width, height = _cell_sizes(grid)
     s2 = float(lengthscale) ** 2
     variance = scipy.special.i0e(2 * s2 / width**2) * scipy.special.i0e(2 * s2 / height**2)
-    eps = smooth(grid, white, lengthscale, courant=courant)
+    eps = smooth(grid, white, lengthscale, tol=tol)
     eps = np.asarray(eps) * (scale * np.sqrt(area / variance))
     return project_mass_free(grid, eps, per_basin=per_basin)
 

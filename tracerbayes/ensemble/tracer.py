@@ -6,7 +6,8 @@ on every wet cell instead of in a reduced basis::
     c_{k+1} = M c_k + w_k,     w_k = noise_sd sqrt(dt / 1 day) Pi G xi_k,     xi_k ~ N(0, I)
 
 with ``M`` the matrix-free finite-volume propagator (:func:`tracerbayes.physics.propagate`:
-Heun sub-steps, positive and conservative), ``G`` the masked heat-kernel smoother that turns
+Heun sub-steps, positive and conservative), ``G`` the masked heat-kernel smoother
+(:func:`tracerbayes.physics.heat_kernel`, a Chebyshev series of ``expm``) that turns
 white noise into a field of correlation length ``noise_lengthscale`` without leaking across
 land (:func:`tracerbayes.simulate.mass_free_noise` draws the same law with NumPy, for twin
 truths), and ``Pi`` the per-basin projection onto zero area-weighted total. Every member's
@@ -58,8 +59,9 @@ class NoiseField(NamedTuple):
     normaliser : ndarray, shape (n_wet,)
         ``sqrt(a_i / v_i)``: turns smoothed white noise into unit marginal variance in open
         water (``v_i`` the open-water variance of the semi-discrete heat kernel).
-    substeps : int
-        Heun sub-steps of the smoothing diffusion.
+    terms : ndarray
+        Chebyshev coefficients of the smoother (:func:`tracerbayes.physics.heat_kernel_terms`;
+        one operator application each), empty for no smoothing.
     basins : ndarray of int, shape (n_wet,)
         Connected basin of every wet cell (for the mass-free projection).
     """
@@ -67,11 +69,11 @@ class NoiseField(NamedTuple):
     grid: Grid
     lengthscale: float
     normaliser: np.ndarray
-    substeps: int
+    terms: np.ndarray
     basins: np.ndarray
 
 
-def noise_field(grid: Grid, lengthscale: float, *, courant: float = 0.25) -> NoiseField:
+def noise_field(grid: Grid, lengthscale: float, *, tol: float = 1e-12) -> NoiseField:
     """Precompute the noise generator of ``grid`` for a correlation length in metres.
 
     The normalisation is that of :func:`tracerbayes.simulate.mass_free_noise`, so the two
@@ -83,19 +85,15 @@ def noise_field(grid: Grid, lengthscale: float, *, courant: float = 0.25) -> Noi
     width = grid.wet_area / height
     s2 = float(lengthscale) ** 2
     variance = scipy.special.i0e(2 * s2 / width**2) * scipy.special.i0e(2 * s2 / height**2)
-    still = physics.FaceVelocity(np.zeros(grid.shape), np.zeros(grid.shape))
-    substeps = (physics.substeps_for(grid, still, 0.5 * s2, 1.0, courant) if s2 > 0 else 0)
+    terms = physics.heat_kernel_terms(grid, lengthscale, tol=tol) if s2 > 0 else np.zeros(0)
     return NoiseField(grid, float(lengthscale), np.sqrt(grid.wet_area / variance),
-                      int(substeps), np.asarray(connected_basins(grid)[1]))
+                      terms, np.asarray(connected_basins(grid)[1]))
 
 
 def _smooth(field: NoiseField, white: jax.Array) -> jax.Array:
-    if field.substeps == 0:
+    if len(field.terms) == 0:
         return white
-    grid = field.grid
-    still = physics.FaceVelocity(np.zeros(grid.shape), np.zeros(grid.shape))
-    return physics.propagate(grid, white, still, 0.5 * field.lengthscale**2, 1.0,
-                             substeps=field.substeps)
+    return physics.heat_kernel(field.grid, white, field.lengthscale, terms=field.terms)
 
 
 def sample_noise(key: jax.Array, field: NoiseField, n: int, scale: Any, *,
