@@ -80,6 +80,47 @@ def test_letkf_column_is_etkf_with_tapered_errors(rng):
         np.testing.assert_allclose(E_l[:, i], E_ref[:, i], atol=TOL, rtol=0)
 
 
+def test_letkf_weight_interpolation_mixes_node_transforms(rng, key):
+    """With nodes, variable i's analysis is ``xbar_i + sum_s w_is T_s A[:, i]`` with ``T_s``
+    the node's ETKF transform for tapered errors; nodes at every variable with weight 1 give
+    the plain LETKF; the mass-safe version keeps the global ETKF's totals."""
+    mean, P, H, sd, y = random_problem(rng, n=7, m=5)
+    E = exact_ensemble(rng, mean, P, N=8)
+    coords = np.arange(7.0)[:, None]
+    obs_coords = rng.uniform(0, 7, (5, 1))
+    node_coords = np.array([[0.0], [3.0], [6.0], [7.0]])  # every 3rd point, then the end
+    indices = np.array([[0, 1], [0, 1], [0, 1], [1, 2], [1, 2], [1, 2], [2, 3]])
+    weights = np.array([[1, 0], [2 / 3, 1 / 3], [1 / 3, 2 / 3], [1, 0], [2 / 3, 1 / 3],
+                        [1 / 3, 2 / 3], [1, 0]])
+    nodes = ens.WeightNodes(node_coords, indices, weights)
+    radius = 2.0
+    got = np.asarray(ens.letkf(E, y, H, sd, radius=radius, nodes=nodes, batch_size=3,
+                               distances=ens.distance_table(ens.euclidean, node_coords,
+                                                            obs_coords)))
+    X5 = []
+    for c in node_coords:
+        rho = np.asarray(ens.gaspari_cohn(np.abs(obs_coords[:, 0] - c[0]) / radius))
+        used = rho > 0
+        local_sd = np.where(used, sd / np.sqrt(np.where(used, rho, 1.0)), 1.0)
+        X5.append(np.asarray(ens.etkf_transform(E, y, H, local_sd, valid=used)))
+    mixed = np.einsum("is,isjk->ijk", weights, np.array(X5)[indices])
+    np.testing.assert_allclose(got, np.einsum("ijk,ki->ji", mixed, E), atol=TOL, rtol=0)
+    table = ens.distance_table(ens.euclidean, coords, obs_coords)
+    one = ens.WeightNodes(coords, np.arange(7)[:, None], np.ones((7, 1)))
+    np.testing.assert_allclose(ens.letkf(E, y, H, sd, distances=table, radius=radius, nodes=one),
+                               ens.letkf(E, y, H, sd, distances=table, radius=radius),
+                               atol=TOL, rtol=0)
+    area = rng.uniform(1.0, 2.0, 7)
+    safe = ens.mass_safe_letkf(E, y, H, sd, radius=radius, nodes=nodes, cell_area=area,
+                               distances=ens.distance_table(ens.euclidean, node_coords,
+                                                            obs_coords))
+    np.testing.assert_allclose(np.asarray(safe) @ area,
+                               np.asarray(ens.etkf(E, y, H, sd)) @ area, rtol=1e-12)
+    with pytest.raises(ValueError, match="nodes.indices must lie in"):
+        ens.letkf(E, y, H, sd, distances=table[:4], radius=radius,
+                  nodes=ens.WeightNodes(node_coords, indices + 1, weights))
+
+
 def test_gaspari_cohn_and_distances():
     r = np.array([0.0, 0.5, 1.0, 1.5, 2.0, 3.0])
     inner = np.polyval([-1 / 4, 1 / 2, 5 / 8, -5 / 3, 0, 1], r)

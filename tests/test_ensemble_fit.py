@@ -13,8 +13,10 @@ import xarray as xr
 import tracerbayes as tb
 from tracerbayes import inversion, physics
 from tracerbayes.ensemble import tracer
+from tracerbayes.ensemble.analysis import etkf_transform
+from tracerbayes.ensemble.cycle import ObsAtTime
 from tracerbayes.ensemble.inflation import mass_free_multiplicative, multiplicative
-from tracerbayes.ensemble.localisation import euclidean
+from tracerbayes.ensemble.localisation import euclidean, gaspari_cohn
 from tracerbayes.ensemble.window import GlobalUpdate, LocalUpdate, smooth_window
 from tracerbayes.ensemble_fit import eki_forward, point_parameters
 from tracerbayes.grid import Grid
@@ -147,14 +149,18 @@ def test_local_update_with_infinite_radius_equals_the_global_smoother(rng, key):
     co = tracer.stencil_observations(obs.prepare(grid, times), obs)
     coords = jnp.asarray(tracer.state_coordinates(grid))
     out = {}
+    # "nodes": weight interpolation, nodes every 2 cells (every transform is the global one)
     for name, update in {"global": GlobalUpdate("etkf"),
-                         "local": LocalUpdate(coords, euclidean, np.inf)}.items():
+                         "local": LocalUpdate(coords, euclidean, np.inf),
+                         "nodes": LocalUpdate(coords, euclidean, np.inf,
+                                              nodes=tracer.weight_nodes(grid, 2))}.items():
         for lag in (None, 2):
             out[name, lag] = smooth_window(key, step, E0, co, update, lag=lag,
                                            forecast_first=False, progress=False)
     for lag in (None, 2):
-        np.testing.assert_allclose(out["local", lag].smoothed, out["global", lag].smoothed,
-                                   rtol=0, atol=1e-10)
+        for name in ("local", "nodes"):
+            np.testing.assert_allclose(out[name, lag].smoothed, out["global", lag].smoothed,
+                                       rtol=0, atol=1e-10)
     # the smoother changes past states; its last time is the filter's
     assert not np.allclose(out["global", None].smoothed[0].mean(0),
                            out["global", None].filtered_mean[0])
@@ -190,6 +196,47 @@ def test_mass_safe_defaults_keep_every_member_total_per_basin(rng, key):
                         lambda k, E: multiplicative(E, 1.1))
     assert safe < 1e-10, safe
     assert plain > 1e-4, plain
+    # with weight interpolation (nodes every 2 cells) the mass-safe update still keeps them
+    nodes = tracer.weight_nodes(grid, 2)
+    assert len(nodes.coords) < grid.n_wet
+    interpolated = basin_drift(LocalUpdate(coords, euclidean, 20e3, cell_area=area,
+                                           basins=field.basins, nodes=nodes),
+                               lambda k, E: mass_free_multiplicative(E, 1.1, area, field.basins))
+    assert interpolated < 1e-10, interpolated
+
+
+def test_local_update_with_nodes_is_the_interpolated_local_transforms(rng, key):
+    """One local window update with weight-interpolation nodes equals, column by column, the
+    bilinear mix of the node transforms computed independently as ETKFs with tapered errors;
+    one node per cell (stride 1) is the plain local update."""
+    grid, velocity, times, obs = small_problem(rng, T=2)
+    E = tracer.initial_ensemble(key, grid, 9, 10.0, 1.0, 1.0, 20e3)
+    ob = ObsAtTime(*jax.tree.map(lambda a: a[0],
+                                 tuple(tracer.stencil_observations(obs.prepare(grid, times),
+                                                                   obs))))
+    H = ob.operators.apply
+    coords = jnp.asarray(tracer.state_coordinates(grid))
+    radius = 25e3
+    buffer = E[None] + 1.0  # one stored past state
+    nodes = tracer.weight_nodes(grid, 3)
+    E_a, past = LocalUpdate(coords, euclidean, radius, nodes=nodes)(key, E, buffer, ob, H)
+    X5 = []
+    for c in np.asarray(nodes.coords):
+        rho = np.asarray(gaspari_cohn(np.hypot(*(np.asarray(ob.coords) - c).T) / radius))
+        used = np.asarray(ob.valid) & (rho > 0)
+        sd = np.where(used, np.asarray(ob.sd) / np.sqrt(np.where(used, rho, 1.0)), 1.0)
+        X5.append(np.asarray(etkf_transform(E, ob.values, H, sd, valid=used)))
+    X5 = np.array(X5)
+    mixed = np.einsum("is,isjk->ijk", nodes.weights, X5[nodes.indices])  # (n, N, N)
+    np.testing.assert_allclose(E_a, np.einsum("ijk,ki->ji", mixed, np.asarray(E)),
+                               rtol=0, atol=1e-10)
+    np.testing.assert_allclose(past[0], np.einsum("ijk,ki->ji", mixed, np.asarray(buffer[0])),
+                               rtol=0, atol=1e-10)
+    plain = LocalUpdate(coords, euclidean, radius)(key, E, buffer, ob, H)
+    one = LocalUpdate(coords, euclidean, radius, nodes=tracer.weight_nodes(grid, 1))(
+        key, E, buffer, ob, H)
+    for a, b in zip(plain, one, strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-10)
 
 
 def test_collapse_is_detected_and_explained(rng):

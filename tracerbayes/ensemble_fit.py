@@ -35,6 +35,7 @@ from tracerbayes.ensemble.tracer import (
     state_coordinates,
     stencil_observations,
     tracer_transition,
+    weight_nodes,
 )
 from tracerbayes.ensemble.window import GlobalUpdate, LocalUpdate, smooth_window
 from tracerbayes.ensemble_posterior import EnsemblePosterior, InversionPosterior
@@ -112,7 +113,7 @@ def fit_ensemble(model: Any, obs: Any, times: Any, method: str, *, ensemble_size
                  localisation_km: float = 300.0, inflation: float = 1.0,
                  parameters: Any = None, lag: int | None = None, mass_safe: bool = True,
                  seed: int = 0, progress: bool = True, drop_invalid: bool = False,
-                 batch_size: int | None = None) -> EnsemblePosterior:
+                 batch_size: int | None = None, weight_stride: int = 1) -> EnsemblePosterior:
     """Run an ensemble filter and smoother of ``model`` over ``obs``; see :func:`fit`."""
     if method not in ENSEMBLE_METHODS:
         raise ValueError(f"method={method!r}; ensemble state methods are {ENSEMBLE_METHODS}")
@@ -147,7 +148,9 @@ def fit_ensemble(model: Any, obs: Any, times: Any, method: str, *, ensemble_size
                              localisation.great_circle_km if lonlat else localisation.euclidean,
                              float(localisation_km) * (1.0 if lonlat else 1e3),
                              cell_area=area if mass_safe else None,
-                             basins=basins if mass_safe else None, batch_size=batch_size)
+                             basins=basins if mass_safe else None, batch_size=batch_size,
+                             nodes=None if weight_stride == 1 else weight_nodes(grid,
+                                                                                weight_stride))
     else:
         update = GlobalUpdate(method)
     infl = None
@@ -164,7 +167,7 @@ def fit_ensemble(model: Any, obs: Any, times: Any, method: str, *, ensemble_size
     settings = {"ensemble_size": N, "localisation_km": float(localisation_km),
                 "inflation": float(inflation), "lag": "window" if lag is None else int(lag),
                 "mass_safe": bool(mass_safe), "seed": int(seed), "dt_s": dt,
-                "substeps": int(transition.substeps)}
+                "substeps": int(transition.substeps), "weight_stride": int(weight_stride)}
     return EnsemblePosterior.from_window(model, obs, times, prepared, observations, params,
                                          result, method=method, settings=settings)
 

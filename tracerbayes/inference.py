@@ -57,6 +57,7 @@ def fit(
     mass_safe: bool = True,
     eki_iterations: int = 5,
     eks_iterations: int = 60,
+    weight_stride: int = 1,
     blas_threads: int | None = 1,
 ) -> Posterior:
     """Fit ``model`` to ``obs`` at the analysis ``times``.
@@ -109,6 +110,12 @@ def fit(
         Mass-safe inflation and localisation (default; every member keeps its total).
     eki_iterations, eks_iterations : int
         Iterations of EKI (to reach the posterior's region) and EKS (sampling) for ``eki``.
+    weight_stride : int
+        LETKF weight interpolation (Yang et al. 2009): solve the local analyses every
+        ``weight_stride`` cells (in both directions) and interpolate their transforms
+        bilinearly to the cells between; 1 (default) solves one per wet cell. The analysis
+        cost falls by about ``weight_stride**2``; keep the stride well below the
+        localisation radius over the cell size (see ``benchmarks/letkf_scale.py``).
     blas_threads : int or None
         Threads of the BLAS/LAPACK library behind JAX's CPU decompositions (eigh, Cholesky)
         during the fit, set with ``threadpoolctl`` for the duration of the call only. The
@@ -125,13 +132,14 @@ def fit(
                     chain_method=chain_method, progress=progress, drop_invalid=drop_invalid,
                     ensemble_size=ensemble_size, localisation_km=localisation_km,
                     inflation=inflation, parameters=parameters, lag=lag, mass_safe=mass_safe,
-                    eki_iterations=eki_iterations, eks_iterations=eks_iterations)
+                    eki_iterations=eki_iterations, eks_iterations=eks_iterations,
+                    weight_stride=weight_stride)
 
 
 def _fit(model, obs, times, method, *, num_warmup, num_samples, num_chains, seed,
          target_accept, max_tree_depth, dense_mass, chain_method, progress, drop_invalid,
          ensemble_size, localisation_km, inflation, parameters, lag, mass_safe,
-         eki_iterations, eks_iterations) -> Posterior:
+         eki_iterations, eks_iterations, weight_stride) -> Posterior:
     if method in ("enkf", "etkf", "letkf", "eki"):
         from tracerbayes import ensemble_fit
 
@@ -145,7 +153,7 @@ def _fit(model, obs, times, method, *, num_warmup, num_samples, num_chains, seed
                 model, obs, times, method, ensemble_size=ensemble_size or 64,
                 localisation_km=localisation_km, inflation=inflation, parameters=parameters,
                 lag=lag, mass_safe=mass_safe, seed=seed, progress=progress,
-                drop_invalid=drop_invalid)
+                drop_invalid=drop_invalid, weight_stride=weight_stride)
         for message in post.check_diagnostics():
             warnings.warn(message, SamplingWarning, stacklevel=3)
         return post

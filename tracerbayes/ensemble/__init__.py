@@ -36,6 +36,7 @@ from tracerbayes.ensemble.inflation import (
 )
 from tracerbayes.ensemble.localisation import (
     EARTH_RADIUS_KM,
+    WeightNodes,
     distance_rows,
     distance_table,
     euclidean,
@@ -57,6 +58,7 @@ from tracerbayes.ensemble.tracer import (
     state_coordinates,
     stencil_observations,
     tracer_transition,
+    weight_nodes,
 )
 from tracerbayes.ensemble.window import GlobalUpdate, LocalUpdate, WindowResult, smooth_window
 
@@ -68,6 +70,7 @@ __all__ = [
     "LocalUpdate",
     "NoiseField",
     "Stencil",
+    "WeightNodes",
     "WindowResult",
     "EARTH_RADIUS_KM",
     "ObsAtTime",
@@ -106,4 +109,5 @@ __all__ = [
     "state_coordinates",
     "stencil_observations",
     "tracer_transition",
+    "weight_nodes",
 ]

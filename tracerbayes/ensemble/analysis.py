@@ -26,6 +26,9 @@ Evensen, G. (1994). Sequential data assimilation with a nonlinear quasi-geostrop
 using Monte Carlo methods to forecast error statistics. J. Geophys. Res. 99, 10143-10162.
 Hunt, B. R., Kostelich, E. J. & Szunyogh, I. (2007). Efficient data assimilation for
 spatiotemporal chaos: a local ensemble transform Kalman filter. Physica D 230, 112-126.
+Yang, S.-C., Kalnay, E., Hunt, B. & Bowler, N. E. (2009). Weight interpolation for efficient
+data assimilation with the local ensemble transform Kalman filter. Q. J. R. Meteorol. Soc.
+135, 251-262.
 Sakov, P. & Oke, P. R. (2008). Implications of the form of the ensemble transformation in the
 ensemble square root filters. Mon. Wea. Rev. 136, 1042-1053.
 """
@@ -39,7 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tracerbayes.ensemble.localisation import gaspari_cohn
+from tracerbayes.ensemble.localisation import WeightNodes, gaspari_cohn
 
 __all__ = [
     "enkf",
@@ -241,7 +244,7 @@ def enkf(key: jax.Array, E: jax.Array, y: jax.Array, H: Operator, obs_sd: jax.Ar
 def letkf(E: jax.Array, y: jax.Array, H: Operator, obs_sd: jax.Array, *,
           distances: jax.Array | Callable[[jax.Array], jax.Array], radius: float,
           valid: jax.Array | None = None, rotation_key: jax.Array | None = None,
-          batch_size: int | None = None) -> jax.Array:
+          batch_size: int | None = None, nodes: WeightNodes | None = None) -> jax.Array:
     """Local ETKF (Hunt et al. 2007, Sec. 2.3) with Gaspari-Cohn observation weighting.
 
     For each state variable ``i`` an ETKF is solved with observation precision ``R^{-1}``
@@ -265,6 +268,10 @@ def letkf(E: jax.Array, y: jax.Array, H: Operator, obs_sd: jax.Array, *,
         One random mean-preserving rotation shared by all points (keeps the field smooth).
     batch_size : int, optional
         Solve this many local problems at a time (``lax.map``) to bound memory; default all.
+    nodes : WeightNodes, optional
+        Weight interpolation (Yang et al. 2009): the local transforms are solved at the
+        ``p`` nodes only (``distances`` then runs over nodes: (p, m) or ``i -> (m,)`` for node
+        ``i``) and variable ``i`` uses ``sum_s weights[i, s] (w + W)_{indices[i, s]}``.
 
     Returns
     -------
@@ -278,21 +285,59 @@ def letkf(E: jax.Array, y: jax.Array, H: Operator, obs_sd: jax.Array, *,
     xbar = E.mean(axis=0)
     A = E - xbar
     Q = None if rotation_key is None else random_rotation(rotation_key, N, E.dtype)
+    points = n if nodes is None else check_nodes(nodes, n)
     if not callable(distances):
         table = jnp.asarray(distances)
-        if table.shape != (n, y.shape[0]):
-            raise ValueError(f"distances has shape {table.shape}; expected (n, m) = "
-                             f"({n}, {y.shape[0]})")
+        if table.shape != (points, y.shape[0]):
+            what = "(n, m)" if nodes is None else "(p, m) with p the number of nodes"
+            raise ValueError(f"distances has shape {table.shape}; expected {what} = "
+                             f"({points}, {y.shape[0]})")
 
         def distances(i):
             return table[i]
 
-    def local(i):
+    def transform(i):  # (w + W) of local problem i: E_a[:, i] = xbar_i + transform A[:, i]
         rho_sqrt = jnp.sqrt(gaspari_cohn(distances(i) / radius))
         w, W = etkf_weights(S * rho_sqrt, d * rho_sqrt)
         if Q is not None:
             W = Q.T @ W
-        return xbar[i] + (w[None, :] + W) @ A[:, i]
+        return w[None, :] + W
 
-    columns = jax.lax.map(local, jnp.arange(n), batch_size=batch_size)  # (n, N_e)
-    return columns.T
+    if nodes is None:
+        columns = jax.lax.map(lambda i: xbar[i] + transform(i) @ A[:, i], jnp.arange(n),
+                              batch_size=batch_size)  # (n, N_e)
+        return columns.T
+    at_nodes = jax.lax.map(transform, jnp.arange(points), batch_size=batch_size)
+    return xbar + interpolate_transforms(at_nodes, nodes, A.T, batch_size).T
+
+
+def check_nodes(nodes: WeightNodes, n: int) -> int:
+    """Check a :class:`WeightNodes` against ``n`` state variables; return the node count."""
+    p = np.shape(nodes.coords)[0]
+    if np.ndim(nodes.indices) != 2 or np.shape(nodes.indices) != np.shape(nodes.weights) \
+            or np.shape(nodes.indices)[0] != n:
+        raise ValueError(f"nodes.indices and nodes.weights must both have shape (n, s) with "
+                         f"n = {n} state variables; got {np.shape(nodes.indices)} and "
+                         f"{np.shape(nodes.weights)}")
+    if _is_concrete(nodes.indices):
+        idx = np.asarray(nodes.indices)
+        if idx.min() < 0 or idx.max() >= p:
+            raise ValueError(f"nodes.indices must lie in [0, {p}) (p = len(nodes.coords)); "
+                             f"got values from {idx.min()} to {idx.max()}")
+    return p
+
+
+def interpolate_transforms(at_nodes: jax.Array, nodes: WeightNodes, columns: jax.Array,
+                           batch_size: int | None = None) -> jax.Array:
+    """``sum_s weights[i, s] at_nodes[indices[i, s]] @ columns[i]`` for every variable ``i``.
+
+    ``at_nodes`` (p, N, N) transforms, ``columns`` (n, N, ...) what they act on (one column
+    of anomalies, or a column with a history); returns (n, N, ...). Batched (``lax.map``,
+    256 variables at a time by default) so the (batch, s, N, N) gather stays small.
+    """
+    def one(args):
+        idx, wts, col = args
+        return jnp.tensordot(jnp.tensordot(wts, at_nodes[idx], 1), col, 1)
+
+    return jax.lax.map(one, (jnp.asarray(nodes.indices), jnp.asarray(nodes.weights, columns.dtype),
+                             columns), batch_size=batch_size or 256)

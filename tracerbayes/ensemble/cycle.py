@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tracerbayes.ensemble import analysis as _analysis
-from tracerbayes.ensemble.localisation import distance_rows, mass_safe_letkf
+from tracerbayes.ensemble.localisation import WeightNodes, distance_rows, mass_safe_letkf
 
 __all__ = [
     "CycleObservations",
@@ -156,22 +156,25 @@ def etkf_analysis(*, rotate: bool = False) -> Analysis:
 
 def letkf_analysis(state_coords: Any, distance: Callable, radius: float, *,
                    rotate: bool = False, cell_area: Any = None,
-                   batch_size: int | None = None, basins: Any = None) -> Analysis:
+                   batch_size: int | None = None, basins: Any = None,
+                   nodes: WeightNodes | None = None) -> Analysis:
     """LETKF with distances ``distance(state_coords[i], obs.coords[j])``.
 
     With ``cell_area`` it is the mass-safe version
     (:func:`~tracerbayes.ensemble.localisation.mass_safe_letkf`; per connected basin with
     ``basins``, the integer basin label of every state variable), otherwise the plain
-    :func:`~tracerbayes.ensemble.analysis.letkf`. Observations need ``coords``.
+    :func:`~tracerbayes.ensemble.analysis.letkf`. Observations need ``coords``. With
+    ``nodes`` the local weights are solved at ``nodes.coords`` only and interpolated
+    (weight interpolation, :class:`~tracerbayes.ensemble.localisation.WeightNodes`).
     """
-    state_coords = jnp.asarray(state_coords)
+    state_coords = jnp.asarray(state_coords if nodes is None else nodes.coords)
 
     def step(key, E, obs, H):
         if obs.coords is None:
             raise ValueError("letkf_analysis needs observation coords in CycleObservations")
         rows = distance_rows(distance, state_coords, obs.coords)
         kwargs = dict(distances=rows, radius=radius, valid=obs.valid,
-                      rotation_key=key if rotate else None, batch_size=batch_size)
+                      rotation_key=key if rotate else None, batch_size=batch_size, nodes=nodes)
         if cell_area is None:
             return _analysis.letkf(E, obs.values, H, obs.sd, **kwargs)
         return mass_safe_letkf(E, obs.values, H, obs.sd, cell_area=cell_area, basins=basins,

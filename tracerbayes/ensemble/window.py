@@ -36,7 +36,14 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from tracerbayes.ensemble.analysis import _centring, _obs_space, etkf_transform, etkf_weights
+from tracerbayes.ensemble.analysis import (
+    _centring,
+    _obs_space,
+    check_nodes,
+    etkf_transform,
+    etkf_weights,
+    interpolate_transforms,
+)
 from tracerbayes.ensemble.analysis import enkf_transform as _enkf_transform
 from tracerbayes.ensemble.cycle import (
     CycleObservations,
@@ -111,6 +118,9 @@ class LocalUpdate(NamedTuple):
         Connected basin of every variable (mass-safe update per basin).
     batch_size : int or None
         Local problems solved at once (``lax.map``), bounds memory.
+    nodes : WeightNodes or None
+        Weight interpolation: transforms solved at ``nodes.coords`` and interpolated to the
+        state variables (:class:`~tracerbayes.ensemble.localisation.WeightNodes`).
     """
 
     state_coords: Any
@@ -119,10 +129,11 @@ class LocalUpdate(NamedTuple):
     cell_area: Any = None
     basins: Any = None
     batch_size: int | None = None
+    nodes: Any = None
 
     def __hash__(self) -> int:  # static jit argument: by identity of the arrays
         return hash((id(self.state_coords), self.distance, self.radius, id(self.cell_area),
-                     id(self.basins), self.batch_size))
+                     id(self.basins), self.batch_size, id(self.nodes)))
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, LocalUpdate) and hash(self) == hash(other)
@@ -136,15 +147,26 @@ class LocalUpdate(NamedTuple):
         row = jax.vmap(self.distance, (None, 0))
         past = jnp.moveaxis(buffer, 2, 0)  # (n, L, N_e)
 
-        def local(args):
-            x_i, column, history = args
+        def transform(x_i):
             rho = jnp.sqrt(gaspari_cohn(row(x_i, ob.coords) / self.radius))
             w, W = etkf_weights(S * rho, d * rho)
-            X5 = 1.0 / N + (w[None, :] + W) @ C
-            return X5 @ column, history @ X5.T
+            return 1.0 / N + (w[None, :] + W) @ C
 
-        columns, history = jax.lax.map(local, (coords, E_f.T, past),
-                                       batch_size=self.batch_size)
+        if self.nodes is None:
+            def local(args):
+                x_i, column, history = args
+                X5 = transform(x_i)
+                return X5 @ column, history @ X5.T
+
+            columns, history = jax.lax.map(local, (coords, E_f.T, past),
+                                           batch_size=self.batch_size)
+        else:
+            check_nodes(self.nodes, E_f.shape[1])
+            at_nodes = jax.lax.map(transform, jnp.asarray(self.nodes.coords),
+                                   batch_size=self.batch_size)
+            stacked = jnp.concatenate([E_f.T[:, :, None], jnp.swapaxes(past, 1, 2)], axis=2)
+            out = interpolate_transforms(at_nodes, self.nodes, stacked, self.batch_size)
+            columns, history = out[:, :, 0], jnp.swapaxes(out[:, :, 1:], 1, 2)
         E_a, buffer_a = columns.T, jnp.moveaxis(history, 0, 2)
         if self.cell_area is None:
             return E_a, buffer_a
