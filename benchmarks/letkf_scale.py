@@ -8,7 +8,11 @@ A truth is drawn once from the same model (one member of the same transition), s
 profiling floats (:class:`tracerbayes.simulate.Floats`, each surfacing every 3 days, error
 0.1), and assimilated by the mass-safe LETKF (Gaspari-Cohn half-width 30 km, Euclidean
 distances in metres) with mass-free multiplicative inflation 1.05, through
-:func:`tracerbayes.ensemble.cycle.run_cycle`.
+:func:`tracerbayes.ensemble.cycle.run_cycle`. The local analyses are solved on nodes every
+``--stride`` cells (default 4, i.e. 10 km at 256^2 against a 30 km half-width) and their
+transforms interpolated bilinearly (weight interpolation, Yang et al. 2009,
+:func:`tracerbayes.ensemble.tracer.weight_nodes`); the last table compares strides 1 (the
+plain LETKF, every wet cell), 2, 4 and 8 on the same truth, observations and random numbers.
 
 Every configuration runs in its own subprocess, so that its peak resident memory
 (``ru_maxrss``) is its own. Times exclude compilation: the first cycle (the warm-up) compiles
@@ -32,8 +36,10 @@ pass ``--batch-size`` (e.g. 1024-8192): with the default (``None``) the LETKF's 
 solves the ~10^6 local problems one after another, which a GPU does badly; on CPU the default
 is fastest (measured: batching only adds memory). Peak memory is then host memory; read the
 GPU's with ``nvidia-smi`` or ``XLA_PYTHON_CLIENT_ALLOCATOR=platform``. The forecast's cost
-grows like cells x (noise length / cell size)^2 (sub-steps of the noise smoother), so at 1024^2
-plan for minutes per cycle; time one cycle first (``--cycles 1``).
+grows like cells x (noise length / cell size): the noise smoother is a Chebyshev series of the
+heat kernel (:func:`tracerbayes.physics.heat_kernel`, ~85 operator applications at 256^2 and
+a 20 km noise length); the advection's Heun sub-steps grow like the cells per side. Time one
+cycle first (``--cycles 1``).
 
 On CPU the script sets ``OPENBLAS_NUM_THREADS=1`` before JAX loads (override it in the
 environment): the LETKF solves tens of thousands of 64 x 64 eigenproblems through LAPACK, and a
@@ -63,7 +69,7 @@ FLOAT_ERROR = 0.1  # tracer units
 
 
 def worker(n: int, members: int, per_cycle: int, cycles: int, batch_size: int | None,
-           seed: int) -> dict:
+           seed: int, stride: int = 1) -> dict:
     """Run one configuration (in this process) and return its measurements."""
     import resource
 
@@ -83,6 +89,7 @@ def worker(n: int, members: int, per_cycle: int, cycles: int, batch_size: int | 
         state_coordinates,
         stencil_observations,
         tracer_transition,
+        weight_nodes,
     )
     from tracerbayes.observations import Observations
     from tracerbayes.simulate import Floats, interpolate
@@ -120,8 +127,9 @@ def worker(n: int, members: int, per_cycle: int, cycles: int, batch_size: int | 
     observations = stencil_observations(obs.prepare(grid, times), obs)
     setup_s = time.perf_counter() - t_setup
 
+    nodes = None if stride == 1 else weight_nodes(grid, stride)
     analysis = letkf_analysis(state_coordinates(grid), euclidean, RADIUS, cell_area=area,
-                              batch_size=batch_size)
+                              batch_size=batch_size, basins=noise.basins, nodes=nodes)
 
     def inflation(key, E):
         return mass_free_multiplicative(E, INFLATION, area, noise.basins)
@@ -167,8 +175,9 @@ def worker(n: int, members: int, per_cycle: int, cycles: int, batch_size: int | 
     log(f"analysis alone {analysis_s:.1f} s")
     m = np.asarray(observations.valid)[1:].sum(axis=1)
     return dict(n=n, cells=grid.n_wet, members=members, obs=float(m.mean()), cycles=cycles,
-                batch_size=batch_size, substeps=transition.substeps,
-                noise_substeps=noise.substeps, setup_s=setup_s, warmup_s=warmup_s,
+                batch_size=batch_size, substeps=transition.substeps, stride=stride,
+                nodes=grid.n_wet if nodes is None else len(nodes.coords),
+                noise_terms=len(noise.terms), setup_s=setup_s, warmup_s=warmup_s,
                 cycle_s=float(np.median(cycle_s)), analysis_s=analysis_s,
                 prior_rmse=float(np.mean(prior)), analysis_rmse=float(np.mean(post)),
                 mass_drift=max(mass), peak_mib=resource.getrusage(
@@ -182,10 +191,10 @@ def log(message: str) -> None:
 
 
 def measure(n: int, members: int, per_cycle: int, cycles: int, batch_size: int | None,
-            seed: int) -> dict:
+            seed: int, stride: int = 1) -> dict:
     """One configuration in a fresh subprocess (separate peak memory)."""
     spec = json.dumps(dict(n=n, members=members, per_cycle=per_cycle, cycles=cycles,
-                           batch_size=batch_size, seed=seed))
+                           batch_size=batch_size, seed=seed, stride=stride))
     proc = subprocess.run([sys.executable, __file__, "--worker", spec], stdout=subprocess.PIPE,
                           text=True)
     if proc.returncode != 0:
@@ -193,7 +202,7 @@ def measure(n: int, members: int, per_cycle: int, cycles: int, batch_size: int |
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-HEADER = (f"{'grid':>9}{'cells':>9}{'N_e':>5}{'obs/cyc':>8}{'cyc':>4}{'s/cycle':>9}"
+HEADER = (f"{'grid':>9}{'cells':>9}{'nodes':>7}{'N_e':>5}{'obs/cyc':>8}{'cyc':>4}{'s/cycle':>9}"
           f"{'forecast':>9}{'analysis':>9}{'peak MiB':>9}{'RMSE prior':>11}{'analysis':>9}"
           f"{'mass drift':>11}")
 
@@ -201,7 +210,7 @@ HEADER = (f"{'grid':>9}{'cells':>9}{'N_e':>5}{'obs/cyc':>8}{'cyc':>4}{'s/cycle':
 def row(r: dict) -> str:
     forecast = max(r["cycle_s"] - r["analysis_s"], 0.0)
     grid = f"{r['n']}^2"
-    return (f"{grid:>9}{r['cells']:>9}{r['members']:>5}{r['obs']:>8.0f}"
+    return (f"{grid:>9}{r['cells']:>9}{r['nodes']:>7}{r['members']:>5}{r['obs']:>8.0f}"
             f"{r['cycles']:>4}{r['cycle_s']:>9.2f}{forecast:>9.2f}{r['analysis_s']:>9.2f}"
             f"{r['peak_mib']:>9.0f}{r['prior_rmse']:>11.3f}{r['analysis_rmse']:>9.3f}"
             f"{r['mass_drift']:>11.1e}")
@@ -220,10 +229,12 @@ def scaling(title: str, configs: list[tuple], key: str, cycles: int, args) -> No
     print(f"\n{title} ({cycles} timed cycle(s) each, after the warm-up)")
     print(HEADER, flush=True)
     rows = []
-    for n, members, per_cycle in configs:
-        rows.append(measure(n, members, per_cycle, cycles, args.batch_size, args.seed))
+    for n, members, per_cycle, *stride in configs:
+        rows.append(measure(n, members, per_cycle, cycles, args.batch_size, args.seed,
+                            stride[0] if stride else args.stride))
         print(row(rows[-1]), flush=True)
-    print(f"  time per cycle ~ {key}^{exponent(rows, key):.2f}", flush=True)
+    if key:
+        print(f"  time per cycle ~ {key}^{exponent(rows, key):.2f}", flush=True)
 
 
 def main() -> None:
@@ -234,6 +245,11 @@ def main() -> None:
     ap.add_argument("--cycles", type=int, default=30, help="timed cycles of the headline")
     ap.add_argument("--scaling-cycles", type=int, default=1,
                     help="timed cycles of each scaling row")
+    ap.add_argument("--stride", type=int, default=4,
+                    help="LETKF weight interpolation: local analyses every STRIDE cells "
+                         "(1 = every wet cell)")
+    ap.add_argument("--strides", type=int, nargs="*", default=[1, 2, 4, 8],
+                    help="strides of the weight-interpolation rows (on the --mid grid)")
     ap.add_argument("--batch-size", type=int, default=None,
                     help="LETKF local problems solved at a time (lax.map batch_size)")
     ap.add_argument("--mid", type=int, default=128,
@@ -253,10 +269,12 @@ def main() -> None:
     if args.quick:
         args.n, args.members, args.obs, args.cycles, args.scaling_cycles = 32, 16, 60, 2, 1
         cells, mid, obs, members = (16, 32), 32, (30, 60), (8, 16)
+        args.strides = [1, 2]
     else:
         cells, mid, obs, members = args.cells, args.mid, (100, 330, 1000), (16, 32, 64, 128)
     print(f"mass-safe LETKF, radius {RADIUS / 1e3:.0f} km, inflation {INFLATION} (mass-free), "
-          f"{DOMAIN / 1e3:.0f} km coastal sea, daily cycles; batch_size {args.batch_size}; "
+          f"{DOMAIN / 1e3:.0f} km coastal sea, daily cycles; weight interpolation every "
+          f"{args.stride} cells; batch_size {args.batch_size}; "
           f"OPENBLAS_NUM_THREADS={os.environ['OPENBLAS_NUM_THREADS']}; load average "
           f"{' '.join(f'{a:.1f}' for a in os.getloadavg())} at start")
     print("times in s (median over timed cycles; analysis timed alone, forecast = cycle - "
@@ -266,7 +284,7 @@ def main() -> None:
         print(f"\nheadline ({args.cycles} timed cycles after a warm-up)")
         print(HEADER, flush=True)
         print(row(measure(args.n, args.members, args.obs, args.cycles, args.batch_size,
-                          args.seed)), flush=True)
+                          args.seed, args.stride)), flush=True)
     if not args.no_scaling:
         c = args.scaling_cycles
         scaling(f"cells, N_e = {args.members}, ~{args.obs} obs/cycle",
@@ -275,6 +293,12 @@ def main() -> None:
                 [(mid, args.members, m) for m in obs], "obs", c, args)
         scaling(f"ensemble size, {mid}^2, ~{args.obs} obs/cycle",
                 [(mid, e, args.obs) for e in members], "members", c, args)
+        if args.strides:
+            scaling(f"weight interpolation stride (cells between nodes; 1 = plain LETKF), "
+                    f"{mid}^2, N_e = {args.members}, ~{args.obs} obs/cycle: same truth, "
+                    f"observations and random numbers, so RMSE differences are the "
+                    f"interpolation's", [(mid, args.members, args.obs, st)
+                                         for st in args.strides], "", c, args)
     print(f"\nload average at end {' '.join(f'{a:.1f}' for a in os.getloadavg())}")
 
 

@@ -228,7 +228,7 @@ def fit_options(cfg: RunConfig) -> dict[str, Any]:
                 "chain_method": m.chain_method, "drop_invalid": drop}
     return {"method": "letkf", "ensemble_size": m.ensemble_size,
             "localisation_km": m.localisation, "inflation": m.inflation, "seed": m.seed,
-            "drop_invalid": drop}
+            "weight_stride": m.weight_stride, "drop_invalid": drop}
 
 
 def build_platforms(cfg: RunConfig) -> list[simulate.Platform]:

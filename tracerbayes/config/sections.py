@@ -376,6 +376,8 @@ class LetkfConfig:
     localisation: float = setting(Quantity("length", "km", low=0.0, open_low=True),
                                   "localisation radius, km", 300.0)
     inflation: float = setting(Float(low=1.0), "multiplicative inflation", 1.0)
+    weight_stride: int = setting(Int(1), "solve the local analyses every this many cells and "
+                                 "interpolate between (1 = every cell)", 1)
     seed: int = setting(Int(0), "random seed", 0)
 
 
