@@ -355,11 +355,12 @@ def test_letkf_options_and_whether_fit_accepts_them(tmp_path, rng):
     _inputs(tmp_path, rng)
     text = BASE.replace(
         "method: {name: nuts, num_warmup: 10, num_samples: 20, num_chains: 2, seed: 3}",
-        "method: {name: letkf, ensemble_size: 32, localisation: 150000 m, inflation: 1.05}")
+        "method: {name: letkf, ensemble_size: 32, localisation: 150000 m, inflation: 1.05, "
+        "weight_stride: 3}")
     path = _write(tmp_path, text)
     options = fit_options(load_config(path))
     assert options == {"method": "letkf", "ensemble_size": 32, "localisation_km": 150.0,
-                       "inflation": 1.05, "seed": 0, "drop_invalid": False}
+                       "inflation": 1.05, "seed": 0, "weight_stride": 3, "drop_invalid": False}
     missing = sorted(set(options) - set(inspect.signature(tb.fit).parameters))
     problems = validate_config(path)
     assert [p.path for p in problems] == (["method.name"] if missing else [])
