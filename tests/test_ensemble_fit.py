@@ -261,6 +261,8 @@ def test_bad_ensemble_inputs_say_what_to_change(rng):
         point_parameters(model, {"diffusion": 1.0})
     with pytest.raises(ValueError, match="ensemble_size must be >= 2"):
         tb.fit(model, obs, times, method="etkf", ensemble_size=1, progress=False)
+    with pytest.raises(ValueError, match="weight_stride must be an integer >= 1"):
+        tb.fit(model, obs, times, method="letkf", weight_stride=0, progress=False)
     with pytest.raises(ValueError, match="choose 'nuts', 'enkf', 'etkf', 'letkf' or 'eki'"):
         tb.fit(model, obs, times, method="4dvar")
 

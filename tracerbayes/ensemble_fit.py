@@ -123,6 +123,9 @@ def fit_ensemble(model: Any, obs: Any, times: Any, method: str, *, ensemble_size
         raise ValueError(f"localisation_km must be > 0 km, got {localisation_km}")
     if not inflation >= 1.0:
         raise ValueError(f"inflation must be >= 1 (1 = none), got {inflation}")
+    if int(weight_stride) != weight_stride or weight_stride < 1:
+        raise ValueError(f"weight_stride must be an integer >= 1 (cells between the LETKF's "
+                         f"weight nodes; 1 = every cell), got {weight_stride}")
     grid = model.grid
     times = np.asarray(times)
     dt = _uniform_step(times)
