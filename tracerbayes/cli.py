@@ -51,12 +51,18 @@ def _watch(read_fd: int, done: threading.Event) -> None:
             continue
         if done.wait(GRACE_SECONDS):
             return
-        for path in live_temporaries():
-            path.unlink(missing_ok=True)
+        _remove_live_temporaries()
         name = signal.Signals(signums[0]).name
         os.write(2, f"tracerbayes: {name}: stopped while busy; temporary files "
                     "removed\n".encode())
         os._exit(128 + signums[0])
+
+
+def _remove_live_temporaries() -> None:
+    """Remove any temporary file still registered: a signal between two bytecodes of the
+    writer (e.g. just after its temporary is created) can skip the writer's own cleanup."""
+    for path in live_temporaries():
+        path.unlink(missing_ok=True)
 
 
 class _SignalGuard:
@@ -164,10 +170,12 @@ def main(argv: list[str] | None = None) -> int:
             _enable_float64()
             return args.func(args)
     except KeyboardInterrupt:
+        _remove_live_temporaries()
         print("tracerbayes: interrupted (SIGINT); no partial output files left",
               file=sys.stderr)
         return 130
     except Terminated:
+        _remove_live_temporaries()
         print("tracerbayes: terminated (SIGTERM); no partial output files left",
               file=sys.stderr)
         return 143

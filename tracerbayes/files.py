@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import shutil
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any
@@ -49,12 +49,24 @@ class atomic_path:  # noqa: N801 - used as a context manager, reads like a funct
 
     def __enter__(self) -> Path:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(self.path), suffix=".part",
-                                   dir=self.path.parent)
-        os.close(fd)
-        self.tmp = Path(tmp)
-        with _LOCK:
-            _LIVE.add(self.tmp)
+        while True:
+            # Registered before it exists, and removed here if Ctrl-C or SIGTERM lands before
+            # the with-block starts (then __exit__ never runs): no window leaves it behind.
+            tmp = self.path.parent / f"{_temp_prefix(self.path)}{secrets.token_hex(6)}.part"
+            with _LOCK:
+                _LIVE.add(tmp)
+            try:
+                os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+                break
+            except FileExistsError:  # another writer drew the same name: draw again
+                with _LOCK:
+                    _LIVE.discard(tmp)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                with _LOCK:
+                    _LIVE.discard(tmp)
+                raise
+        self.tmp = tmp
         return self.tmp
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
