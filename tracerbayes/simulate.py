@@ -60,9 +60,6 @@ __all__ = [
 
 # ---------------------------------------------------------------------------- stepping
 # Sub-step counts are passed as traced data so that changing them does not recompile.
-_advance = jax.jit(physics.propagate, static_argnums=0)
-
-
 @partial(jax.jit, static_argnums=0)
 def _trajectory(grid: Grid, state, east, north, diffusivity, steps, substeps, noise):
     """States after each interval: ``c <- M_k c + w_k`` over the stacked inputs of scan."""
