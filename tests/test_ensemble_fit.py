@@ -326,6 +326,38 @@ def test_eki_method_returns_a_posterior_with_draws(rng):
     assert post.to_inference_data().attrs["inference_method"] == "eki"
 
 
+def test_importance_corrected_eki_matches_nuts_on_the_exact_likelihood(rng):
+    """EKS then importance sampling against the reduced filter's likelihood gives the same
+    posterior moments as NUTS on the same likelihood and priors (LogNormal, so both methods
+    see one prior), within their Monte Carlo errors."""
+    grid, velocity, times, obs = small_problem(rng, T=6, n_obs=8)
+    priors = Priors(noise_sd=dist.LogNormal(np.log(0.2), 0.5),
+                    initial_sd=dist.LogNormal(0.0, 0.5))
+    model = AdvectionDiffusionModel(
+        grid, GivenVelocity(velocity, scale_prior=dist.LogNormal(0.0, 0.5)), priors,
+        n_modes=10)
+    post = tb.fit(model, obs, times, method="eki", ensemble_size=24, eki_iterations=3,
+                  eks_iterations=20, importance_draws=1000, progress=False)
+    assert post.num_draws == 1000
+    assert post.settings["pareto_k"] < 0.7 and post.settings["importance_ess"] > 100
+    nuts = tb.fit(model, obs, times, method="nuts", num_warmup=400, num_samples=600,
+                  num_chains=2, progress=False, seed=1)
+    for name in ("diffusivity", "noise_sd", "error_scale", "velocity_scale"):
+        a = np.log(np.asarray(post.samples[name]).ravel())
+        b = np.log(np.asarray(nuts.samples[name]).ravel())
+        se = np.hypot(a.std() / np.sqrt(post.settings["importance_ess"]),
+                      b.std() / np.sqrt(len(b) / 4))  # NUTS draws: ESS >= a quarter
+        assert abs(a.mean() - b.mean()) < 4 * se, (name, a.mean(), b.mean(), se)
+        assert a.std() == pytest.approx(b.std(), rel=0.2), name
+
+
+def test_importance_draws_must_be_a_count(rng):
+    grid, velocity, times, obs = small_problem(rng)
+    model = AdvectionDiffusionModel(grid, GivenVelocity(velocity), Priors(), n_modes=8)
+    with pytest.raises(ValueError, match="importance_draws must be 0"):
+        tb.fit(model, obs, times, method="eki", importance_draws=-5, progress=False)
+
+
 @pytest.mark.filterwarnings("ignore::tracerbayes.SamplingWarning")
 def test_ensemble_run_writes_netcdf_maps_and_spread_diagnostics(rng, tmp_path):
     from tracerbayes.workflow import TracerInfo, write_outputs

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro.distributions as dist
 
-from tracerbayes import inversion
+from tracerbayes import importance, inversion
 from tracerbayes.ensemble import localisation
 from tracerbayes.ensemble.inflation import mass_free_multiplicative, multiplicative
 from tracerbayes.ensemble.tracer import (
@@ -221,8 +221,18 @@ def eki_forward(model: Any, data: Any, names: tuple[str, ...], space: Any,
 
 def fit_eki(model: Any, obs: Any, times: Any, *, ensemble_size: int = 48,
             eki_iterations: int = 5, eks_iterations: int = 60, seed: int = 0,
+            importance_draws: int = 0, importance_rounds: int = 2,
             progress: bool = True, drop_invalid: bool = False) -> InversionPosterior:
-    """Parameters by EKI then EKS against the Kalman filter's likelihood; see module doc."""
+    """Parameters by EKI then EKS against the Kalman filter's likelihood; see module doc.
+
+    ``importance_draws > 0`` corrects the EKS ensemble towards the exact posterior by
+    importance sampling (:func:`tracerbayes.importance.importance_correct`, Student-t
+    proposals refitted ``importance_rounds`` times, Pareto-smoothed weights); the posterior
+    draws are then the resampled ``importance_draws`` points.
+    """
+    if int(importance_draws) < 0 or int(importance_draws) != importance_draws:
+        raise ValueError(f"importance_draws must be 0 (no correction) or a positive integer, "
+                         f"got {importance_draws}")
     if int(ensemble_size) < 4:
         raise ValueError(f"ensemble_size must be >= 4 for EKI/EKS, got {ensemble_size}")
     data = model.prepare(obs, times, drop_invalid=drop_invalid)
@@ -243,11 +253,33 @@ def fit_eki(model: Any, obs: Any, times: Any, *, ensemble_size: int = 48,
     result = inversion.eks(k_eks, forward, first.ensembles[-1], y, gamma, space.prior_mean,
                            space.prior_cov, int(eks_iterations), space=space,
                            progress=progress)
-    final = np.asarray(result.final_physical)
-    samples = {name: final[None, :, i] for i, name in enumerate(names)}
+    final = eks_final = np.asarray(result.final_physical)
     settings = {"ensemble_size": int(ensemble_size), "eki_iterations": int(eki_iterations),
                 "eks_iterations": int(eks_iterations), "seed": int(seed),
-                "final_misfit": float(result.misfits[-1])}
+                "final_misfit": float(result.misfits[-1]),
+                "importance_draws": int(importance_draws)}
+    if importance_draws:
+        precision = jnp.linalg.inv(space.prior_cov)
+
+        def log_posterior(theta):  # (B, p): log p(y | theta) + log prior, up to a constant
+            r = theta - space.prior_mean
+            lp = (-0.5 * jnp.sum(jax.vmap(forward)(theta) ** 2, axis=1)
+                  - 0.5 * jnp.einsum("bi,ij,bj->b", r, precision, r))
+            # a filter that fails (non-PD innovation covariance far in the proposal's
+            # tails) gives zero weight; counted in settings["importance_failed"]
+            return jnp.where(jnp.isnan(lp), -jnp.inf, lp)
+
+        corrected = importance.importance_correct(
+            jax.random.fold_in(jax.random.key(seed), 3), jax.jit(log_posterior),
+            result.ensembles[-1], int(importance_draws), rounds=int(importance_rounds),
+            batch_size=int(ensemble_size), progress=progress)
+        final = np.asarray(space.to_physical(corrected.resampled))
+        settings.update({"importance_rounds": int(importance_rounds),
+                         "pareto_k": corrected.pareto_k, "importance_ess": corrected.ess,
+                         "importance_failed": int(np.sum(corrected.log_target == -np.inf))})
+    samples = {name: final[None, :, i] for i, name in enumerate(names)}
+    eks_samples = {name: eks_final[None, :, i] for i, name in enumerate(names)}
     return InversionPosterior(model, obs, np.asarray(times), data, samples, {}, "eki",
                               settings, misfits=np.concatenate(
-                                  [np.asarray(first.misfits), np.asarray(result.misfits)]))
+                                  [np.asarray(first.misfits), np.asarray(result.misfits)]),
+                              eks_samples=eks_samples)

@@ -219,21 +219,38 @@ def _observe_members(members: np.ndarray, idx: np.ndarray, w: np.ndarray) -> np.
 
 
 class InversionPosterior(Posterior):
-    """Result of ``fit(method="eki")``: EKS draws of the parameters (one chain).
+    """Result of ``fit(method="eki")``: EKS draws of the parameters (one chain), or the
+    importance-corrected draws with ``importance_draws``.
 
     ``misfits``: the ensemble-mean data misfit at each EKI then EKS iteration.
+    ``eks_samples``: the final EKS ensemble ({name: (1, J)}, physical units), the same as
+    ``samples`` unless importance-corrected.
     """
 
-    def __init__(self, *args: Any, misfits: np.ndarray, **kwargs: Any):
+    def __init__(self, *args: Any, misfits: np.ndarray,
+                 eks_samples: dict[str, np.ndarray] | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.misfits = np.asarray(misfits)
+        self.eks_samples = self.samples if eks_samples is None else eks_samples
 
     def check_diagnostics(self, rhat_max: float = 1.01, ess_min: float = 400) -> list[str]:
         """Whether the sampler's misfit has settled (last quarter against the previous)."""
+        messages = []
         m = self.misfits
         q = max(1, len(m) // 4)
         last, before = m[-q:].mean(), m[-2 * q:-q].mean()
         if len(m) >= 8 and abs(last - before) > 0.05 * abs(before) + 1.0:
-            return [f"EKS misfit still moving ({before:.4g} -> {last:.4g}) over the last "
-                    "iterations: raise eks_iterations"]
-        return []
+            messages.append(f"EKS misfit still moving ({before:.4g} -> {last:.4g}) over the "
+                            "last iterations: raise eks_iterations")
+        k = self.settings.get("pareto_k")
+        if k is not None and k > 0.7:
+            messages.append(f"importance correction unreliable: Pareto k = {k:.2f} > 0.7 "
+                            f"(effective draws {self.settings['importance_ess']:.0f}); raise "
+                            "importance_draws or importance_rounds, or eks_iterations")
+        failed = self.settings.get("importance_failed", 0)
+        if failed > 0.01 * self.settings.get("importance_draws", 0):
+            messages.append(f"the filter failed at {failed} of "
+                            f"{self.settings['importance_draws']} importance draws (given zero "
+                            "weight): the posterior reaches parameters the model cannot "
+                            "evaluate; check the priors")
+        return messages

@@ -57,6 +57,7 @@ def fit(
     mass_safe: bool = True,
     eki_iterations: int = 5,
     eks_iterations: int = 60,
+    importance_draws: int = 0,
     weight_stride: int = 1,
     blas_threads: int | None = 1,
 ) -> Posterior:
@@ -110,6 +111,13 @@ def fit(
         Mass-safe inflation and localisation (default; every member keeps its total).
     eki_iterations, eks_iterations : int
         Iterations of EKI (to reach the posterior's region) and EKS (sampling) for ``eki``.
+    importance_draws : int
+        For ``eki``: 0 (default) keeps the EKS ensemble, which is exact only for a linear
+        model; ``n > 0`` corrects it by importance sampling against the exact filter
+        likelihood (two rounds of ``n`` Student-t draws, Pareto-smoothed weights; costs
+        ``2 n`` likelihood evaluations, about ``2 n / (ensemble_size * eks_iterations)``
+        of the EKS time) and returns ``n`` resampled draws; the Pareto ``k`` is checked
+        (``settings["pareto_k"]``).
     weight_stride : int
         LETKF weight interpolation (Yang et al. 2009): solve the local analyses every
         ``weight_stride`` cells (in both directions) and interpolate their transforms
@@ -133,13 +141,13 @@ def fit(
                     ensemble_size=ensemble_size, localisation_km=localisation_km,
                     inflation=inflation, parameters=parameters, lag=lag, mass_safe=mass_safe,
                     eki_iterations=eki_iterations, eks_iterations=eks_iterations,
-                    weight_stride=weight_stride)
+                    importance_draws=importance_draws, weight_stride=weight_stride)
 
 
 def _fit(model, obs, times, method, *, num_warmup, num_samples, num_chains, seed,
          target_accept, max_tree_depth, dense_mass, chain_method, progress, drop_invalid,
          ensemble_size, localisation_km, inflation, parameters, lag, mass_safe,
-         eki_iterations, eks_iterations, weight_stride) -> Posterior:
+         eki_iterations, eks_iterations, importance_draws, weight_stride) -> Posterior:
     if method in ("enkf", "etkf", "letkf", "eki"):
         from tracerbayes import ensemble_fit
 
@@ -147,6 +155,7 @@ def _fit(model, obs, times, method, *, num_warmup, num_samples, num_chains, seed
             post = ensemble_fit.fit_eki(model, obs, times, ensemble_size=ensemble_size or 48,
                                         eki_iterations=eki_iterations,
                                         eks_iterations=eks_iterations, seed=seed,
+                                        importance_draws=importance_draws,
                                         progress=progress, drop_invalid=drop_invalid)
         else:
             post = ensemble_fit.fit_ensemble(
