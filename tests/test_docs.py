@@ -28,6 +28,7 @@ PAGES = [
     "api/index.html",
     "api/ensemble/index.html",
     "api/inversion/index.html",
+    "api/importance/index.html",
     "api/metrics/index.html",
     "api/plot/index.html",
     "api/simulate/index.html",
