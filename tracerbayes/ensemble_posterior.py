@@ -234,7 +234,8 @@ class InversionPosterior(Posterior):
         self.eks_samples = self.samples if eks_samples is None else eks_samples
 
     def check_diagnostics(self, rhat_max: float = 1.01, ess_min: float = 400) -> list[str]:
-        """Whether the sampler's misfit has settled (last quarter against the previous)."""
+        """Whether the sampler's misfit has settled (last quarter against the previous) and,
+        with the importance correction, whether its Pareto k and failed draws are acceptable."""
         messages = []
         m = self.misfits
         q = max(1, len(m) // 4)
