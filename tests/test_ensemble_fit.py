@@ -324,6 +324,13 @@ def test_eki_method_returns_a_posterior_with_draws(rng):
     maps = post.maps(n_draws=8)
     assert np.isfinite(maps["sd"].values[:, grid.mask]).all()
     assert post.to_inference_data().attrs["inference_method"] == "eki"
+    # the importance checks read the settings a corrected fit records
+    post.settings.update({"importance_draws": 200, "pareto_k": 0.9, "importance_ess": 3.0,
+                          "importance_failed": 5})
+    messages = " ".join(post.check_diagnostics())
+    assert "Pareto k = 0.90 > 0.7" in messages and "failed at 5 of 200" in messages
+    post.settings.update({"pareto_k": 0.4, "importance_failed": 2})
+    assert not any("importance" in m for m in post.check_diagnostics())
 
 
 def test_importance_corrected_eki_matches_nuts_on_the_exact_likelihood(rng):
