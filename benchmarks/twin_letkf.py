@@ -51,6 +51,7 @@ import tracerbayes as tb  # noqa: E402
 from tracerbayes import metrics, twin  # noqa: E402
 from tracerbayes.model import AdvectionDiffusionModel, Priors  # noqa: E402
 from tracerbayes.observations import Observations  # noqa: E402
+from tracerbayes.posterior import parameter_summary  # noqa: E402
 from tracerbayes.priors import Smoothness  # noqa: E402
 
 TRUTH = {"diffusivity": 400.0, "velocity_scale": 1.0, "noise_sd": 0.05,
@@ -70,15 +71,14 @@ def parameter_coverage(samples) -> None:
     """Print each parameter's truth, mean, 90% interval and z; count truths inside."""
     print(f"{'parameter':<24}{'truth':>9}{'mean':>10}{'5%':>10}{'95%':>10}{'z':>7}  inside")
     inside = 0
-    for name, draws in samples.items():
-        d = np.asarray(draws).ravel()
-        q5, q95 = np.quantile(d, [0.05, 0.95])
-        ok = q5 <= TRUTH[name] <= q95
+    table = parameter_summary(samples)
+    for name, row in table.iterrows():
+        ok = row["q5"] <= TRUTH[name] <= row["q95"]
         inside += ok
-        z = (d.mean() - TRUTH[name]) / d.std(ddof=1)  # (mean - truth) / sd
-        print(f"{name:<24}{TRUTH[name]:>9.4g}{d.mean():>10.4g}{q5:>10.4g}{q95:>10.4g}"
-              f"{z:>7.2f}  {'yes' if ok else 'NO'}")
-    print(f"{inside} of {len(samples)} true parameters inside their 90% intervals")
+        z = (row["mean"] - TRUTH[name]) / row["sd"]  # (mean - truth) / sd
+        print(f"{name:<24}{TRUTH[name]:>9.4g}{row['mean']:>10.4g}{row['q5']:>10.4g}"
+              f"{row['q95']:>10.4g}{z:>7.2f}  {'yes' if ok else 'NO'}")
+    print(f"{inside} of {len(table)} true parameters inside their 90% intervals")
 
 
 def main() -> None:

@@ -277,9 +277,10 @@ def fit_eki(model: Any, obs: Any, times: Any, *, ensemble_size: int = 48,
         settings.update({"importance_rounds": int(importance_rounds),
                          "pareto_k": corrected.pareto_k, "importance_ess": corrected.ess,
                          "importance_failed": int(np.sum(corrected.log_target == -np.inf))})
-    samples = {name: final[None, :, i] for i, name in enumerate(names)}
-    eks_samples = {name: eks_final[None, :, i] for i, name in enumerate(names)}
-    return InversionPosterior(model, obs, np.asarray(times), data, samples, {}, "eki",
+    def by_name(draws):  # (J, p) -> {name: (1 chain, J draws)}
+        return {name: draws[None, :, i] for i, name in enumerate(names)}
+
+    return InversionPosterior(model, obs, np.asarray(times), data, by_name(final), {}, "eki",
                               settings, misfits=np.concatenate(
                                   [np.asarray(first.misfits), np.asarray(result.misfits)]),
-                              eks_samples=eks_samples)
+                              eks_samples=by_name(eks_final))

@@ -147,21 +147,22 @@ def importance_correct(
     batch = J if batch_size is None else int(batch_size)
     loc = ensemble.mean(axis=0)
     cov = np.cov(ensemble.T).reshape(p, p)
-    bar = tqdm(total=int(rounds) * int(n_draws), desc="importance", unit="draw",
-               disable=not progress)
-    for key_round in jax.random.split(key, int(rounds)):
-        try:
-            chol = np.linalg.cholesky(cov * scale**2)
-        except np.linalg.LinAlgError as err:
-            raise ValueError("the ensemble's covariance is singular (members collapsed onto a "
-                             "subspace); run more sampler iterations or a larger ensemble"
-                             ) from err
-        draws, log_pi, log_w, k = _one_round(key_round, log_target, loc, chol, dof,
-                                             int(n_draws), batch, bar)
-        w = np.exp(log_w)
-        loc = w @ draws
-        cov = (draws - loc).T @ ((draws - loc) * w[:, None])
-    bar.close()
+    with tqdm(total=int(rounds) * int(n_draws), desc="importance", unit="draw",
+              disable=not progress) as bar:
+        for r, key_round in enumerate(jax.random.split(key, int(rounds))):
+            try:
+                chol = np.linalg.cholesky(cov * scale**2)
+            except np.linalg.LinAlgError as err:
+                source = "ensemble's" if r == 0 else f"round {r} weighted draws'"
+                raise ValueError(f"the {source} covariance is singular (members collapsed onto "
+                                 "a subspace); run more sampler iterations or a larger "
+                                 "ensemble, or more draws") from err
+            draws, log_pi, log_w, k = _one_round(key_round, log_target, loc, chol, dof,
+                                                 int(n_draws), batch, bar)
+            w = np.exp(log_w)
+            if r + 1 < rounds:  # the next proposal: this round's weighted moments
+                loc = w @ draws
+                cov = (draws - loc).T @ ((draws - loc) * w[:, None])
     index = systematic_resample(jax.random.fold_in(key, int(rounds)), log_w, len(draws))
     return ImportanceResult(draws=draws, log_weights=log_w, log_target=log_pi,
                             pareto_k=k, ess=float(1.0 / np.sum(w**2)),

@@ -43,7 +43,7 @@ from jax.scipy.special import ndtr
 
 from tracerbayes.kalman import PaddedObservations, kalman_filter, rts_smoother, sample_smoothed
 
-__all__ = ["Posterior"]
+__all__ = ["Posterior", "parameter_summary"]
 
 _NON_PARAMETERS = ("y",)
 
@@ -285,15 +285,7 @@ class Posterior:
 
     def parameter_table(self) -> pd.DataFrame:
         """Posterior mean, sd and 5%/95% quantiles of every scalar parameter."""
-        rows = {}
-        for name, draws in self.samples.items():
-            flat = draws.reshape(draws.shape[0] * draws.shape[1], -1)
-            for j in range(flat.shape[1]):
-                label = name if flat.shape[1] == 1 else f"{name}[{j}]"
-                d = flat[:, j]
-                rows[label] = {"mean": d.mean(), "sd": d.std(ddof=1),
-                               "q5": np.quantile(d, 0.05), "q95": np.quantile(d, 0.95)}
-        return pd.DataFrame.from_dict(rows, orient="index")
+        return parameter_summary(self.samples)
 
     def to_netcdf(self, path: Any, *, units: str | None = None,
                   long_name: str = "tracer concentration", standard_name: str | None = None,
@@ -340,6 +332,21 @@ class Posterior:
             problems.append(f"bulk ESS as low as {low:.0f} (< {ess_min:g}): draw more samples "
                             "(num_samples) or chains")
         return problems
+
+
+def parameter_summary(samples: dict[str, np.ndarray]) -> pd.DataFrame:
+    """Mean, sd and 5%/95% quantiles of every scalar in ``{name: (chain, draw, ...)}``; a
+    vector parameter gives one row per element, labelled ``name[j]``."""
+    rows = {}
+    for name, draws in samples.items():
+        draws = np.asarray(draws)
+        flat = draws.reshape(draws.shape[0] * draws.shape[1], -1)
+        for j in range(flat.shape[1]):
+            label = name if flat.shape[1] == 1 else f"{name}[{j}]"
+            d = flat[:, j]
+            rows[label] = {"mean": d.mean(), "sd": d.std(ddof=1),
+                           "q5": np.quantile(d, 0.05), "q95": np.quantile(d, 0.95)}
+    return pd.DataFrame.from_dict(rows, orient="index")
 
 
 def _mixture_quantiles(means: jax.Array, sds: jax.Array, probs: tuple[float, ...],
