@@ -92,7 +92,9 @@ def main() -> None:
     parser.add_argument("--modes", type=int, default=400,
                         help="reduced basis for EKI (fewer modes bias diffusivity up)")
     parser.add_argument("--eki-members", type=int, default=40)
-    parser.add_argument("--eks-iterations", type=int, default=40)
+    parser.add_argument("--eks-iterations", type=int, default=100)
+    parser.add_argument("--eks-burn-in", type=int, default=50,
+                        help="EKS iterations before the ensembles are pooled")
     parser.add_argument("--importance-draws", type=int, default=0,
                         help="also correct EKS by importance sampling (2 rounds of this "
                              "many draws; 0: none)")
@@ -120,13 +122,16 @@ def main() -> None:
     model = AdvectionDiffusionModel(tw.grid, tw.velocity, priors, n_modes=args.modes)
     t0 = time.perf_counter()
     eki = tb.fit(model, obs, tw.times, method="eki", ensemble_size=args.eki_members,
-                 eks_iterations=args.eks_iterations, importance_draws=args.importance_draws,
+                 eks_iterations=args.eks_iterations, eks_burn_in=args.eks_burn_in,
+                 importance_draws=args.importance_draws,
                  seed=args.seed, progress=False)
     print(f"\nEKI + EKS ({args.eki_members} members, {args.modes} modes): "
           f"{time.perf_counter() - t0:.0f} s")
-    tables = [("EKS ensemble", eki.eks_samples)]
+    st = eki.settings
+    tables = [(f"EKS draws (iterations {st['eks_burn_in'] + 1}-{st['eks_iterations']} of "
+               f"{args.eki_members} members pooled, EKS time {st['eks_time']:.1f})",
+               eki.eks_samples)]
     if args.importance_draws:
-        st = eki.settings
         tables.append((f"importance-corrected ({args.importance_draws} draws x "
                        f"{st['importance_rounds']} rounds, Pareto k {st['pareto_k']:.2f}, "
                        f"ESS {st['importance_ess']:.0f}, failed {st['importance_failed']})",
@@ -134,6 +139,8 @@ def main() -> None:
     for label, samples in tables:
         print(label)
         parameter_coverage(samples)
+    for message in eki.check_diagnostics():
+        print("  note:", message)
     if args.skip_letkf:
         return
 

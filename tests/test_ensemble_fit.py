@@ -319,7 +319,9 @@ def test_eki_method_returns_a_posterior_with_draws(rng):
         n_modes=10)
     post = tb.fit(model, obs, times, method="eki", ensemble_size=16, eki_iterations=2,
                   eks_iterations=6, progress=False)
-    assert post.method == "eki" and post.num_chains == 1 and post.num_draws == 16
+    # iterations 4-6 (burn-in 3 = half) of 16 members: 16 chains of 3 draws
+    assert post.method == "eki" and post.num_chains == 16 and post.num_draws == 3
+    assert post.settings["eks_burn_in"] == 3 and post.settings["eks_time"] > 0
     assert np.all(post.samples["diffusivity"] > 0)
     maps = post.maps(n_draws=8)
     assert np.isfinite(maps["sd"].values[:, grid.mask]).all()
@@ -331,6 +333,20 @@ def test_eki_method_returns_a_posterior_with_draws(rng):
     assert "Pareto k = 0.90 > 0.7" in messages and "failed at 5 of 200" in messages
     post.settings.update({"pareto_k": 0.4, "importance_failed": 2})
     assert not any("importance" in m for m in post.check_diagnostics())
+    # members still drifting apart (each its own level): R-hat across member chains flags it
+    drift = np.random.default_rng(1).normal(size=(16, 1)) + np.zeros((16, 20))
+    post.eks_samples = {name: drift + 0.01 * np.random.default_rng(2).normal(size=(16, 20))
+                        for name in post.samples}
+    assert any("EKS members disagree" in m for m in post.check_diagnostics())
+
+
+@pytest.mark.parametrize("burn_in", [-1, 6, 2.5])
+def test_eks_burn_in_must_leave_draws(rng, burn_in):
+    grid, velocity, times, obs = small_problem(rng)
+    model = AdvectionDiffusionModel(grid, GivenVelocity(velocity), Priors(), n_modes=8)
+    with pytest.raises(ValueError, match="eks_burn_in must be an integer in"):
+        tb.fit(model, obs, times, method="eki", eks_iterations=6, eks_burn_in=burn_in,
+               progress=False)
 
 
 def test_importance_corrected_eki_matches_nuts_on_the_exact_likelihood(rng):

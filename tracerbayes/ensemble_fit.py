@@ -12,8 +12,9 @@ LETKF localises only the mass-free part of the increment, per basin.
 correction) after a few ensemble Kalman inversion steps, against the exact (reduced-basis)
 Kalman filter's fit to the observations. The forward map is the whitened innovation sequence
 augmented by ``sqrt(sum_k log det S_k - c)``, so ``|G|^2 / 2`` is the negative marginal
-log-likelihood up to a constant (:func:`eki_forward`). Its maps are the Rao-Blackwellised
-mixture over the final ensemble, as for NUTS.
+log-likelihood up to a constant (:func:`eki_forward`). The draws are the EKS ensembles after
+a burn-in, pooled over iterations (one chain per member); the maps are the Rao-Blackwellised
+mixture over them, as for NUTS.
 """
 
 from __future__ import annotations
@@ -220,21 +221,33 @@ def eki_forward(model: Any, data: Any, names: tuple[str, ...], space: Any,
 
 
 def fit_eki(model: Any, obs: Any, times: Any, *, ensemble_size: int = 48,
-            eki_iterations: int = 5, eks_iterations: int = 60, seed: int = 0,
+            eki_iterations: int = 5, eks_iterations: int = 100,
+            eks_burn_in: int | None = None, seed: int = 0,
             importance_draws: int = 0, importance_rounds: int = 2,
             progress: bool = True, drop_invalid: bool = False) -> InversionPosterior:
     """Parameters by EKI then EKS against the Kalman filter's likelihood; see module doc.
 
-    ``importance_draws > 0`` corrects the EKS ensemble towards the exact posterior by
+    The posterior draws are the EKS ensembles after ``eks_burn_in`` iterations (default half
+    of ``eks_iterations``), pooled: ``ensemble_size`` chains (one per member) of
+    ``eks_iterations - eks_burn_in`` draws. EKS starts with small steps (the adaptive step
+    grows as the ensemble contracts), so its ensemble needs tens of iterations to reach
+    equilibrium; the members' R-hat in :meth:`InversionPosterior.check_diagnostics` tells.
+
+    ``importance_draws > 0`` corrects the pooled EKS draws towards the exact posterior by
     importance sampling (:func:`tracerbayes.importance.importance_correct`, Student-t
     proposals refitted ``importance_rounds`` times, Pareto-smoothed weights); the posterior
-    draws are then the resampled ``importance_draws`` points.
+    draws are then the resampled ``importance_draws`` points (one chain).
     """
     if int(importance_draws) < 0 or int(importance_draws) != importance_draws:
         raise ValueError(f"importance_draws must be 0 (no correction) or a positive integer, "
                          f"got {importance_draws}")
     if int(ensemble_size) < 4:
         raise ValueError(f"ensemble_size must be >= 4 for EKI/EKS, got {ensemble_size}")
+    burn = int(eks_iterations) // 2 if eks_burn_in is None else eks_burn_in
+    if int(burn) != burn or not 0 <= burn < int(eks_iterations):
+        raise ValueError(f"eks_burn_in must be an integer in [0, eks_iterations = "
+                         f"{eks_iterations}), got {eks_burn_in}")
+    burn = int(burn)
     data = model.prepare(obs, times, drop_invalid=drop_invalid)
     priors = {k: _gaussian_prior(k, p) for k, p in _parameter_priors(model).items()}
     space = inversion.parameter_space(priors)
@@ -253,11 +266,15 @@ def fit_eki(model: Any, obs: Any, times: Any, *, ensemble_size: int = 48,
     result = inversion.eks(k_eks, forward, first.ensembles[-1], y, gamma, space.prior_mean,
                            space.prior_cov, int(eks_iterations), space=space,
                            progress=progress)
-    final = eks_final = np.asarray(result.final_physical)
+    # iterates burn + 1, ..., n (entry 0 of the history is the start): (J, M, p)
+    kept = jnp.swapaxes(result.ensembles[burn + 1:], 0, 1)
+    pooled = np.asarray(space.to_physical(kept))
     settings = {"ensemble_size": int(ensemble_size), "eki_iterations": int(eki_iterations),
-                "eks_iterations": int(eks_iterations), "seed": int(seed),
+                "eks_iterations": int(eks_iterations), "eks_burn_in": burn, "seed": int(seed),
+                "eks_time": float(jnp.sum(result.time_steps[burn:])),
                 "final_misfit": float(result.misfits[-1]),
                 "importance_draws": int(importance_draws)}
+    final = pooled
     if importance_draws:
         precision = jnp.linalg.inv(space.prior_cov)
 
@@ -271,16 +288,16 @@ def fit_eki(model: Any, obs: Any, times: Any, *, ensemble_size: int = 48,
 
         corrected = importance.importance_correct(
             jax.random.fold_in(jax.random.key(seed), 3), jax.jit(log_posterior),
-            result.ensembles[-1], int(importance_draws), rounds=int(importance_rounds),
-            batch_size=int(ensemble_size), progress=progress)
-        final = np.asarray(space.to_physical(corrected.resampled))
+            kept.reshape(-1, kept.shape[-1]), int(importance_draws),
+            rounds=int(importance_rounds), batch_size=int(ensemble_size), progress=progress)
+        final = np.asarray(space.to_physical(corrected.resampled))[None]
         settings.update({"importance_rounds": int(importance_rounds),
                          "pareto_k": corrected.pareto_k, "importance_ess": corrected.ess,
                          "importance_failed": int(np.sum(corrected.log_target == -np.inf))})
-    def by_name(draws):  # (J, p) -> {name: (1 chain, J draws)}
-        return {name: draws[None, :, i] for i, name in enumerate(names)}
+    def by_name(draws):  # (chains, draws, p) -> {name: (chains, draws)}
+        return {name: draws[..., i] for i, name in enumerate(names)}
 
     return InversionPosterior(model, obs, np.asarray(times), data, by_name(final), {}, "eki",
                               settings, misfits=np.concatenate(
                                   [np.asarray(first.misfits), np.asarray(result.misfits)]),
-                              eks_samples=by_name(eks_final))
+                              eks_samples=by_name(pooled))

@@ -56,7 +56,8 @@ def fit(
     lag: int | None = None,
     mass_safe: bool = True,
     eki_iterations: int = 5,
-    eks_iterations: int = 60,
+    eks_iterations: int = 100,
+    eks_burn_in: int | None = None,
     importance_draws: int = 0,
     weight_stride: int = 1,
     blas_threads: int | None = 1,
@@ -111,6 +112,9 @@ def fit(
         Mass-safe inflation and localisation (default; every member keeps its total).
     eki_iterations, eks_iterations : int
         Iterations of EKI (to reach the posterior's region) and EKS (sampling) for ``eki``.
+    eks_burn_in : int, optional
+        For ``eki``: EKS iterations discarded before the ensembles are pooled into the
+        posterior draws (one chain per member); default half of ``eks_iterations``.
     importance_draws : int
         For ``eki``: 0 (default) keeps the EKS ensemble, which is exact only for a linear
         model; ``n > 0`` corrects it by importance sampling against the exact filter
@@ -141,20 +145,23 @@ def fit(
                     ensemble_size=ensemble_size, localisation_km=localisation_km,
                     inflation=inflation, parameters=parameters, lag=lag, mass_safe=mass_safe,
                     eki_iterations=eki_iterations, eks_iterations=eks_iterations,
-                    importance_draws=importance_draws, weight_stride=weight_stride)
+                    eks_burn_in=eks_burn_in, importance_draws=importance_draws,
+                    weight_stride=weight_stride)
 
 
 def _fit(model, obs, times, method, *, num_warmup, num_samples, num_chains, seed,
          target_accept, max_tree_depth, dense_mass, chain_method, progress, drop_invalid,
          ensemble_size, localisation_km, inflation, parameters, lag, mass_safe,
-         eki_iterations, eks_iterations, importance_draws, weight_stride) -> Posterior:
+         eki_iterations, eks_iterations, eks_burn_in, importance_draws,
+         weight_stride) -> Posterior:
     if method in ("enkf", "etkf", "letkf", "eki"):
         from tracerbayes import ensemble_fit
 
         if method == "eki":
             post = ensemble_fit.fit_eki(model, obs, times, ensemble_size=ensemble_size or 48,
                                         eki_iterations=eki_iterations,
-                                        eks_iterations=eks_iterations, seed=seed,
+                                        eks_iterations=eks_iterations,
+                                        eks_burn_in=eks_burn_in, seed=seed,
                                         importance_draws=importance_draws,
                                         progress=progress, drop_invalid=drop_invalid)
         else:
