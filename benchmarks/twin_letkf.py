@@ -81,16 +81,33 @@ def parameter_coverage(samples) -> None:
     print(f"{inside} of {len(table)} true parameters inside their 90% intervals")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def twin_arguments(parser: argparse.ArgumentParser) -> None:
+    """The twin's own options (shared with ``twin_exact_posterior.py``)."""
     parser.add_argument("--n", type=int, default=128, help="grid cells per side")
     parser.add_argument("--times", type=int, default=30, help="daily analysis times")
     parser.add_argument("--floats", type=int, default=600, help="floats (every 3 days)")
+    parser.add_argument("--modes", type=int, default=400,
+                        help="reduced basis for EKI (fewer modes bias diffusivity up)")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def setup(args):
+    """The twin (truth and observations) and the reduced model the parameters are fitted to."""
+    tw = twin.coastal_eddy_twin(jax.random.key(args.seed), n=args.n,
+                                resolution=640e3 / args.n, n_times=args.times,
+                                n_floats=args.floats, parameters=TRUTH)
+    obs = Observations.from_dataframe(tw.observations, x="x", y="y", platform="platform")
+    priors = Priors.for_observations(obs, smoothness=Smoothness.GAUSSIAN)
+    model = AdvectionDiffusionModel(tw.grid, tw.velocity, priors, n_modes=args.modes)
+    return tw, obs, model
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    twin_arguments(parser)
     parser.add_argument("--members", type=int, default=64, help="LETKF ensemble size")
     parser.add_argument("--radius", type=float, default=40.0, help="localisation, km")
     parser.add_argument("--inflation", type=float, default=1.05)
-    parser.add_argument("--modes", type=int, default=400,
-                        help="reduced basis for EKI (fewer modes bias diffusivity up)")
     parser.add_argument("--eki-members", type=int, default=40)
     parser.add_argument("--eks-iterations", type=int, default=100)
     parser.add_argument("--eks-burn-in", type=int, default=50,
@@ -98,17 +115,13 @@ def main() -> None:
     parser.add_argument("--importance-draws", type=int, default=0,
                         help="also correct EKS by importance sampling (2 rounds of this "
                              "many draws; 0: none)")
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-letkf", action="store_true",
                         help="stop after the EKI/EKS parameter table")
     args = parser.parse_args()
     warnings.simplefilter("ignore", tb.SamplingWarning)
 
     start = time.perf_counter()
-    tw = twin.coastal_eddy_twin(jax.random.key(args.seed), n=args.n,
-                                resolution=640e3 / args.n, n_times=args.times,
-                                n_floats=args.floats, parameters=TRUTH)
-    obs = Observations.from_dataframe(tw.observations, x="x", y="y", platform="platform")
+    tw, obs, model = setup(args)
     prepared = obs.prepare(tw.grid, tw.times)
     truth = tw.truth["tracer"].values
     held = np.where(prepared.observed_cells(tw.grid), np.nan, truth)
@@ -118,8 +131,6 @@ def main() -> None:
     print(f"truth: sd {np.nanstd(truth):.3f}, total drift "
           f"{np.ptp(tw.truth['total'].values) / abs(tw.truth['total'].values[0]):.1e}")
 
-    priors = Priors.for_observations(obs, smoothness=Smoothness.GAUSSIAN)
-    model = AdvectionDiffusionModel(tw.grid, tw.velocity, priors, n_modes=args.modes)
     t0 = time.perf_counter()
     eki = tb.fit(model, obs, tw.times, method="eki", ensemble_size=args.eki_members,
                  eks_iterations=args.eks_iterations, eks_burn_in=args.eks_burn_in,

@@ -43,7 +43,8 @@ from tracerbayes.ensemble_posterior import EnsemblePosterior, InversionPosterior
 from tracerbayes.kalman import PaddedObservations
 from tracerbayes.model import ConstantVelocity, GivenVelocity, StreamfunctionVelocity
 
-__all__ = ["ENSEMBLE_METHODS", "fit_ensemble", "fit_eki", "point_parameters", "eki_forward"]
+__all__ = ["ENSEMBLE_METHODS", "fit_ensemble", "fit_eki", "point_parameters", "eki_forward",
+           "eki_log_posterior", "eki_priors"]
 
 ENSEMBLE_METHODS = ("enkf", "etkf", "letkf")
 DAY = 86400.0
@@ -220,6 +221,27 @@ def eki_forward(model: Any, data: Any, names: tuple[str, ...], space: Any,
     return forward
 
 
+def eki_priors(model: Any) -> dict[str, Any]:
+    """The Normal/LogNormal priors EKI/EKS use for ``model``'s parameters, by name (others
+    replaced by the LogNormal with the same median and 5%-95% range); their
+    :func:`tracerbayes.inversion.parameter_space` is the unconstrained space."""
+    return {k: _gaussian_prior(k, p) for k, p in _parameter_priors(model).items()}
+
+
+def eki_log_posterior(forward: Any, space: Any):
+    """``theta -> log p(y | theta) + log p_0(theta)`` (one unconstrained vector, up to a
+    constant) from :func:`eki_forward`'s map and the Gaussian prior of ``space``:
+    ``-|G(theta)|^2 / 2 - (theta - m_0)^T C_0^{-1} (theta - m_0) / 2``. Differentiable
+    with JAX (for :func:`tracerbayes.importance.laplace_approximation`)."""
+    precision = jnp.linalg.inv(space.prior_cov)
+
+    def log_posterior(theta):
+        r = theta - space.prior_mean
+        return -0.5 * jnp.sum(forward(theta) ** 2) - 0.5 * r @ precision @ r
+
+    return log_posterior
+
+
 def fit_eki(model: Any, obs: Any, times: Any, *, ensemble_size: int = 48,
             eki_iterations: int = 5, eks_iterations: int = 100,
             eks_burn_in: int | None = None, seed: int = 0,
@@ -249,7 +271,7 @@ def fit_eki(model: Any, obs: Any, times: Any, *, ensemble_size: int = 48,
                          f"{eks_iterations}), got {eks_burn_in}")
     burn = int(burn)
     data = model.prepare(obs, times, drop_invalid=drop_invalid)
-    priors = {k: _gaussian_prior(k, p) for k, p in _parameter_priors(model).items()}
+    priors = eki_priors(model)
     space = inversion.parameter_space(priors)
     names = space.names
     k_prior, k_eki, k_eks = jax.random.split(jax.random.key(seed), 3)
@@ -276,12 +298,10 @@ def fit_eki(model: Any, obs: Any, times: Any, *, ensemble_size: int = 48,
                 "importance_draws": int(importance_draws)}
     final = pooled
     if importance_draws:
-        precision = jnp.linalg.inv(space.prior_cov)
+        one = eki_log_posterior(forward, space)
 
-        def log_posterior(theta):  # (B, p): log p(y | theta) + log prior, up to a constant
-            r = theta - space.prior_mean
-            lp = (-0.5 * jnp.sum(jax.vmap(forward)(theta) ** 2, axis=1)
-                  - 0.5 * jnp.einsum("bi,ij,bj->b", r, precision, r))
+        def log_posterior(theta):  # (B, p)
+            lp = jax.vmap(one)(theta)
             # a filter that fails (non-PD innovation covariance far in the proposal's
             # tails) gives zero weight; counted in settings["importance_failed"]
             return jnp.where(jnp.isnan(lp), -jnp.inf, lp)

@@ -20,6 +20,10 @@ Kalman filter's marginal likelihood times the prior), importance sampling remove
    is centred and shaped by the corrected posterior; only the last round's draws are kept;
 5. resample (systematic resampling) to equally weighted draws.
 
+Where the log posterior is differentiable, :func:`laplace_approximation` gives another
+proposal (or an independent reference for a sampler): the mode by L-BFGS with JAX gradients
+and the inverse Hessian there; pass it as an ensemble-free proposal through ``proposal=``.
+
 Weighted expectations are consistent for the exact posterior as ``n_draws`` grows, whatever
 the ensemble's error, as long as the proposal's tails are heavier than the posterior's.
 
@@ -40,8 +44,8 @@ import numpy as np
 from jax.scipy.special import gammaln
 from tqdm.auto import tqdm
 
-__all__ = ["ImportanceResult", "importance_correct", "student_t_log_density",
-           "systematic_resample"]
+__all__ = ["ImportanceResult", "importance_correct", "laplace_approximation",
+           "student_t_log_density", "systematic_resample"]
 
 
 class ImportanceResult(NamedTuple):
@@ -90,12 +94,68 @@ def systematic_resample(key: jax.Array, log_weights: np.ndarray, n: int) -> np.n
     return np.searchsorted(cdf, u, side="right").clip(0, len(cdf) - 1)
 
 
+def laplace_approximation(log_density: Callable[[jax.Array], jax.Array], start: jax.Array,
+                          *, gtol: float = 1e-6, max_iterations: int = 200
+                          ) -> tuple[np.ndarray, np.ndarray]:
+    """Mode and covariance ``(-Hessian)^{-1}`` of a differentiable log density.
+
+    Parameters
+    ----------
+    log_density : callable
+        ``(p,) -> ()``, JAX-differentiable (e.g. a Kalman filter's log likelihood plus the log
+        prior, in the unconstrained parameters).
+    start : Array, shape (p,)
+        Starting point of the L-BFGS search (e.g. a sampler's ensemble mean).
+    gtol, max_iterations
+        Convergence tolerance on the projected gradient, and the iteration cap.
+
+    Returns
+    -------
+    mode : ndarray, shape (p,)
+    cov : ndarray, shape (p, p)
+
+    Raises
+    ------
+    ValueError
+        If the search does not converge, or the Hessian at its end is not negative definite
+        (not a maximum: a saddle or a flat direction), naming the offending eigenvalue.
+    """
+    import scipy.optimize
+
+    negative = jax.jit(jax.value_and_grad(lambda x: -log_density(x)))
+
+    def fun(x):
+        value, grad = negative(jnp.asarray(x))
+        return float(value), np.asarray(grad, dtype=float)
+
+    start = np.asarray(start, dtype=float)
+    found = scipy.optimize.minimize(fun, start, jac=True, method="L-BFGS-B",
+                                    options={"gtol": gtol, "maxiter": int(max_iterations)})
+    if not found.success or not np.all(np.isfinite(found.x)):
+        raise ValueError(f"the mode search from {start} did not converge ({found.message}); "
+                         "start nearer the posterior (e.g. from a sampler's mean)")
+    hessian = np.asarray(jax.jit(jax.hessian(log_density))(jnp.asarray(found.x)))
+    hessian = 0.5 * (hessian + hessian.T)
+    eigenvalues = np.linalg.eigvalsh(hessian)
+    if not eigenvalues.max() < 0:
+        raise ValueError(f"the Hessian of the log density at {found.x} is not negative "
+                         f"definite (largest eigenvalue {eigenvalues.max():.3g}): no Laplace "
+                         "approximation there (a flat or saddle direction; tighten the prior)")
+    # L-BFGS stops on a relative change of the value; one Newton step with this Hessian
+    # polishes the mode (exact for a quadratic), kept only if it does not lower the density
+    value, grad = fun(found.x)
+    polished = found.x + np.linalg.solve(hessian, grad)  # grad is of -log_density
+    mode = polished if fun(polished)[0] <= value else found.x
+    return mode, np.linalg.inv(-hessian)
+
+
 def importance_correct(
     key: jax.Array,
     log_target: Callable[[jax.Array], jax.Array],
-    ensemble: jax.Array,
+    ensemble: jax.Array | None,
     n_draws: int,
     *,
+    proposal: tuple[jax.Array, jax.Array] | None = None,
     scale: float = 1.5,
     dof: float = 5.0,
     rounds: int = 1,
@@ -110,20 +170,24 @@ def importance_correct(
         PRNG key for the proposal draws and the resampling.
     log_target : callable
         ``(B, p) -> (B,)``: unnormalised log posterior of a batch of parameter vectors.
-    ensemble : Array, shape (J, p)
-        Approximate posterior draws (unconstrained), e.g. the final EKS ensemble; needs
-        ``J > p`` so that its covariance is nonsingular.
+    ensemble : Array, shape (J, p), or None
+        Approximate posterior draws (unconstrained), e.g. the pooled EKS draws; needs
+        ``J > p`` so that its covariance is nonsingular. None with ``proposal``.
     n_draws : int
         Proposal draws (the cost: ``n_draws`` evaluations of ``log_target``).
+    proposal : (mean, cov), optional
+        Centre and covariance of the first proposal instead of the ensemble's moments (e.g.
+        from :func:`laplace_approximation`).
     scale : float
-        Proposal scale over the ensemble's covariance (> 0; 1.5 widens it by half).
+        Proposal scale over the ensemble's (or ``proposal``'s) covariance (> 0; 1.5 widens
+        it by half).
     dof : float
         Student-t degrees of freedom (> 2; smaller is heavier-tailed).
     rounds : int
         Proposal fits (>= 1); round ``r > 1`` refits the Student-t to round ``r - 1``'s
         weighted draws. The cost is ``rounds * n_draws`` evaluations.
     batch_size : int, optional
-        Draws per ``log_target`` call (default: the ensemble size).
+        Draws per ``log_target`` call (default: the ensemble size, or 64 with ``proposal``).
     progress : bool
         Show a progress bar over the ``log_target`` batches.
 
@@ -131,10 +195,20 @@ def importance_correct(
     -------
     ImportanceResult
     """
-    ensemble = np.asarray(ensemble, dtype=float)
-    if ensemble.ndim != 2 or ensemble.shape[0] <= ensemble.shape[1]:
-        raise ValueError(f"ensemble must have shape (J, p) with J > p for a nonsingular "
-                         f"covariance, got {ensemble.shape}")
+    if (ensemble is None) == (proposal is None):
+        raise ValueError("give either an ensemble or a proposal (mean, cov), not both")
+    if proposal is not None:
+        loc, cov = (np.asarray(a, dtype=float) for a in proposal)
+        if loc.ndim != 1 or cov.shape != (loc.size, loc.size):
+            raise ValueError(f"proposal must be (mean (p,), cov (p, p)), got shapes "
+                             f"{loc.shape} and {cov.shape}")
+    else:
+        ensemble = np.asarray(ensemble, dtype=float)
+        if ensemble.ndim != 2 or ensemble.shape[0] <= ensemble.shape[1]:
+            raise ValueError(f"ensemble must have shape (J, p) with J > p for a nonsingular "
+                             f"covariance, got {ensemble.shape}")
+        loc = ensemble.mean(axis=0)
+        cov = np.cov(ensemble.T).reshape(loc.size, loc.size)
     if int(n_draws) < 2 or int(n_draws) != n_draws:
         raise ValueError(f"n_draws must be an integer >= 2, got {n_draws}")
     if not scale > 0:
@@ -143,17 +217,16 @@ def importance_correct(
         raise ValueError(f"dof must be > 2 (finite proposal variance), got {dof}")
     if int(rounds) < 1 or int(rounds) != rounds:
         raise ValueError(f"rounds must be an integer >= 1, got {rounds}")
-    J, p = ensemble.shape
-    batch = J if batch_size is None else int(batch_size)
-    loc = ensemble.mean(axis=0)
-    cov = np.cov(ensemble.T).reshape(p, p)
+    default_batch = len(ensemble) if ensemble is not None else 64
+    batch = default_batch if batch_size is None else int(batch_size)
     with tqdm(total=int(rounds) * int(n_draws), desc="importance", unit="draw",
               disable=not progress) as bar:
         for r, key_round in enumerate(jax.random.split(key, int(rounds))):
             try:
                 chol = np.linalg.cholesky(cov * scale**2)
             except np.linalg.LinAlgError as err:
-                source = "ensemble's" if r == 0 else f"round {r} weighted draws'"
+                source = ("proposal's" if proposal is not None else "ensemble's") if r == 0 \
+                    else f"round {r} weighted draws'"
                 raise ValueError(f"the {source} covariance is singular (members collapsed onto "
                                  "a subspace); run more sampler iterations or a larger "
                                  "ensemble, or more draws") from err
