@@ -18,21 +18,24 @@ Reduced basis: 400 Neumann modes by default. The full-grid truth is stirred by t
 into scales a coarser basis cannot hold; the Galerkin-truncated reduced model keeps variance
 that the truth loses to those scales, and asks for extra diffusivity (and less noise) to
 remove it: with 80 modes diffusivity came out 562 [509, 636] m^2/s (truth 400), with 160
-modes 529 [498, 559], with 240 modes 430 [390, 474] for seed 0 but 503 [466, 532] for seed 2
-(3 of 7 parameters inside). At 400 modes the likelihood profile of each parameter (others at
-the truth) peaks at the truth for seeds 0 and 2, but the joint posterior still sits 1-2 sd
-off on several parameters: seed 0 has 4 of 7 strictly inside and three truths on the lower
-edge of their intervals (5% quantiles 402.7 for 400, 40.001 for 40, 60.001 for 60; with 40
-members a 5% quantile is itself uncertain by about 0.3 sd); seed 2 has 6 of 7.
-``--importance-draws N`` adds the importance-sampling correction towards the exact
-reduced-model posterior and prints both tables: for seed 2 (Pareto k -0.13, ESS 117) the
-exact posterior is centred like EKS and slightly narrower (4 of 7 inside), so the remaining
-offsets are the reduced model's (its Galerkin truncation), not the sampler's.
+modes 529 [498, 559], with 240 modes 503 [466, 532] for seed 2 (3 of 7 parameters inside).
 
-Run: ``python benchmarks/twin_letkf.py`` (EKI/EKS about 35 minutes on one CPU core at 400
-modes, then the LETKF runs, about 5 minutes each); ``--skip-letkf`` stops after the parameter
-tables; ``--modes 240`` is 2.6 times faster but biased as above; ``--n 64`` for a quicker,
-smaller run.
+EKS: 100 iterations, the last 50 pooled (40 members x 50 draws). EKS starts with small steps
+and its ensemble drifts for tens of iterations: with the 40 iterations (final ensemble only)
+used before, seed 0 had 4 of 7 truths strictly inside and three on the lower edge of their
+intervals, z up to 1.9. Pooled after burn-in, seed 0 has 7 of 7 inside, z 0.67, 0.29, 1.29,
+-0.09, -0.27, -0.30, 1.10, the same as the exact reduced-model posterior computed
+independently by ``twin_exact_posterior.py`` (Laplace then importance sampling: 7 of 7,
+z 0.67, 0.35, 1.35, -0.18, -0.31, -0.43, 1.28). For seed 2 that exact posterior covers only
+2 of 7 (diffusivity, noise sd and lengthscale, error scale and velocity scale 1.7-2.2 sd
+off): there the 400-mode reduced model's own error remains, whatever the sampler.
+``--importance-draws N`` adds the importance-sampling correction of the pooled EKS draws
+towards the exact reduced-model posterior and prints both tables.
+
+Run: ``python benchmarks/twin_letkf.py`` (EKI/EKS: 4,200 likelihood evaluations, about 45
+minutes on two free CPU cores at 400 modes; then the LETKF runs, about 5 minutes each);
+``--skip-letkf`` stops after the parameter tables; ``--modes 240`` is 2.6 times faster but
+biased as above; ``--n 64`` for a quicker, smaller run.
 """
 
 from __future__ import annotations
