@@ -28,7 +28,7 @@ import pandas as pd
 import xarray as xr
 from scipy.special import ndtri
 
-from tracerbayes.posterior import Posterior
+from tracerbayes.posterior import Posterior, chain_diagnostics
 
 __all__ = ["EnsemblePosterior", "InversionPosterior"]
 
@@ -253,17 +253,13 @@ class InversionPosterior(Posterior):
         if len(m) >= 8 and abs(last - before) > 0.05 * abs(before) + 1.0:
             messages.append(f"EKS misfit still moving ({before:.4g} -> {last:.4g}) over the "
                             "last iterations: raise eks_iterations")
-        draws = az.from_dict(posterior=self.eks_samples)
         first = next(iter(self.eks_samples.values()))
         if first.shape[0] > 1 and first.shape[1] >= 4:
-            rhat = az.rhat(draws)
-            worst = max(float(rhat[v].max()) for v in rhat.data_vars)
+            worst, low = chain_diagnostics(self.eks_samples)
             if worst > rhat_max:
                 messages.append(f"EKS members disagree: R-hat up to {worst:.3f} (> {rhat_max}) "
                                 "over the kept iterations, the ensemble has not reached "
                                 "equilibrium; raise eks_iterations and eks_burn_in")
-            ess = az.ess(draws, method="bulk")
-            low = min(float(ess[v].min()) for v in ess.data_vars)
             if low < ess_min:
                 messages.append(f"EKS bulk ESS as low as {low:.0f} (< {ess_min:g}): keep more "
                                 "iterations (eks_iterations) or members (ensemble_size)")

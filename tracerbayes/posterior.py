@@ -319,19 +319,26 @@ class Posterior:
                 f"{int(np.sum(div))} divergent transitions: the posterior has regions NUTS "
                 "cannot explore; raise target_accept (e.g. 0.95) or tighten the priors"
             )
-        idata = az.from_dict(posterior=self.samples)
-        if self.num_chains > 1:
-            rhat = az.rhat(idata)
-            worst = max(float(rhat[v].max()) for v in rhat.data_vars)
-            if worst > rhat_max:
-                problems.append(f"R-hat up to {worst:.3f} (> {rhat_max}): chains disagree; "
-                                "run longer (num_warmup, num_samples) or check priors")
-        ess = az.ess(idata, method="bulk")
-        low = min(float(ess[v].min()) for v in ess.data_vars)
+        worst, low = chain_diagnostics(self.samples)
+        if worst > rhat_max:
+            problems.append(f"R-hat up to {worst:.3f} (> {rhat_max}): chains disagree; "
+                            "run longer (num_warmup, num_samples) or check priors")
         if low < ess_min:
             problems.append(f"bulk ESS as low as {low:.0f} (< {ess_min:g}): draw more samples "
                             "(num_samples) or chains")
         return problems
+
+
+def chain_diagnostics(samples: dict[str, np.ndarray]) -> tuple[float, float]:
+    """The largest rank-normalised R-hat (NaN for one chain) and the lowest bulk ESS over
+    every parameter of ``{name: (chain, draw, ...)}``."""
+    idata = az.from_dict(posterior=samples)
+    worst = float("nan")
+    if next(iter(samples.values())).shape[0] > 1:
+        rhat = az.rhat(idata)
+        worst = max(float(rhat[v].max()) for v in rhat.data_vars)
+    ess = az.ess(idata, method="bulk")
+    return worst, min(float(ess[v].min()) for v in ess.data_vars)
 
 
 def parameter_summary(samples: dict[str, np.ndarray]) -> pd.DataFrame:
