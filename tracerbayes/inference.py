@@ -116,8 +116,8 @@ def fit(
         For ``eki``: EKS iterations discarded before the ensembles are pooled into the
         posterior draws (one chain per member); default half of ``eks_iterations``.
     importance_draws : int
-        For ``eki``: 0 (default) keeps the EKS ensemble, which is exact only for a linear
-        model; ``n > 0`` corrects it by importance sampling against the exact filter
+        For ``eki``: 0 (default) keeps the pooled EKS draws, exact only for a linear
+        model; ``n > 0`` corrects them by importance sampling against the exact filter
         likelihood (two rounds of ``n`` Student-t draws, Pareto-smoothed weights; costs
         ``2 n`` likelihood evaluations, about ``2 n / (ensemble_size * eks_iterations)``
         of the EKS time) and returns ``n`` resampled draws; the Pareto ``k`` is checked
