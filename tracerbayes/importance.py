@@ -143,9 +143,9 @@ def laplace_approximation(log_density: Callable[[jax.Array], jax.Array], start: 
                          "approximation there (a flat or saddle direction; tighten the prior)")
     # L-BFGS stops on a relative change of the value; one Newton step with this Hessian
     # polishes the mode (exact for a quadratic), kept only if it does not lower the density
-    value, grad = fun(found.x)
-    polished = found.x + np.linalg.solve(hessian, grad)  # grad is of -log_density
-    mode = polished if fun(polished)[0] <= value else found.x
+    # (the search's last value and gradient, of -log_density, are at found.x already)
+    polished = found.x + np.linalg.solve(hessian, found.jac)
+    mode = polished if fun(polished)[0] <= found.fun else found.x
     return mode, np.linalg.inv(-hessian)
 
 
