@@ -134,7 +134,11 @@ def laplace_approximation(log_density: Callable[[jax.Array], jax.Array], start: 
     if not found.success or not np.all(np.isfinite(found.x)):
         raise ValueError(f"the mode search from {start} did not converge ({found.message}); "
                          "start nearer the posterior (e.g. from a sampler's mean)")
-    hessian = np.asarray(jax.jit(jax.hessian(log_density))(jnp.asarray(found.x)))
+    # column by column (forward over reverse): memory of one gradient, not p of them
+    gradient = jax.grad(log_density)
+    at = jnp.asarray(found.x)
+    column = jax.jit(lambda e: jax.jvp(gradient, (at,), (e,))[1])
+    hessian = np.stack([np.asarray(column(e)) for e in jnp.eye(at.size)], axis=1)
     hessian = 0.5 * (hessian + hessian.T)
     eigenvalues = np.linalg.eigvalsh(hessian)
     if not eigenvalues.max() < 0:

@@ -199,19 +199,43 @@ class AdvectionDiffusionModel:
     priors : Priors
     n_modes : int
         ``K``, the number of Neumann eigenvectors kept (at most the number of wet cells).
+    transition : {"galerkin", "projected"}
+        How the reduced state moves from one analysis time to the next (see
+        :meth:`state_space`). ``"galerkin"`` (default): ``expm(L_K dt)``, cheap, but it keeps
+        the variance that eddies stir below the basis's scales. ``"projected"``: the basis
+        vectors are advected on the full grid over each interval and projected back, so that
+        variance is lost as in the full-grid model (costs ``K`` full-grid advections per
+        likelihood evaluation).
+    max_speed : float, optional
+        ``"projected"`` only: the fastest current (m/s) any parameter draw may give, which
+        fixes the advection sub-steps (differentiable, no recompilation). Default: the given
+        field's fastest face times the 99.99% quantile of ``scale_prior``; 4 prior sd for
+        :class:`ConstantVelocity`; 10 times ``speed`` for :class:`StreamfunctionVelocity`.
+        A draw too fast for those sub-steps (Courant number above 1) gives a NaN
+        transition (a rejected draw), never a silently unstable one.
     """
 
     def __init__(self, grid: Grid, velocity: Any = None, priors: Priors | None = None,
-                 n_modes: int = 100):
+                 n_modes: int = 100, *, transition: str = "galerkin",
+                 max_speed: float | None = None):
+        if transition not in ("galerkin", "projected"):
+            raise ValueError(f"transition must be 'galerkin' or 'projected', got {transition!r}")
         self.grid = grid
         self.velocity = ConstantVelocity() if velocity is None else velocity
         self.priors = Priors() if priors is None else priors
         self.n_modes = int(min(n_modes, grid.n_wet))
+        self.transition = transition
         self.basis: SpectralBasis = spectral_basis(grid, self.n_modes)
         self._pre = self._precompute()
         if isinstance(self.velocity, StreamfunctionVelocity):
             self._psi_basis = streamfunction_basis(grid, self.velocity.n_modes)
             self._psi_factor = self._psi_scale()  # constant: computed once, not per draw
+        self.max_speed = None
+        if transition == "projected":
+            self.max_speed = self._speed_bound() if max_speed is None else float(max_speed)
+            if not self.max_speed > 0:
+                raise ValueError(f"max_speed must be a positive speed in m/s, got {max_speed}")
+            self._max_rate = self._rate_bound()
 
     # ---------------------------------------------------------------- set-up
     def _project(self, velocity: physics.FaceVelocity, diffusivity: Any = 0.0) -> jax.Array:
@@ -279,6 +303,51 @@ class AdvectionDiffusionModel:
             speeds.append(np.sqrt(np.mean(np.asarray(fv.east) ** 2 + np.asarray(fv.north) ** 2)))
         return vel.speed / float(np.mean(speeds))
 
+    def _speed_bound(self) -> float:
+        vel = self.velocity
+        if isinstance(vel, ConstantVelocity):
+            return 4.0 * vel.scale
+        if isinstance(vel, StreamfunctionVelocity):
+            return 10.0 * vel.speed
+        top = max(float(np.abs(vel.velocity.east).max()), float(np.abs(vel.velocity.north).max()))
+        scale = 1.0 if vel.scale_prior is None else float(vel.scale_prior.icdf(0.9999))
+        return top * scale
+
+    def _rate_bound(self) -> float:
+        """Upper bound (1/s) of the upwind outflow rate of any cell at ``max_speed``."""
+        vel, g = self.velocity, self.grid
+        if isinstance(vel, GivenVelocity):  # the field's own shape, scaled to max_speed
+            top = max(float(np.abs(vel.velocity.east).max()),
+                      float(np.abs(vel.velocity.north).max()))
+            f = self.max_speed / top if top > 0 else 0.0
+            field = physics.FaceVelocity(np.asarray(vel.velocity.east) * f,
+                                         np.asarray(vel.velocity.north) * f)
+            return physics.max_rate(g, field, 0.0)
+        # any field with face speeds <= U: outflow through at most two faces per direction
+        u = self.max_speed * (1.0 if isinstance(vel, ConstantVelocity) else 2.0)
+        return physics.max_rate(g, physics.constant_velocity(g, u, u), 0.0)
+
+    def projected_transition(self, params: dict[str, Any], dt: float) -> jax.Array:
+        """``D Phi^T A P(dt) Phi D`` (K, K): the ``"projected"`` transition over ``dt`` s.
+
+        ``P(dt)``: the full-grid upwind advection (:func:`tracerbayes.physics.tendency` with
+        no diffusion, Heun sub-steps no longer than ``max_speed`` allows) of each basis
+        vector; ``D = diag(exp(-diffusivity lambda dt / 2))``: exact diffusion of the basis,
+        half before and half after (Strang splitting; the basis vectors are the diffusion
+        operator's eigenvectors).
+        """
+        if self.transition != "projected":
+            raise ValueError("projected_transition needs transition='projected'")
+        g, vel = self.grid, self.face_velocity(params)
+        n = max(1, int(np.ceil(float(dt) * self._max_rate)))
+        h = float(dt) / n
+        phi = jnp.asarray(self.basis.vectors)
+        field = physics.propagate(g, phi.T, vel, 0.0, float(dt), substeps=n)  # (K, N)
+        moved = (phi.T * self.basis.cell_area) @ field.T
+        half = jnp.exp(-0.5 * params["diffusivity"] * self._pre.eigenvalues * dt)
+        stable = h * physics.outflow_rate(g, vel, 0.0) <= 1.0
+        return jnp.where(stable, half[:, None] * moved * half[None, :], jnp.nan)
+
     def reduced_operator(self, params: dict[str, Any]) -> jax.Array:
         """``L_K = Phi^T A L Phi`` (K, K) in 1/s for a parameter draw."""
         pre = self._pre
@@ -295,13 +364,24 @@ class AdvectionDiffusionModel:
     def state_space(self, params: dict[str, Any], data: ModelData) -> LinearGaussianSSM:
         """The reduced linear-Gaussian state-space model for a parameter draw."""
         pri = self.priors
-        lk = self.reduced_operator(params)
         dts = data.dts
+        if self.transition == "projected":
+            try:
+                steps = np.asarray(dts, dtype=float)
+            except jax.errors.TracerArrayConversionError as err:
+                raise TypeError("transition='projected' needs concrete time intervals "
+                                "(ModelData.dts), not traced ones: close over the data "
+                                "instead of passing it through jit/vmap") from err
+            unique, which = np.unique(steps, return_inverse=True)
+            moved = jnp.stack([self.projected_transition(params, d) for d in unique])
+            transition = moved[0] if unique.size == 1 else moved[which]
         if _uniform(dts):
-            transition = expm(lk * dts[0])
+            if self.transition == "galerkin":
+                transition = expm(self.reduced_operator(params) * dts[0])
             day_fraction = dts[0] / DAY
         else:
-            transition = expm(lk * dts[:, None, None])
+            if self.transition == "galerkin":
+                transition = expm(self.reduced_operator(params) * dts[:, None, None])
             day_fraction = (dts / DAY)[:, None, None]
         q = spectral_variances(self.basis, pri.smoothness,
                                params["noise_lengthscale_km"] * KM, params["noise_sd"] ** 2)

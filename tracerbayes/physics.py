@@ -62,6 +62,7 @@ __all__ = [
     "operator_matrix",
     "operator_sparse",
     "max_rate",
+    "outflow_rate",
     "substeps_for",
     "propagate",
     "exponential_transition",
@@ -328,24 +329,27 @@ def operator_sparse(grid: Grid, velocity: FaceVelocity, diffusivity: Any):
 
 
 # ---------------------------------------------------------------------------- stepping
+def outflow_rate(grid: Grid, velocity: FaceVelocity, diffusivity: Any) -> jax.Array:
+    """``max_i |L_ii|`` in 1/s, traceable (works inside jit/grad/vmap)."""
+    (ae, be), (an, bn) = _face_coefficients(grid, velocity, diffusivity)
+    # Outflow coefficients: east face takes alpha from cell a and -beta from cell b.
+    out = ae + jnp.roll(-be, 1, axis=-1) + an + jnp.roll(-bn, 1, axis=-2)
+    return jnp.max(jnp.where(grid.mask, out / grid.cell_area, 0.0))
+
+
 def max_rate(grid: Grid, velocity: FaceVelocity, diffusivity: Any) -> float:
     """``max_i |L_ii|`` in 1/s: the fastest rate at which any cell is emptied.
 
-    Needs concrete (not traced) inputs.
+    Needs concrete (not traced) inputs; :func:`outflow_rate` is the traceable version.
     """
-    (ae, be), (an, bn) = _face_coefficients(grid, velocity, diffusivity)
     try:
-        ae, be, an, bn = (np.asarray(a) for a in (ae, be, an, bn))
-    except jax.errors.TracerArrayConversionError as err:
+        return float(outflow_rate(grid, velocity, diffusivity))
+    except (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError) as err:
         raise TypeError(
             "the number of sub-steps depends on velocity and diffusivity, which are traced "
             "here (inside jit/grad/vmap); pass substeps= explicitly (e.g. computed with "
             "tracerbayes.physics.substeps_for on the largest values you expect)"
         ) from err
-    # Outflow coefficients: east face takes alpha from cell a and -beta from cell b.
-    out = ae + np.roll(-be, 1, axis=-1) + an + np.roll(-bn, 1, axis=-2)
-    out = np.where(grid.mask, out / grid.cell_area, 0.0)
-    return float(out.max())
 
 
 def substeps_for(grid: Grid, velocity: FaceVelocity, diffusivity: Any, dt: float,
@@ -384,7 +388,9 @@ def propagate(
     substeps : int, optional
         Number of sub-steps; by default from :func:`substeps_for` (needs concrete inputs).
         A traced count is accepted (no recompilation when it changes), but the loop is
-        then a while loop: forward-mode only, not reverse-differentiable.
+        then a while loop: forward-mode only, not reverse-differentiable. A Python int
+        gives a scan with re-materialised sub-steps: reverse mode stores one field per
+        sub-step.
     courant : float
         Safety factor in (0, 1] for the automatic choice.
     """
@@ -398,7 +404,11 @@ def propagate(
     def body(_, f):
         return 0.5 * (f + euler(euler(f)))
 
-    field = jax.lax.fori_loop(0, substeps, body, _scatter(grid, state))
+    if isinstance(substeps, int | np.integer):
+        step = jax.checkpoint(lambda f, _: (body(0, f), None))
+        field, _ = jax.lax.scan(step, _scatter(grid, state), None, length=int(substeps))
+    else:
+        field = jax.lax.fori_loop(0, substeps, body, _scatter(grid, state))
     return _gather(grid, field)
 
 

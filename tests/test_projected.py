@@ -1,0 +1,182 @@
+"""The ``transition="projected"`` reduced model against dense full-grid references.
+
+The projected transition over ``dt`` is ``Phi^T A expm(D dt/2) P expm(D dt/2) Phi`` with
+``D`` the full-grid diffusion operator and ``P`` the full-grid explicit upwind advection
+(:func:`tracerbayes.physics.explicit_transition`, no diffusion): built here densely, cell by
+cell, independently of the model's matrix-free path. Conservation, the speed bound's NaN,
+gradients (central finite differences) and argument errors.
+
+Everything runs in float64 (tests/conftest.py).
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.linalg
+
+from tracerbayes import physics
+from tracerbayes.model import AdvectionDiffusionModel, GivenVelocity, Priors
+from test_model import (
+    DAY,
+    IRREGULAR_TIMES,
+    N_REDUCED,
+    UNIFORM_TIMES,
+    island_grid,
+    observations,
+    params_for,
+    relative_error,
+    velocity_model,
+)
+
+#: Two dense 68 x 68 expm and a product of explicit sub-steps, in float64.
+TRANSITION_RTOL = 1e-9
+#: Total of ~70 products of O(1) terms.
+MASS_RTOL = 1e-12
+
+
+def projected_model(kind, n_modes=None, **kwargs):
+    grid = island_grid()
+    n_modes = grid.n_wet if n_modes is None else n_modes
+    return AdvectionDiffusionModel(grid, velocity_model(kind), Priors(), n_modes=n_modes,
+                                   transition="projected", **kwargs)
+
+
+def dense_projected(model, params, dt):
+    """The reference: dense full-grid Strang product, projected on the model's basis."""
+    grid, basis = model.grid, model.basis
+    velocity = model.face_velocity(params)
+    substeps = int(np.ceil(dt * model._max_rate))
+    advect = np.asarray(physics.explicit_transition(grid, velocity, 0.0, dt,
+                                                    substeps=substeps))
+    no_flow = physics.constant_velocity(grid, 0.0, 0.0)
+    diffusion = np.asarray(physics.operator_matrix(grid, no_flow, params["diffusivity"]))
+    half = scipy.linalg.expm(diffusion * dt / 2)
+    phi = basis.vectors
+    return (phi.T * basis.cell_area) @ half @ advect @ half @ phi
+
+
+@pytest.mark.parametrize("kind", ["constant", "given", "streamfunction"])
+@pytest.mark.parametrize("n_modes", [None, N_REDUCED], ids=["complete", "reduced"])
+def test_projected_transition_equals_dense_full_grid_product(kind, n_modes):
+    model = projected_model(kind, n_modes)
+    params = params_for(kind)
+    data = model.prepare(observations(), UNIFORM_TIMES)
+    got = np.asarray(model.state_space(params, data).transition)
+    expected = dense_projected(model, params, DAY)
+    # not trivially close to the identity, and not the Galerkin transition
+    assert np.max(np.abs(expected - np.eye(model.n_modes))) > 0.05
+    assert relative_error(got, expected) < TRANSITION_RTOL
+
+
+def test_projected_irregular_intervals_each_get_their_own_transition():
+    model = projected_model("given", N_REDUCED)
+    params = params_for("given")
+    data = model.prepare(observations(), IRREGULAR_TIMES)
+    got = np.asarray(model.state_space(params, data).transition)
+    dts = np.diff(IRREGULAR_TIMES)
+    assert got.shape == (dts.size, N_REDUCED, N_REDUCED)
+    for k, dt in enumerate(dts):
+        assert relative_error(got[k], dense_projected(model, params, dt)) < TRANSITION_RTOL
+
+
+def test_projected_without_flow_is_exact_diffusion():
+    """No current: the projected transition is the Galerkin ``expm(-kappa Lambda dt)``."""
+    model = projected_model("constant", N_REDUCED)
+    params = {**params_for("constant"), "u": 0.0, "v": 0.0}
+    got = np.asarray(model.projected_transition(params, DAY))
+    expected = np.diag(np.exp(-params["diffusivity"] * model.basis.eigenvalues * DAY))
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
+
+
+def test_projected_loses_variance_the_galerkin_transition_keeps():
+    """Divergence-free advection alone: the Galerkin transition is orthogonal in the basis
+    (its operator is skew up to the upwind's numerical diffusion); projecting the full-grid
+    advection loses what is stirred below the basis's scales."""
+    params = {**params_for("streamfunction"), "diffusivity": 0.0}
+    grid = island_grid()
+    galerkin = AdvectionDiffusionModel(grid, velocity_model("streamfunction"), Priors(),
+                                       n_modes=N_REDUCED)
+    data = galerkin.prepare(observations(), UNIFORM_TIMES)
+    kept = np.linalg.norm(np.asarray(galerkin.state_space(params, data).transition)) ** 2
+    model = projected_model("streamfunction", N_REDUCED)
+    lost = np.linalg.norm(np.asarray(model.projected_transition(params, DAY))) ** 2
+    print(f"squared Frobenius norms: Galerkin {kept:.4f}, projected {lost:.4f}")
+    assert lost < kept < N_REDUCED
+
+
+@pytest.mark.parametrize("n_modes", [None, N_REDUCED], ids=["complete", "reduced"])
+def test_projected_transition_conserves_the_total(n_modes):
+    model = projected_model("given", n_modes)
+    data = model.prepare(observations(), UNIFORM_TIMES)
+    F = np.asarray(model.state_space(params_for("given"), data).transition)
+    g = model.basis.cell_area @ model.basis.vectors  # total of Phi z is g @ z
+    np.testing.assert_allclose(g @ F, g, rtol=0, atol=MASS_RTOL * np.max(np.abs(g)))
+
+
+def test_draw_too_fast_for_the_substeps_gives_nan_not_instability():
+    model = projected_model("given", N_REDUCED, max_speed=0.05)
+    top = max(float(np.abs(v).max()) for v in model.velocity.velocity)
+    substeps = int(np.ceil(DAY * model._max_rate))
+    limit = 0.05 / top * substeps / (DAY * model._max_rate)  # scale at Courant number 1
+    for scale, finite in ((0.05 / top, True), (0.99 * limit, True), (1.01 * limit, False)):
+        T = np.asarray(model.projected_transition({**params_for("given"),
+                                                   "velocity_scale": scale}, DAY))
+        assert np.all(np.isfinite(T)) if finite else np.all(np.isnan(T))
+
+
+def test_default_speed_bounds():
+    given = projected_model("given", N_REDUCED)
+    top = max(float(np.abs(v).max()) for v in given.velocity.velocity)
+    np.testing.assert_allclose(given.max_speed, top * np.exp(0.5 * 3.719016485455709),
+                               rtol=1e-6)  # LogNormal(0, 0.5) 99.99% quantile
+    assert projected_model("constant", N_REDUCED).max_speed == pytest.approx(0.4)
+    assert projected_model("streamfunction", N_REDUCED).max_speed == pytest.approx(1.0)
+    fixed = GivenVelocity(velocity_model("given").velocity)  # no scale prior: scale 1
+    model = AdvectionDiffusionModel(island_grid(), fixed, Priors(), n_modes=N_REDUCED,
+                                    transition="projected")
+    assert model.max_speed == pytest.approx(top)
+
+
+def test_projected_likelihood_gradient_matches_finite_differences():
+    model = projected_model("given", N_REDUCED)
+    data = model.prepare(observations(), UNIFORM_TIMES)
+
+    def log_likelihood(diffusivity, scale):
+        params = {**params_for("given"), "diffusivity": diffusivity, "velocity_scale": scale}
+        return model.likelihood(params, data).log_prob(data.values)
+
+    value_and_grad = jax.jit(jax.value_and_grad(log_likelihood, argnums=(0, 1)))
+
+    def value(*args):
+        return float(value_and_grad(*args)[0])
+
+    kappa, scale = params_for("given")["diffusivity"], params_for("given")["velocity_scale"]
+    _, (grad_kappa, grad_scale) = value_and_grad(kappa, scale)
+    h_kappa, h_scale = 1e-4 * kappa, 1e-4 * scale
+    fd_kappa = (value(kappa + h_kappa, scale) - value(kappa - h_kappa, scale)) / (2 * h_kappa)
+    fd_scale = (value(kappa, scale + h_scale) - value(kappa, scale - h_scale)) / (2 * h_scale)
+    assert abs(float(grad_kappa)) > 0 and abs(float(grad_scale)) > 0
+    np.testing.assert_allclose(float(grad_kappa), fd_kappa, rtol=1e-5)
+    np.testing.assert_allclose(float(grad_scale), fd_scale, rtol=1e-5)
+
+
+def test_projected_argument_errors():
+    grid = island_grid()
+    with pytest.raises(ValueError, match="transition must be 'galerkin' or 'projected'"):
+        AdvectionDiffusionModel(grid, velocity_model("given"), n_modes=5, transition="exact")
+    with pytest.raises(ValueError, match="max_speed must be a positive speed"):
+        projected_model("given", 5, max_speed=-1.0)
+    galerkin = AdvectionDiffusionModel(grid, velocity_model("given"), n_modes=5)
+    with pytest.raises(ValueError, match="needs transition='projected'"):
+        galerkin.projected_transition(params_for("given"), DAY)
+    model = projected_model("given", 5)
+    data = model.prepare(observations(), UNIFORM_TIMES)
+
+    @jax.jit
+    def traced(d):
+        return model.state_space(params_for("given"), d).transition
+
+    with pytest.raises(TypeError, match="needs concrete time intervals"):
+        traced(data)
+    assert jnp.all(jnp.isfinite(model.state_space(params_for("given"), data).transition))
