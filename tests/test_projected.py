@@ -14,9 +14,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.linalg
-
-from tracerbayes import physics
-from tracerbayes.model import AdvectionDiffusionModel, GivenVelocity, Priors
 from test_model import (
     DAY,
     IRREGULAR_TIMES,
@@ -28,6 +25,9 @@ from test_model import (
     relative_error,
     velocity_model,
 )
+
+from tracerbayes import physics
+from tracerbayes.model import AdvectionDiffusionModel, GivenVelocity, Priors
 
 #: Two dense 68 x 68 expm and a product of explicit sub-steps, in float64.
 TRANSITION_RTOL = 1e-9
