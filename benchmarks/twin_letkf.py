@@ -92,6 +92,8 @@ def twin_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--modes", type=int, default=400,
                         help="reduced basis for EKI (fewer modes bias diffusivity up)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--transition", choices=["galerkin", "projected"], default="galerkin",
+                        help="reduced model's transition (AdvectionDiffusionModel)")
 
 
 def setup(args):
@@ -101,7 +103,8 @@ def setup(args):
                                 n_floats=args.floats, parameters=TRUTH)
     obs = Observations.from_dataframe(tw.observations, x="x", y="y", platform="platform")
     priors = Priors.for_observations(obs, smoothness=Smoothness.GAUSSIAN)
-    model = AdvectionDiffusionModel(tw.grid, tw.velocity, priors, n_modes=args.modes)
+    model = AdvectionDiffusionModel(tw.grid, tw.velocity, priors, n_modes=args.modes,
+                                    transition=args.transition)
     return tw, obs, model
 
 

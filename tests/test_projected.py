@@ -42,13 +42,14 @@ def projected_model(kind, n_modes=None, **kwargs):
                                    transition="projected", **kwargs)
 
 
-def dense_projected(model, params, dt):
-    """The reference: dense full-grid Strang product, projected on the model's basis."""
+def dense_projected(model, params, dt, substeps=None, velocity=None, advect_dt=None):
+    """The reference: dense full-grid Strang product, projected on the model's basis
+    (advection by ``velocity`` for ``advect_dt`` in ``substeps`` explicit sub-steps)."""
     grid, basis = model.grid, model.basis
-    velocity = model.face_velocity(params)
-    substeps = int(np.ceil(dt * model._max_rate))
-    advect = np.asarray(physics.explicit_transition(grid, velocity, 0.0, dt,
-                                                    substeps=substeps))
+    velocity = model.face_velocity(params) if velocity is None else velocity
+    substeps = int(np.ceil(dt * model._max_rate)) if substeps is None else substeps
+    advect = np.asarray(physics.explicit_transition(
+        grid, velocity, 0.0, dt if advect_dt is None else advect_dt, substeps=substeps))
     no_flow = physics.constant_velocity(grid, 0.0, 0.0)
     diffusion = np.asarray(physics.operator_matrix(grid, no_flow, params["diffusivity"]))
     half = scipy.linalg.expm(diffusion * dt / 2)
@@ -56,7 +57,7 @@ def dense_projected(model, params, dt):
     return (phi.T * basis.cell_area) @ half @ advect @ half @ phi
 
 
-@pytest.mark.parametrize("kind", ["constant", "given", "streamfunction"])
+@pytest.mark.parametrize("kind", ["constant", "streamfunction"])
 @pytest.mark.parametrize("n_modes", [None, N_REDUCED], ids=["complete", "reduced"])
 def test_projected_transition_equals_dense_full_grid_product(kind, n_modes):
     model = projected_model(kind, n_modes)
@@ -69,15 +70,64 @@ def test_projected_transition_equals_dense_full_grid_product(kind, n_modes):
     assert relative_error(got, expected) < TRANSITION_RTOL
 
 
-def test_projected_irregular_intervals_each_get_their_own_transition():
+def given_at_node(model, dt, j):
+    """Parameters whose ``velocity_scale * dt`` is the table's node ``j``, and that node's
+    sub-step count and unit-flow advection time."""
+    table = model._tables[float(dt)]
+    return {**params_for("given"), "velocity_scale": j * table.step / dt}, j, j * table.step
+
+
+@pytest.mark.parametrize("n_modes", [None, N_REDUCED], ids=["complete", "reduced"])
+def test_given_flow_table_nodes_equal_dense_full_grid_product(n_modes):
+    model = projected_model("given", n_modes)
+    model.projected_transition(params_for("given"), DAY)  # builds the table for one day
+    unit = model.velocity.velocity
+    last = model._tables[DAY].values.shape[0] - 1
+    assert last >= 2
+    for j in (1, last):
+        params, substeps, tau = given_at_node(model, DAY, j)
+        got = np.asarray(model.projected_transition(params, DAY))
+        expected = dense_projected(model, params, DAY, substeps, unit, tau)
+        assert np.max(np.abs(expected - np.eye(model.n_modes))) > 0.05
+        assert relative_error(got, expected) < TRANSITION_RTOL
+
+
+def test_given_flow_between_nodes_is_close_to_the_exact_advection():
+    """Between nodes the Hermite interpolant is within 1e-3 of ``expm(L_u tau)`` projected
+    (interpolation and the explicit scheme's own time error together)."""
     model = projected_model("given", N_REDUCED)
-    params = params_for("given")
+    params = params_for("given")  # velocity_scale 0.7: between nodes
+    got = np.asarray(model.projected_transition(params, DAY))
+    table = model._tables[DAY]
+    tau = params["velocity_scale"] * DAY
+    assert 0.1 < (tau / table.step) % 1 < 0.9
+    grid, basis = model.grid, model.basis
+    exact = np.asarray(physics.exponential_transition(grid, model.velocity.velocity, 0.0, tau))
+    no_flow = physics.constant_velocity(grid, 0.0, 0.0)
+    half = scipy.linalg.expm(np.asarray(physics.operator_matrix(
+        grid, no_flow, params["diffusivity"])) * DAY / 2)
+    phi = basis.vectors
+    expected = (phi.T * basis.cell_area) @ half @ exact @ half @ phi
+    error = relative_error(got, expected)
+    print(f"relative error between nodes: {error:.2e}")
+    assert error < 1e-3
+
+
+def test_projected_irregular_intervals_each_get_their_own_transition():
+    model = projected_model("streamfunction", N_REDUCED)
+    params = params_for("streamfunction")
     data = model.prepare(observations(), IRREGULAR_TIMES)
     got = np.asarray(model.state_space(params, data).transition)
     dts = np.diff(IRREGULAR_TIMES)
     assert got.shape == (dts.size, N_REDUCED, N_REDUCED)
     for k, dt in enumerate(dts):
         assert relative_error(got[k], dense_projected(model, params, dt)) < TRANSITION_RTOL
+    given = projected_model("given", N_REDUCED)
+    F = np.asarray(given.state_space(params_for("given"), data).transition)
+    assert sorted(given._tables) == sorted(set(dts))  # one table per interval length
+    for k, dt in enumerate(dts):
+        np.testing.assert_array_equal(F[k], given.projected_transition(params_for("given"),
+                                                                       dt))
 
 
 def test_projected_without_flow_is_exact_diffusion():
@@ -115,11 +165,23 @@ def test_projected_transition_conserves_the_total(n_modes):
 
 
 def test_draw_too_fast_for_the_substeps_gives_nan_not_instability():
+    model = projected_model("constant", N_REDUCED, max_speed=0.05)
+    substeps = np.ceil(DAY * model._max_rate)
+    limit = 0.05 * substeps / (DAY * model._max_rate)  # u = v at Courant number 1
+    for u, finite in ((0.05, True), (0.99 * limit, True), (1.01 * limit, False)):
+        T = np.asarray(model.projected_transition({**params_for("constant"), "u": u,
+                                                   "v": u}, DAY))
+        assert np.all(np.isfinite(T)) if finite else np.all(np.isnan(T))
+
+
+def test_given_flow_beyond_the_table_gives_nan():
     model = projected_model("given", N_REDUCED, max_speed=0.05)
     top = max(float(np.abs(v).max()) for v in model.velocity.velocity)
-    substeps = int(np.ceil(DAY * model._max_rate))
-    limit = 0.05 / top * substeps / (DAY * model._max_rate)  # scale at Courant number 1
-    for scale, finite in ((0.05 / top, True), (0.99 * limit, True), (1.01 * limit, False)):
+    model.projected_transition(params_for("given"), DAY)
+    table = model._tables[DAY]
+    end = (table.values.shape[0] - 1) * table.step / DAY  # largest tabulated scale
+    assert end >= 0.05 / top
+    for scale, finite in ((0.05 / top, True), (end, True), (1.01 * end, False)):
         T = np.asarray(model.projected_transition({**params_for("given"),
                                                    "velocity_scale": scale}, DAY))
         assert np.all(np.isfinite(T)) if finite else np.all(np.isnan(T))

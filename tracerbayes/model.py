@@ -33,7 +33,7 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 
-from tracerbayes import physics
+from tracerbayes import physics, projection
 from tracerbayes.basis import SpectralBasis, spectral_basis
 from tracerbayes.distribution import LinearGaussianStateSpace
 from tracerbayes.grid import Grid
@@ -236,6 +236,7 @@ class AdvectionDiffusionModel:
             if not self.max_speed > 0:
                 raise ValueError(f"max_speed must be a positive speed in m/s, got {max_speed}")
             self._max_rate = self._rate_bound()
+            self._tables: dict[float, Any] = {}  # GivenVelocity: advection per interval
 
     # ---------------------------------------------------------------- set-up
     def _project(self, velocity: physics.FaceVelocity, diffusivity: Any = 0.0) -> jax.Array:
@@ -314,39 +315,43 @@ class AdvectionDiffusionModel:
         return top * scale
 
     def _rate_bound(self) -> float:
-        """Upper bound (1/s) of the upwind outflow rate of any cell at ``max_speed``."""
-        vel, g = self.velocity, self.grid
-        if isinstance(vel, GivenVelocity):  # the field's own shape, scaled to max_speed
-            top = max(float(np.abs(vel.velocity.east).max()),
-                      float(np.abs(vel.velocity.north).max()))
-            f = self.max_speed / top if top > 0 else 0.0
-            field = physics.FaceVelocity(np.asarray(vel.velocity.east) * f,
-                                         np.asarray(vel.velocity.north) * f)
-            return physics.max_rate(g, field, 0.0)
-        # any field with face speeds <= U: outflow through at most two faces per direction
-        u = self.max_speed * (1.0 if isinstance(vel, ConstantVelocity) else 2.0)
-        return physics.max_rate(g, physics.constant_velocity(g, u, u), 0.0)
+        """Upper bound (1/s) of any cell's upwind outflow rate at face speeds <= max_speed."""
+        u = self.max_speed * (1.0 if isinstance(self.velocity, ConstantVelocity) else 2.0)
+        # a field with face speeds <= U empties a cell through at most two faces per axis
+        return physics.max_rate(self.grid, physics.constant_velocity(self.grid, u, u), 0.0)
 
     def projected_transition(self, params: dict[str, Any], dt: float) -> jax.Array:
         """``D Phi^T A P(dt) Phi D`` (K, K): the ``"projected"`` transition over ``dt`` s.
 
-        ``P(dt)``: the full-grid upwind advection (:func:`tracerbayes.physics.tendency` with
-        no diffusion, Heun sub-steps no longer than ``max_speed`` allows) of each basis
-        vector; ``D = diag(exp(-diffusivity lambda dt / 2))``: exact diffusion of the basis,
-        half before and half after (Strang splitting; the basis vectors are the diffusion
-        operator's eigenvectors).
+        ``P(dt)``: the full-grid upwind advection of each basis vector
+        (:mod:`tracerbayes.projection`; sub-steps short enough for ``max_speed``);
+        ``D = diag(exp(-diffusivity lambda dt / 2))``: exact diffusion of the basis, half
+        before and half after (Strang splitting; the basis vectors are the diffusion
+        operator's eigenvectors). For :class:`GivenVelocity` the advection is tabulated
+        once per interval length in ``velocity_scale * dt`` and interpolated; otherwise it
+        is run for every call (``K`` full-grid advections).
         """
         if self.transition != "projected":
             raise ValueError("projected_transition needs transition='projected'")
-        g, vel = self.grid, self.face_velocity(params)
-        n = max(1, int(np.ceil(float(dt) * self._max_rate)))
-        h = float(dt) / n
-        phi = jnp.asarray(self.basis.vectors)
-        field = physics.propagate(g, phi.T, vel, 0.0, float(dt), substeps=n)  # (K, N)
-        moved = (phi.T * self.basis.cell_area) @ field.T
+        dt = float(dt)
+        if isinstance(self.velocity, GivenVelocity):
+            key = dt
+            if key not in self._tables:
+                top = max(float(np.abs(self.velocity.velocity.east).max()),
+                          float(np.abs(self.velocity.velocity.north).max()))
+                scale_max = self.max_speed / top if top > 0 else 1.0
+                with jax.ensure_compile_time_eval():  # once, eagerly, even inside a trace
+                    self._tables[key] = projection.advection_table(
+                        self.grid, self.basis, self.velocity.velocity, scale_max * dt)
+            moved = self._tables[key](params.get("velocity_scale", 1.0) * dt)
+        else:
+            vel = self.face_velocity(params)
+            n = max(1, int(np.ceil(dt * self._max_rate)))
+            moved = projection.project_advection(self.grid, self.basis, vel, dt, n)
+            stable = (dt / n) * physics.outflow_rate(self.grid, vel, 0.0) <= 1.0
+            moved = jnp.where(stable, moved, jnp.nan)
         half = jnp.exp(-0.5 * params["diffusivity"] * self._pre.eigenvalues * dt)
-        stable = h * physics.outflow_rate(g, vel, 0.0) <= 1.0
-        return jnp.where(stable, half[:, None] * moved * half[None, :], jnp.nan)
+        return half[:, None] * moved * half[None, :]
 
     def reduced_operator(self, params: dict[str, Any]) -> jax.Array:
         """``L_K = Phi^T A L Phi`` (K, K) in 1/s for a parameter draw."""
