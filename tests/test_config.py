@@ -155,7 +155,7 @@ def test_valid_config_builds_grid_times_observations_priors_model(tmp_path, rng)
     assert float(velocity.scale_prior.scale) == 0.5
 
     model = build_model(cfg, grid, obs, velocity=velocity)
-    assert model.n_modes == 12 and model.grid is grid
+    assert model.n_modes == 12 and model.grid is grid and model.transition == "galerkin"
 
     options = fit_options(cfg)
     assert options == {"method": "nuts", "num_warmup": 10, "num_samples": 20, "num_chains": 2,
@@ -218,6 +218,19 @@ def test_wrong_type_states_expected_and_found(tmp_path, rng):
     (problem,) = _problems(tmp_path, BASE.replace("n_modes: 12", "n_modes: 100x"))
     assert str(problem) == ("line 20, column 18: model.n_modes: expected an integer >= 1, "
                             "got '100x' (str)")
+
+
+def test_projected_transition_key(tmp_path, rng):
+    _inputs(tmp_path, rng)
+    cfg = load_config(_write(tmp_path, BASE.replace("n_modes: 12",
+                                                    "n_modes: 12, transition: projected")))
+    grid = build_grid(cfg)
+    model = build_model(cfg, grid, build_observations(cfg), velocity=build_velocity(cfg, grid))
+    assert model.transition == "projected" and model.max_speed > 0
+    (problem,) = _problems(tmp_path, BASE.replace("n_modes: 12",
+                                                  "n_modes: 12, transition: exact"))
+    assert problem.path == "model.transition"
+    assert "'galerkin', 'projected'" in problem.message
 
 
 def test_missing_required_key(tmp_path, rng):

@@ -35,6 +35,7 @@ PAGES = [
     "api/config/index.html",
     "api/physics/index.html",
     "api/basis/index.html",
+    "api/projection/index.html",
     "api/priors/index.html",
     "api/kalman/index.html",
     "api/kalman_parallel/index.html",

@@ -214,7 +214,8 @@ def build_model(cfg: RunConfig, grid: Grid, obs: Observations | None = None,
     """The :class:`~tracerbayes.model.AdvectionDiffusionModel` (velocity built if not given)."""
     velocity = build_velocity(cfg, grid) if velocity is None else velocity
     return AdvectionDiffusionModel(grid, velocity=velocity, priors=build_priors(cfg, obs),
-                                   n_modes=cfg.model.n_modes)
+                                   n_modes=cfg.model.n_modes,
+                                   transition=cfg.model.transition)
 
 
 def fit_options(cfg: RunConfig) -> dict[str, Any]:

@@ -349,6 +349,10 @@ class ModelConfig:
 
     section: ClassVar[str] = "model"
     n_modes: int = setting(Int(1), "Neumann eigenvectors kept (at most the wet cells)", 100)
+    transition: str = setting(Str(("galerkin", "projected")),
+                              "galerkin: expm of the projected operator; projected: the basis "
+                              "advected on the full grid and projected back (loses the "
+                              "variance eddies stir below the basis's scales)", "galerkin")
 
 
 @_frozen
