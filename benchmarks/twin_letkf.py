@@ -19,6 +19,9 @@ into scales a coarser basis cannot hold; the Galerkin-truncated reduced model ke
 that the truth loses to those scales, and asks for extra diffusivity (and less noise) to
 remove it: with 80 modes diffusivity came out 562 [509, 636] m^2/s (truth 400), with 160
 modes 529 [498, 559], with 240 modes 503 [466, 532] for seed 2 (3 of 7 parameters inside).
+``--transition projected`` advects the basis on the full grid instead
+(``AdvectionDiffusionModel(transition="projected")``), losing that variance as the truth does;
+it costs about the same per likelihood after a one-off table (about 3 minutes).
 
 EKS: 100 iterations, the last 50 pooled (40 members x 50 draws). EKS starts with small steps
 and its ensemble drifts for tens of iterations: with the 40 iterations (final ensemble only)
