@@ -204,15 +204,17 @@ class AdvectionDiffusionModel:
         :meth:`state_space`). ``"galerkin"`` (default): ``expm(L_K dt)``, cheap, but it keeps
         the variance that eddies stir below the basis's scales. ``"projected"``: the basis
         vectors are advected on the full grid over each interval and projected back, so that
-        variance is lost as in the full-grid model (costs ``K`` full-grid advections per
-        likelihood evaluation).
+        variance is lost as in the full-grid model (:meth:`projected_transition`; for a
+        :class:`GivenVelocity` tabulated once per interval length, then about as cheap as
+        Galerkin; otherwise ``K`` full-grid advections per likelihood evaluation).
     max_speed : float, optional
         ``"projected"`` only: the fastest current (m/s) any parameter draw may give, which
-        fixes the advection sub-steps (differentiable, no recompilation). Default: the given
-        field's fastest face times the 99.99% quantile of ``scale_prior``; 4 prior sd for
-        :class:`ConstantVelocity`; 10 times ``speed`` for :class:`StreamfunctionVelocity`.
-        A draw too fast for those sub-steps (Courant number above 1) gives a NaN
-        transition (a rejected draw), never a silently unstable one.
+        fixes the advection sub-steps (differentiable, no recompilation) or the table's end.
+        Default: the given field's fastest face times the 99.99% quantile of
+        ``scale_prior``; 4 prior sd for :class:`ConstantVelocity`; 10 times ``speed`` for
+        :class:`StreamfunctionVelocity`. A draw beyond the table or too fast for the
+        sub-steps (Courant number above 1) gives a NaN transition (a rejected draw), never
+        a silently unstable one.
     """
 
     def __init__(self, grid: Grid, velocity: Any = None, priors: Priors | None = None,
