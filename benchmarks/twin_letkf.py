@@ -52,6 +52,7 @@ import jax
 jax.config.update("jax_enable_x64", True)
 
 import numpy as np  # noqa: E402
+from scipy.stats import chi2  # noqa: E402
 
 import tracerbayes as tb  # noqa: E402
 from tracerbayes import metrics, twin  # noqa: E402
@@ -85,6 +86,13 @@ def parameter_coverage(samples) -> None:
         print(f"{name:<24}{TRUTH[name]:>9.4g}{row['mean']:>10.4g}{row['q5']:>10.4g}"
               f"{row['q95']:>10.4g}{z:>7.2f}  {'yes' if ok else 'NO'}")
     print(f"{inside} of {len(table)} true parameters inside their 90% intervals")
+    # joint check in log space (every parameter here is positive): the truth's squared
+    # Mahalanobis distance from the draws' mean, chi^2 with 7 degrees of freedom if calibrated
+    logs = np.stack([np.log(np.asarray(samples[n])).ravel() for n in table.index], axis=1)
+    r = np.log([TRUTH[n] for n in table.index]) - logs.mean(axis=0)
+    d2 = float(r @ np.linalg.solve(np.cov(logs, rowvar=False), r))
+    print(f"truth's Mahalanobis distance^2 from the draws (log space) {d2:.1f}: chi^2 tail "
+          f"probability {chi2.sf(d2, len(table)):.3g}")
 
 
 def twin_arguments(parser: argparse.ArgumentParser) -> None:
