@@ -19,6 +19,7 @@ from test_model import (
     IRREGULAR_TIMES,
     N_REDUCED,
     UNIFORM_TIMES,
+    assert_gradient_matches_finite_differences,
     island_grid,
     observations,
     params_for,
@@ -201,26 +202,8 @@ def test_default_speed_bounds():
 
 
 def test_projected_likelihood_gradient_matches_finite_differences():
-    model = projected_model("given", N_REDUCED)
-    data = model.prepare(observations(), UNIFORM_TIMES)
-
-    def log_likelihood(diffusivity, scale):
-        params = {**params_for("given"), "diffusivity": diffusivity, "velocity_scale": scale}
-        return model.likelihood(params, data).log_prob(data.values)
-
-    value_and_grad = jax.jit(jax.value_and_grad(log_likelihood, argnums=(0, 1)))
-
-    def value(*args):
-        return float(value_and_grad(*args)[0])
-
-    kappa, scale = params_for("given")["diffusivity"], params_for("given")["velocity_scale"]
-    _, (grad_kappa, grad_scale) = value_and_grad(kappa, scale)
-    h_kappa, h_scale = 1e-4 * kappa, 1e-4 * scale
-    fd_kappa = (value(kappa + h_kappa, scale) - value(kappa - h_kappa, scale)) / (2 * h_kappa)
-    fd_scale = (value(kappa, scale + h_scale) - value(kappa, scale - h_scale)) / (2 * h_scale)
-    assert abs(float(grad_kappa)) > 0 and abs(float(grad_scale)) > 0
-    np.testing.assert_allclose(float(grad_kappa), fd_kappa, rtol=1e-5)
-    np.testing.assert_allclose(float(grad_scale), fd_scale, rtol=1e-5)
+    assert_gradient_matches_finite_differences(projected_model("given", N_REDUCED), "given",
+                                               "velocity_scale")
 
 
 def test_projected_argument_errors():
