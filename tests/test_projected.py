@@ -140,6 +140,17 @@ def test_projected_without_flow_is_exact_diffusion():
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
 
 
+def test_still_given_flow_is_exact_diffusion_at_any_scale():
+    still = GivenVelocity(physics.constant_velocity(island_grid(), 0.0, 0.0))
+    model = AdvectionDiffusionModel(island_grid(), still, Priors(), n_modes=N_REDUCED,
+                                    transition="projected")
+    expected = np.diag(np.exp(-params_for("given")["diffusivity"] * model.basis.eigenvalues
+                              * DAY))
+    for scale in (0.5, 7.0):
+        got = model.projected_transition({**params_for("given"), "velocity_scale": scale}, DAY)
+        np.testing.assert_allclose(np.asarray(got), expected, rtol=0, atol=1e-12)
+
+
 def test_projected_loses_variance_the_galerkin_transition_keeps():
     """Divergence-free advection alone: the Galerkin transition is orthogonal in the basis
     (its operator is skew up to the upwind's numerical diffusion); projecting the full-grid

@@ -234,9 +234,10 @@ class AdvectionDiffusionModel:
             self._psi_factor = self._psi_scale()  # constant: computed once, not per draw
         self.max_speed = None
         if transition == "projected":
-            self.max_speed = self._speed_bound() if max_speed is None else float(max_speed)
-            if not self.max_speed > 0:
+            if max_speed is not None and not float(max_speed) > 0:
                 raise ValueError(f"max_speed must be a positive speed in m/s, got {max_speed}")
+            # the default is 0 only for a still given field
+            self.max_speed = self._speed_bound() if max_speed is None else float(max_speed)
             self._max_rate = self._rate_bound()
             self._tables: dict[float, Any] = {}  # GivenVelocity: advection per interval
 
