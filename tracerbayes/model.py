@@ -16,6 +16,9 @@ zero area-weighted total, and since ``e_0^T A L = 0`` the dynamics never change 
 either. The initial mean level ``mu`` is integrated out analytically (it is the mass mode of
 ``z_0``, prior sd ``mean_sd``).
 
+``transition="projected"`` replaces ``expm(L_K dt_k)`` by the basis advected on the full grid
+and projected back, with exact diffusion split around it (:mod:`tracerbayes.projection`).
+
 Priors (physical units, weakly informative; see :class:`Priors`) are on: diffusivity (m^2/s),
 velocity (m/s; constant, a scaled given field, or a divergence-free stream-function GP),
 process-noise and initial-map standard deviations (tracer units) and lengthscales (km), and
