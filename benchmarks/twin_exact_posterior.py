@@ -28,8 +28,13 @@ jax.config.update("jax_enable_x64", True)
 
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-from scipy.stats import chi2  # noqa: E402
-from twin_letkf import TRUTH, parameter_coverage, setup, twin_arguments  # noqa: E402
+from twin_letkf import (  # noqa: E402
+    TRUTH,
+    joint_check,
+    parameter_coverage,
+    setup,
+    twin_arguments,
+)
 
 from tracerbayes import inversion  # noqa: E402
 from tracerbayes.ensemble_fit import eki_forward, eki_log_posterior, eki_priors  # noqa: E402
@@ -58,10 +63,7 @@ def main() -> None:
     print(f"{args.modes} modes, seed {args.seed}: Laplace mode and Hessian "
           f"{time.perf_counter() - t0:.0f} s; (mode - truth) / sd (log space): "
           + ", ".join(f"{n} {v:.2f}" for n, v in zip(names, z, strict=True)))
-    # joint check: d^2 = (mode - truth)^T cov^{-1} (mode - truth) ~ chi^2_p if calibrated
-    d2 = float((mode - truth) @ np.linalg.solve(cov, mode - truth))
-    print(f"Mahalanobis distance^2 of the truth from the Laplace mode {d2:.1f} on {len(names)} "
-          f"parameters: chi^2 tail probability {chi2.sf(d2, len(names)):.3g}")
+    joint_check(mode - truth, cov, "the Laplace mode")
     if args.draws == 0:
         return
 

@@ -87,13 +87,19 @@ def parameter_coverage(samples) -> None:
         print(f"{name:<24}{TRUTH[name]:>9.4g}{row['mean']:>10.4g}{row['q5']:>10.4g}"
               f"{row['q95']:>10.4g}{z:>7.2f}  {'yes' if ok else 'NO'}")
     print(f"{inside} of {len(table)} true parameters inside their 90% intervals")
-    # joint check in log space (every parameter here is positive): the truth's squared
-    # Mahalanobis distance from the draws' mean, chi^2 with 7 degrees of freedom if calibrated
+    # joint check in log space (every parameter here is positive)
     logs = np.stack([np.log(np.asarray(samples[n])).ravel() for n in table.index], axis=1)
-    r = np.log([TRUTH[n] for n in table.index]) - logs.mean(axis=0)
-    d2 = float(r @ np.linalg.solve(np.cov(logs, rowvar=False), r))
-    print(f"truth's Mahalanobis distance^2 from the draws (log space) {d2:.1f}: chi^2 tail "
-          f"probability {chi2.sf(d2, len(table)):.3g}")
+    joint_check(logs.mean(axis=0) - np.log([TRUTH[n] for n in table.index]),
+                np.cov(logs, rowvar=False), "the draws (log space)")
+
+
+def joint_check(offset, cov, source: str) -> None:
+    """Print the truth's squared Mahalanobis distance ``offset^T cov^{-1} offset`` from
+    ``source`` and its chi-square tail probability (chi^2 with p degrees of freedom if the
+    posterior is calibrated)."""
+    d2 = float(offset @ np.linalg.solve(cov, offset))
+    print(f"truth's Mahalanobis distance^2 from {source} {d2:.1f} on {len(offset)} "
+          f"parameters: chi^2 tail probability {chi2.sf(d2, len(offset)):.3g}")
 
 
 def twin_arguments(parser: argparse.ArgumentParser) -> None:

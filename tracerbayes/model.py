@@ -316,7 +316,7 @@ class AdvectionDiffusionModel:
             return 4.0 * vel.scale
         if isinstance(vel, StreamfunctionVelocity):
             return 10.0 * vel.speed
-        top = max(float(np.abs(vel.velocity.east).max()), float(np.abs(vel.velocity.north).max()))
+        top = physics.max_face_speed(vel.velocity)
         scale = 1.0 if vel.scale_prior is None else float(vel.scale_prior.icdf(0.9999))
         return top * scale
 
@@ -343,8 +343,7 @@ class AdvectionDiffusionModel:
         if isinstance(self.velocity, GivenVelocity):
             key = dt
             if key not in self._tables:
-                top = max(float(np.abs(self.velocity.velocity.east).max()),
-                          float(np.abs(self.velocity.velocity.north).max()))
+                top = physics.max_face_speed(self.velocity.velocity)
                 scale_max = self.max_speed / top if top > 0 else 1.0
                 with jax.ensure_compile_time_eval():  # once, eagerly, even inside a trace
                     self._tables[key] = projection.advection_table(
@@ -358,6 +357,18 @@ class AdvectionDiffusionModel:
             moved = jnp.where(stable, moved, jnp.nan)
         half = jnp.exp(-0.5 * params["diffusivity"] * self._pre.eigenvalues * dt)
         return half[:, None] * moved * half[None, :]
+
+    def _projected_transitions(self, params: dict[str, Any], dts: Any) -> jax.Array:
+        """(K, K) for equal intervals, else (T - 1, K, K): one transition per interval length."""
+        try:
+            steps = np.asarray(dts, dtype=float)
+        except jax.errors.TracerArrayConversionError as err:
+            raise TypeError("transition='projected' needs concrete time intervals "
+                            "(ModelData.dts), not traced ones: close over the data "
+                            "instead of passing it through jit/vmap") from err
+        unique, which = np.unique(steps, return_inverse=True)
+        moved = jnp.stack([self.projected_transition(params, d) for d in unique])
+        return moved[0] if unique.size == 1 else moved[which]
 
     def reduced_operator(self, params: dict[str, Any]) -> jax.Array:
         """``L_K = Phi^T A L Phi`` (K, K) in 1/s for a parameter draw."""
@@ -377,23 +388,12 @@ class AdvectionDiffusionModel:
         pri = self.priors
         dts = data.dts
         if self.transition == "projected":
-            try:
-                steps = np.asarray(dts, dtype=float)
-            except jax.errors.TracerArrayConversionError as err:
-                raise TypeError("transition='projected' needs concrete time intervals "
-                                "(ModelData.dts), not traced ones: close over the data "
-                                "instead of passing it through jit/vmap") from err
-            unique, which = np.unique(steps, return_inverse=True)
-            moved = jnp.stack([self.projected_transition(params, d) for d in unique])
-            transition = moved[0] if unique.size == 1 else moved[which]
-        if _uniform(dts):
-            if self.transition == "galerkin":
-                transition = expm(self.reduced_operator(params) * dts[0])
-            day_fraction = dts[0] / DAY
+            transition = self._projected_transitions(params, dts)
+        elif _uniform(dts):
+            transition = expm(self.reduced_operator(params) * dts[0])
         else:
-            if self.transition == "galerkin":
-                transition = expm(self.reduced_operator(params) * dts[:, None, None])
-            day_fraction = (dts / DAY)[:, None, None]
+            transition = expm(self.reduced_operator(params) * dts[:, None, None])
+        day_fraction = dts[0] / DAY if _uniform(dts) else (dts / DAY)[:, None, None]
         q = spectral_variances(self.basis, pri.smoothness,
                                params["noise_lengthscale_km"] * KM, params["noise_sd"] ** 2)
         nb = self.basis.n_basins

@@ -62,6 +62,7 @@ __all__ = [
     "operator_matrix",
     "operator_sparse",
     "max_rate",
+    "max_face_speed",
     "outflow_rate",
     "substeps_for",
     "propagate",
@@ -329,6 +330,11 @@ def operator_sparse(grid: Grid, velocity: FaceVelocity, diffusivity: Any):
 
 
 # ---------------------------------------------------------------------------- stepping
+def max_face_speed(velocity: FaceVelocity) -> float:
+    """The fastest face velocity component, m/s (concrete inputs)."""
+    return max(float(np.abs(velocity.east).max()), float(np.abs(velocity.north).max()))
+
+
 def outflow_rate(grid: Grid, velocity: FaceVelocity, diffusivity: Any) -> jax.Array:
     """``max_i |L_ii|`` in 1/s, traceable (works inside jit/grad/vmap)."""
     (ae, be), (an, bn) = _face_coefficients(grid, velocity, diffusivity)

@@ -111,7 +111,7 @@ def canary_velocity(grid: Grid, speed: float = 0.08,
     psi = physics.taper_streamfunction(grid, psi, cells=4.0)
     velocity = physics.velocity_from_streamfunction(grid, psi)
     # Scale so that the fastest face carries `max_speed`.
-    top = max(float(np.abs(velocity.east).max()), float(np.abs(velocity.north).max()))
+    top = physics.max_face_speed(velocity)
     return physics.velocity_from_streamfunction(grid, psi * (max_speed / top))
 
 

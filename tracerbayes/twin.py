@@ -74,7 +74,7 @@ def _tapered_flow(grid: Grid, psi: Any, max_speed: float) -> physics.FaceVelocit
     that the fastest face carries ``max_speed`` (m/s)."""
     psi = physics.taper_streamfunction(grid, psi, cells=3.0)
     unit = physics.velocity_from_streamfunction(grid, psi)
-    top = max(float(np.abs(unit.east).max()), float(np.abs(unit.north).max()))
+    top = physics.max_face_speed(unit)
     return physics.velocity_from_streamfunction(grid, psi * (max_speed / top))
 
 
