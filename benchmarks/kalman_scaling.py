@@ -1,7 +1,7 @@
 """Reduced-basis filter against the full-grid filter: how the cost grows with N, K and T.
 
 Times one log-likelihood plus its gradient with respect to every physical parameter (what
-NUTS needs per leapfrog step) for the island-basin tracer model of ``tracerbayes.twin``:
+NUTS needs per leapfrog step) for the island-basin tracer model of ``tracerbayes.twin.experiment``:
 
 * grid size: square basins of n x n cells (N wet cells), the full-grid filter (K = N: every
   Neumann mode, which tests/test_model.py shows equals the grid-space filter to 1e-13) side
@@ -29,10 +29,10 @@ import numpy as np  # noqa: E402
 import numpyro.distributions as dist  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from tracerbayes.grid import Grid  # noqa: E402
-from tracerbayes.model import DAY, AdvectionDiffusionModel, GivenVelocity, Priors  # noqa: E402
-from tracerbayes.observations import Observations  # noqa: E402
-from tracerbayes.twin import TRUE_PARAMETERS, gyre_velocity  # noqa: E402
+from tracerbayes.exact.model import DAY, AdvectionDiffusionModel, GivenVelocity, Priors  # noqa: E402
+from tracerbayes.grid.core import Grid  # noqa: E402
+from tracerbayes.observations.core import Observations  # noqa: E402
+from tracerbayes.twin.experiment import TRUE_PARAMETERS, gyre_velocity  # noqa: E402
 
 
 def basin(n: int) -> Grid:

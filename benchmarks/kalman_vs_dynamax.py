@@ -31,7 +31,7 @@ from dynamax.linear_gaussian_ssm import (  # noqa: E402
     lgssm_filter,
 )
 
-from tracerbayes.kalman import (  # noqa: E402
+from tracerbayes.exact.kalman import (  # noqa: E402
     LinearGaussianSSM,
     PaddedObservations,
     kalman_log_likelihood,

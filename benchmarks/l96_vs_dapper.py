@@ -1,6 +1,7 @@
 """Lorenz-96, Sakov & Oke (2008) setups: tracerbayes.ensemble against DAPPER, side by side.
 
-For each setup of :data:`tracerbayes.lorenz96.SAKOV2008` (ETKF N=28, LETKF N=7, stochastic EnKF
+For each setup of :data:`tracerbayes.reference.lorenz96.SAKOV2008` (ETKF N=28, LETKF N=7,
+stochastic EnKF
 N=40) both libraries assimilate their own twin (all 40 variables observed every dt = 0.05 with
 R = I) for ``burn_in + cycles`` steps; the table shows the analysis RMSE averaged after the
 burn-in, and the wall time per cycle (ours after jit compilation, compile time shown apart).
@@ -22,7 +23,7 @@ import jax
 
 jax.config.update("jax_enable_x64", True)
 
-from tracerbayes import lorenz96 as l96  # noqa: E402
+from tracerbayes.reference import lorenz96 as l96  # noqa: E402
 
 DAPPER_METHODS = {
     "etkf": ("EnKF", dict(upd_a="Sqrt", N=28, infl=1.02, rot=True)),

@@ -1,11 +1,12 @@
 """Mass-safe LETKF at scale: time per cycle and peak memory, and how the cost grows.
 
-The tracer model of :mod:`tracerbayes.ensemble.tracer` on :func:`tracerbayes.twin.coastal_grid`
+The tracer model of :mod:`tracerbayes.ensemble.tracer` on
+:func:`tracerbayes.twin.experiment.coastal_grid`
 (a 640 km square coastal sea with a cape and an island; ``n`` x ``n`` cells of ``640 / n`` km),
-advected by :func:`tracerbayes.twin.eddy_velocity` (max 0.3 m/s), diffusivity 200 m^2/s,
+advected by :func:`tracerbayes.twin.experiment.eddy_velocity` (max 0.3 m/s), diffusivity 200 m^2/s,
 mass-free model noise 0.05 per sqrt(day) with a 20 km correlation length, daily cycles.
 A truth is drawn once from the same model (one member of the same transition), sampled by
-profiling floats (:class:`tracerbayes.simulate.Floats`, each surfacing every 3 days, error
+profiling floats (:class:`tracerbayes.twin.simulate.Floats`, each surfacing every 3 days, error
 0.1), and assimilated by the mass-safe LETKF (Gaspari-Cohn half-width 30 km, Euclidean
 distances in metres) with mass-free multiplicative inflation 1.05, through
 :func:`tracerbayes.ensemble.cycle.run_cycle`. The local analyses are solved on nodes every
@@ -37,7 +38,8 @@ solves the ~10^6 local problems one after another, which a GPU does badly; on CP
 is fastest (measured: batching only adds memory). Peak memory is then host memory; read the
 GPU's with ``nvidia-smi`` or ``XLA_PYTHON_CLIENT_ALLOCATOR=platform``. The forecast's cost
 grows like cells x (noise length / cell size): the noise smoother is a Chebyshev series of the
-heat kernel (:func:`tracerbayes.physics.heat_kernel`, ~85 operator applications at 256^2 and
+heat kernel (:func:`tracerbayes.physics.operator.heat_kernel`, ~85 operator applications at 256^2
+and
 a 20 km noise length); the advection's Heun sub-steps grow like the cells per side. Time one
 cycle first (``--cycles 1``).
 
@@ -91,9 +93,9 @@ def worker(n: int, members: int, per_cycle: int, cycles: int, batch_size: int | 
         tracer_transition,
         weight_nodes,
     )
-    from tracerbayes.observations import Observations
-    from tracerbayes.simulate import Floats, interpolate
-    from tracerbayes.twin import coastal_grid, eddy_velocity
+    from tracerbayes.observations.core import Observations
+    from tracerbayes.twin.experiment import coastal_grid, eddy_velocity
+    from tracerbayes.twin.simulate import Floats, interpolate
 
     t_setup = time.perf_counter()
     k_vel, k_init, k_truth, k_obs, k_run = jax.random.split(jax.random.key(seed), 5)

@@ -36,9 +36,9 @@ from twin_letkf import (  # noqa: E402
     twin_arguments,
 )
 
-from tracerbayes import inversion  # noqa: E402
-from tracerbayes.ensemble_fit import eki_forward, eki_log_posterior, eki_priors  # noqa: E402
-from tracerbayes.importance import importance_correct, laplace_approximation  # noqa: E402
+from tracerbayes.ensemble import inversion  # noqa: E402
+from tracerbayes.ensemble.fit import eki_forward, eki_log_posterior, eki_priors  # noqa: E402
+from tracerbayes.ensemble.importance import importance_correct, laplace_approximation  # noqa: E402
 
 
 def main() -> None:

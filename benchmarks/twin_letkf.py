@@ -3,7 +3,8 @@
 A 128 x 128 coastal sea (5 km cells, wavy coast, a cape and an island; ~13,000 wet cells)
 stirred by a known eddying flow (gyre plus ten Gaussian eddies, up to 0.3 m/s), its tracer
 drawn by the full-grid stochastic advection-diffusion model with mass-free noise
-(:func:`tracerbayes.twin.coastal_eddy_twin`), sampled daily by profiling floats and a glider.
+(:func:`tracerbayes.twin.experiment.coastal_eddy_twin`), sampled daily by profiling floats and a
+glider.
 
 1. ``fit(method="eki")``: EKI then the ensemble Kalman sampler over the seven physical
    parameters against the reduced-basis Kalman filter's likelihood (heat-kernel priors,
@@ -56,11 +57,12 @@ import numpy as np  # noqa: E402
 from scipy.stats import chi2  # noqa: E402
 
 import tracerbayes as tb  # noqa: E402
-from tracerbayes import metrics, twin  # noqa: E402
-from tracerbayes.model import AdvectionDiffusionModel, Priors  # noqa: E402
-from tracerbayes.observations import Observations  # noqa: E402
-from tracerbayes.posterior import parameter_summary  # noqa: E402
-from tracerbayes.priors import Smoothness  # noqa: E402
+from tracerbayes.exact.model import AdvectionDiffusionModel, Priors  # noqa: E402
+from tracerbayes.exact.priors import Smoothness  # noqa: E402
+from tracerbayes.observations.core import Observations  # noqa: E402
+from tracerbayes.posterior import metrics  # noqa: E402
+from tracerbayes.posterior.exact import parameter_summary  # noqa: E402
+from tracerbayes.twin import experiment as twin  # noqa: E402
 
 TRUTH = {"diffusivity": 400.0, "velocity_scale": 1.0, "noise_sd": 0.05,
          "noise_lengthscale_km": 40.0, "initial_sd": 1.0, "initial_lengthscale_km": 60.0,

@@ -1,7 +1,8 @@
 """Twin experiment for exact inference: NUTS on a 48 x 48 island basin, 30 days, ~1000 obs.
 
 The truth comes from the full-resolution model (all Neumann modes) with known parameters
-(tracerbayes.twin.TRUE_PARAMETERS); the fitted model keeps K modes. Prints a table of each
+(tracerbayes.twin.experiment.TRUE_PARAMETERS); the fitted model keeps K modes. Prints a table of
+each
 parameter's truth, posterior mean, 90% credible interval, whether it covers the truth,
 R-hat and bulk ESS; then divergences, the 90% coverage of the maps on held-out truth (all
 wet cells at all times not observed), wall time and the time of one log-density gradient.
@@ -45,11 +46,11 @@ import arviz as az  # noqa: E402
 import numpy as np  # noqa: E402
 from numpyro.infer.util import initialize_model  # noqa: E402
 
-from tracerbayes import twin  # noqa: E402
-from tracerbayes.inference import fit  # noqa: E402
-from tracerbayes.model import AdvectionDiffusionModel, Priors  # noqa: E402
-from tracerbayes.observations import Observations  # noqa: E402
-from tracerbayes.posterior import Posterior  # noqa: E402
+from tracerbayes.exact.model import AdvectionDiffusionModel, Priors  # noqa: E402
+from tracerbayes.fitting import fit  # noqa: E402
+from tracerbayes.observations.core import Observations  # noqa: E402
+from tracerbayes.posterior.exact import Posterior  # noqa: E402
+from tracerbayes.twin import experiment as twin  # noqa: E402
 
 
 def gradient_time(model, data, repeats=20):

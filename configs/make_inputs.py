@@ -3,8 +3,10 @@
     python configs/make_inputs.py [FOLDER]
 
 ``island_mask.nc`` and ``island_gyre.nc`` (the island twin, ``island_twin.yaml``): the 48 x 48
-basin of 10 km cells with an island and a cape of :func:`tracerbayes.twin.island_grid`, and
-the cell-centre velocity of its gyre (:func:`tracerbayes.twin.gyre_velocity`, m/s). Both are
+basin of 10 km cells with an island and a cape of :func:`tracerbayes.twin.experiment.island_grid`,
+and
+the cell-centre velocity of its gyre (:func:`tracerbayes.twin.experiment.gyre_velocity`, m/s). Both
+are
 committed next to this script; ``tests/test_cli.py`` checks that this script reproduces them.
 
 The observations are not committed: ``tracerbayes simulate configs/island_twin.yaml`` and
@@ -25,7 +27,7 @@ HERE = Path(__file__).resolve().parent
 
 def island_inputs() -> tuple[xr.Dataset, xr.Dataset]:
     """The island basin's mask and gyre velocity as CF-annotated Datasets."""
-    from tracerbayes.twin import gyre_velocity, island_grid
+    from tracerbayes.twin.experiment import gyre_velocity, island_grid
 
     grid = island_grid(48)
     face = gyre_velocity(grid)
@@ -54,7 +56,7 @@ def island_inputs() -> tuple[xr.Dataset, xr.Dataset]:
 
 def main(folder: Path = HERE) -> list[Path]:
     """Write the files into ``folder``; return their paths."""
-    from tracerbayes.files import atomic_path
+    from tracerbayes.io.files import atomic_path
 
     mask, gyre = island_inputs()
     paths = []

@@ -2,7 +2,7 @@
 
 References: the defining identities of the generalised eigenproblem ``S phi = lambda A phi``
 (``Phi^T A Phi = I``, ``Phi^T A L Phi = -diag(lambda)`` for the unit-diffusion operator ``L``
-of :mod:`tracerbayes.physics`), for the sparse (Lanczos) path an independent LAPACK
+of :mod:`tracerbayes.physics.operator`), for the sparse (Lanczos) path an independent LAPACK
 solution of the same stiffness (``scipy.linalg.eig_banded``) and the exact separable
 eigenvalues of an open rectangle, the closed-form 2-D Matérn spectral density
 (Rasmussen & Williams 2006, Eq. (4.15) with D = 2), a hand-written Matérn-3/2 of chordal
@@ -16,10 +16,10 @@ import pytest
 import scipy.linalg
 from scipy.special import gamma
 
-from tracerbayes import basis as bs
 from tracerbayes import physics
-from tracerbayes import priors as pr
-from tracerbayes.grid import Grid
+from tracerbayes.exact import priors as pr
+from tracerbayes.grid import basis as bs
+from tracerbayes.grid.core import Grid
 
 #: Identities that hold to round-off of O(n) float64 operations on O(1)-conditioned data.
 RTOL = 1e-10

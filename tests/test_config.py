@@ -11,7 +11,7 @@ import xarray as xr
 
 import tracerbayes as tb
 from tracerbayes import physics
-from tracerbayes.config import (
+from tracerbayes.cli.config import (
     ConfigError,
     build_grid,
     build_model,
@@ -27,7 +27,7 @@ from tracerbayes.config import (
     reference_markdown,
     validate_config,
 )
-from tracerbayes.config.units import UnitError
+from tracerbayes.cli.config.units import UnitError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -326,7 +326,7 @@ def test_reference_doc_is_up_to_date():
     committed = (ROOT / "docs" / "configuration.md").read_text()
     assert committed == reference_markdown(), (
         "docs/configuration.md is stale; regenerate it with: python -c \"from "
-        "tracerbayes.config import reference_markdown as r; "
+        "tracerbayes.cli.config import reference_markdown as r; "
         "open('docs/configuration.md', 'w').write(r())\"")
 
 

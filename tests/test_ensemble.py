@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 
 from tracerbayes import ensemble as ens
-from tracerbayes import kalman, physics, simulate
-from tracerbayes.grid import Grid
+from tracerbayes import physics
+from tracerbayes.exact import kalman
+from tracerbayes.grid.core import Grid
+from tracerbayes.twin import simulate
 
 TOL = 1e-10
 

@@ -2,6 +2,7 @@
 
 import warnings
 
+import arviz as az
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,18 +12,18 @@ import pytest
 import xarray as xr
 
 import tracerbayes as tb
-from tracerbayes import inversion, physics
-from tracerbayes.ensemble import tracer
+from tracerbayes import physics
+from tracerbayes.ensemble import inversion, tracer
 from tracerbayes.ensemble.analysis import etkf_transform
 from tracerbayes.ensemble.cycle import ObsAtTime
+from tracerbayes.ensemble.fit import eki_forward, point_parameters
 from tracerbayes.ensemble.inflation import mass_free_multiplicative, multiplicative
 from tracerbayes.ensemble.localisation import euclidean, gaspari_cohn
 from tracerbayes.ensemble.window import GlobalUpdate, LocalUpdate, smooth_window
-from tracerbayes.ensemble_fit import eki_forward, point_parameters
-from tracerbayes.grid import Grid
-from tracerbayes.kalman import PaddedObservations, kalman_log_likelihood
-from tracerbayes.model import AdvectionDiffusionModel, GivenVelocity, Priors
-from tracerbayes.observations import Observations
+from tracerbayes.exact.kalman import PaddedObservations, kalman_log_likelihood
+from tracerbayes.exact.model import AdvectionDiffusionModel, GivenVelocity, Priors
+from tracerbayes.grid.core import Grid
+from tracerbayes.observations.core import Observations
 
 DAY = 86400.0
 PARAMS = {"diffusivity": 400.0, "velocity_scale": 1.0, "noise_sd": 0.2,
@@ -383,7 +384,7 @@ def test_importance_draws_must_be_a_count(rng):
 
 @pytest.mark.filterwarnings("ignore::tracerbayes.SamplingWarning")
 def test_ensemble_run_writes_netcdf_maps_and_spread_diagnostics(rng, tmp_path):
-    from tracerbayes.workflow import TracerInfo, write_outputs
+    from tracerbayes.cli.workflow import TracerInfo, write_outputs
 
     grid, velocity, times, obs = small_problem(rng, dates=True)
     model = AdvectionDiffusionModel(grid, GivenVelocity(velocity), Priors(), n_modes=8)
@@ -393,7 +394,7 @@ def test_ensemble_run_writes_netcdf_maps_and_spread_diagnostics(rng, tmp_path):
     cycle = pd.read_csv(tmp_path / "diagnostics" / "cycle.csv")
     assert len(cycle) == len(times) and "innovation_rms" in cycle
     assert (tmp_path / "diagnostics" / "spread.png").stat().st_size > 0
-    idata = tb.posterior.az.from_netcdf(tmp_path / "diagnostics" / "inference_data.nc")
+    idata = az.from_netcdf(tmp_path / "diagnostics" / "inference_data.nc")
     assert "cycle_diagnostics" in idata.groups()
     with xr.open_dataset(tmp_path / "posterior.nc") as ds:
         assert ds.attrs["method"] == "etkf"

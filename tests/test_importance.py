@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from tracerbayes.importance import (
+from tracerbayes.ensemble.importance import (
     importance_correct,
     laplace_approximation,
     student_t_log_density,

@@ -25,9 +25,9 @@ from scipy import stats
 from scipy.special import ndtr
 
 import tracerbayes as tb
-from tracerbayes.model import DAY, ModelData
-from tracerbayes.netcdf import read_netcdf
-from tracerbayes.twin import gyre_velocity
+from tracerbayes.exact.model import DAY, ModelData
+from tracerbayes.io.netcdf import read_netcdf
+from tracerbayes.twin.experiment import gyre_velocity
 
 N_MODES = 12
 TIMES = np.arange(5) * DAY

@@ -5,7 +5,7 @@ import numpy as np
 import numpyro.distributions as dist
 import pytest
 
-from tracerbayes.inversion import (
+from tracerbayes.ensemble.inversion import (
     eki,
     eks,
     kalman_innovations,
@@ -14,7 +14,7 @@ from tracerbayes.inversion import (
     to_inference_data,
     whitened_innovations,
 )
-from tracerbayes.kalman import LinearGaussianSSM, PaddedObservations, kalman_filter
+from tracerbayes.exact.kalman import LinearGaussianSSM, PaddedObservations, kalman_filter
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """Kalman filter, smoother and sampler against exact dense Gaussian references.
 
 The reference stacks the whole trajectory ``x_{0:T-1}`` into one Gaussian (built by explicit
-propagation of Eq. (1) of :mod:`tracerbayes.kalman`), and conditions it on the stacked valid
+propagation of Eq. (1) of :mod:`tracerbayes.exact.kalman`), and conditions it on the stacked valid
 observations with dense linear algebra.  Everything runs in float64 (tests/conftest.py).
 """
 
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from tracerbayes.kalman import (
+from tracerbayes.exact.kalman import (
     FilterResult,
     LinearGaussianSSM,
     PaddedObservations,
@@ -24,7 +24,7 @@ from tracerbayes.kalman import (
     rts_smoother,
     sample_smoothed,
 )
-from tracerbayes.kalman_parallel import parallel_kalman_filter, parallel_rts_smoother
+from tracerbayes.exact.kalman_parallel import parallel_kalman_filter, parallel_rts_smoother
 
 N_STATE = 5
 N_TIME = 6

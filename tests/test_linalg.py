@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from tracerbayes.linalg import MAX_SQUARINGS, THETA_13, expm
+from tracerbayes.physics.linalg import MAX_SQUARINGS, THETA_13, expm
 
 
 @pytest.mark.parametrize("norm", [1e-6, 0.3, 4.0, 60.0, 5000.0])

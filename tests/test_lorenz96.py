@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tracerbayes import lorenz96 as l96
+from tracerbayes.reference import lorenz96 as l96
 
 
 def test_tendency_matches_definition(rng):

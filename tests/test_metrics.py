@@ -9,7 +9,7 @@ import xarray as xr
 from scipy import integrate, optimize
 from scipy.stats import norm
 
-from tracerbayes import metrics
+from tracerbayes.posterior import metrics
 
 
 def crps_by_quadrature(cdf, y, lo, hi, breakpoints=()):

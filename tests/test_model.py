@@ -8,7 +8,8 @@ References:
   dense mean and covariance, and NumPyro's ``log_density`` against prior + that density.
 * ``AdvectionDiffusionModel`` with ``K = N`` modes: the basis is then complete
   (``Phi Phi^T A = I``), so the reduced transition must equal the full-grid
-  ``expm(L dt)`` of :mod:`tracerbayes.physics`, and the reduced log-likelihood must equal the
+  ``expm(L dt)`` of :mod:`tracerbayes.physics.operator`, and the reduced log-likelihood must equal
+  the
   likelihood of a model written directly in state space on the full grid (bilinear ``H`` from
   :meth:`PreparedObservations.dense_H`, closed-form Matérn variances). Conservation:
   ``a^T Q = 0`` for every process-noise covariance and ``a^T M = a^T`` for the transition,
@@ -30,20 +31,21 @@ from numpyro.infer.util import log_density
 from scipy import stats
 from scipy.special import gamma
 
-from tracerbayes import kalman, physics
-from tracerbayes.basis import connected_basins
-from tracerbayes.distribution import LinearGaussianStateSpace
-from tracerbayes.grid import Grid
-from tracerbayes.kalman import LinearGaussianSSM
-from tracerbayes.model import (
+from tracerbayes import physics
+from tracerbayes.exact import kalman
+from tracerbayes.exact.distribution import LinearGaussianStateSpace
+from tracerbayes.exact.kalman import LinearGaussianSSM
+from tracerbayes.exact.model import (
     AdvectionDiffusionModel,
     ConstantVelocity,
     GivenVelocity,
     Priors,
     StreamfunctionVelocity,
 )
-from tracerbayes.observations import Observations
-from tracerbayes.priors import streamfunction_basis
+from tracerbayes.exact.priors import streamfunction_basis
+from tracerbayes.grid.basis import connected_basins
+from tracerbayes.grid.core import Grid
+from tracerbayes.observations.core import Observations
 
 DAY = 86400.0
 KM = 1000.0
@@ -292,7 +294,7 @@ def observations() -> Observations:
 
 
 def full_grid_state_space(model, params, times):
-    """The model of :mod:`tracerbayes.model` written directly in state space, on the grid.
+    """The model of :mod:`tracerbayes.exact.model` written directly in state space, on the grid.
 
     Initial mean: the data mean everywhere; covariances ``Phi diag(p) Phi^T`` with closed-form
     Matérn variances (the mass mode gets ``mean_sd^2`` times the wet area in ``p0``, nothing in

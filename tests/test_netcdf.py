@@ -9,7 +9,7 @@ import pytest
 import xarray as xr
 
 import tracerbayes as tb
-from tracerbayes.netcdf import cf_dataset, parameter_attributes, read_netcdf, write_netcdf
+from tracerbayes.io.netcdf import cf_dataset, parameter_attributes, read_netcdf, write_netcdf
 
 DAYS = np.datetime64("2012-08-01", "ns") + np.arange(3) * np.timedelta64(1, "D")
 
@@ -155,7 +155,7 @@ def test_failed_write_keeps_previous_file(tmp_path, rng):
 
 def test_zarr_round_trip(tmp_path, rng):
     pytest.importorskip("zarr", reason="zarr is optional; write_zarr returns None without it")
-    from tracerbayes.netcdf import write_zarr
+    from tracerbayes.io.netcdf import write_zarr
 
     ds = cf_dataset(fake_maps(lonlat_grid(), rng, DAYS), units="degC",
                     tracer_standard_name="sea_surface_temperature")

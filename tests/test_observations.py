@@ -10,7 +10,7 @@ import pytest
 import xarray as xr
 
 import tracerbayes as tb
-from tracerbayes.observations import (
+from tracerbayes.observations.core import (
     ObservationError,
     Observations,
     ObservationWarning,

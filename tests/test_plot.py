@@ -9,7 +9,7 @@ import pytest
 import xarray as xr
 
 import tracerbayes as tb
-from tracerbayes.netcdf import cf_dataset
+from tracerbayes.io.netcdf import cf_dataset
 
 pytest.importorskip("matplotlib")
 pytest.importorskip("cartopy")

@@ -2,7 +2,8 @@
 
 The projected transition over ``dt`` is ``Phi^T A expm(D dt/2) P expm(D dt/2) Phi`` with
 ``D`` the full-grid diffusion operator and ``P`` the full-grid explicit upwind advection
-(:func:`tracerbayes.physics.explicit_transition`, no diffusion): built here densely, cell by
+(:func:`tracerbayes.physics.operator.explicit_transition`, no diffusion): built here densely, cell
+by
 cell, independently of the model's matrix-free path. Conservation, the speed bound's NaN,
 gradients (central finite differences) and argument errors.
 
@@ -28,7 +29,7 @@ from test_model import (
 )
 
 from tracerbayes import physics
-from tracerbayes.model import AdvectionDiffusionModel, GivenVelocity, Priors
+from tracerbayes.exact.model import AdvectionDiffusionModel, GivenVelocity, Priors
 
 #: Two dense 68 x 68 expm and a product of explicit sub-steps, in float64.
 TRANSITION_RTOL = 1e-9

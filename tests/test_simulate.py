@@ -7,7 +7,7 @@ import pytest
 
 import tracerbayes as tb
 from tracerbayes import physics
-from tracerbayes import simulate as sim
+from tracerbayes.twin import simulate as sim
 
 DAY = 86400.0
 TIMES = np.datetime64("2024-01-01T00:00") + np.arange(12) * np.timedelta64(1, "D")
@@ -325,7 +325,7 @@ def test_platform_validation():
 
 
 def test_to_observations(grid, truth, walled):
-    pytest.importorskip("tracerbayes.observations")
+    pytest.importorskip("tracerbayes.observations.core")
     df = sim.sample_platforms(jax.random.key(1), truth, grid, PLATFORMS[:3])
     obs = sim.to_observations(df)
     assert len(obs) == len(df)

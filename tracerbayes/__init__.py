@@ -7,19 +7,30 @@ global configuration at import; enable it yourself before any computation::
     jax.config.update("jax_enable_x64", True)
 
 The command-line interface and the test-suite do this for you.
+
+The front door re-exports the names most users need; the packages behind it are
+``grid``, ``physics``, ``observations`` (what the numerics stand on), ``exact`` and
+``ensemble`` (the two families of inference), ``posterior``, ``io``, ``plot``, ``twin`` and
+``cli`` (the edges). ``tb.plot``, ``tb.io``, ``tb.twin``, ``tb.metrics``, ``tb.simulate``,
+``tb.basis``, ``tb.priors``, ``tb.inversion`` and ``tb.importance`` are imported on first use.
 """
 
-from tracerbayes import basis, ensemble, inversion, metrics, physics, priors, simulate
-from tracerbayes.distribution import LinearGaussianStateSpace
-from tracerbayes.grid import EARTH_RADIUS, CoordinateSystem, Grid, GridError
-from tracerbayes.inference import SamplingWarning, fit
-from tracerbayes.model import (
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from tracerbayes import ensemble, physics
+from tracerbayes.exact.distribution import LinearGaussianStateSpace
+from tracerbayes.exact.model import (
     AdvectionDiffusionModel,
     ConstantVelocity,
     GivenVelocity,
     Priors,
     StreamfunctionVelocity,
 )
+from tracerbayes.fitting import SamplingWarning, fit
+from tracerbayes.grid import EARTH_RADIUS, CoordinateSystem, Grid, GridError
 from tracerbayes.observations import (
     ObservationError,
     ObservationOperator,
@@ -30,6 +41,32 @@ from tracerbayes.observations import (
 from tracerbayes.posterior import Posterior
 
 __version__ = "0.1.0"
+
+#: Modules reachable as attributes of the package, imported on first use.
+_LAZY = {
+    "basis": "tracerbayes.grid.basis",
+    "importance": "tracerbayes.ensemble.importance",
+    "inversion": "tracerbayes.ensemble.inversion",
+    "io": "tracerbayes.io",
+    "metrics": "tracerbayes.posterior.metrics",
+    "plot": "tracerbayes.plot",
+    "priors": "tracerbayes.exact.priors",
+    "simulate": "tracerbayes.twin.simulate",
+    "twin": "tracerbayes.twin",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        module = importlib.import_module(_LAZY[name])
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module 'tracerbayes' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "AdvectionDiffusionModel",
@@ -52,9 +89,11 @@ __all__ = [
     "basis",
     "ensemble",
     "fit",
+    "importance",
     "inversion",
     "metrics",
     "physics",
+    "plot",
     "priors",
     "simulate",
     "__version__",

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from tracerbayes.files import atomic_path
+from tracerbayes.io.files import atomic_path
 
 __all__ = ["LAND_COLOR", "cycle_diagnostics", "diagnostics", "map_figure", "maps",
            "summary_panel"]
@@ -371,7 +371,7 @@ def cycle_diagnostics(cycle: pd.DataFrame, out_dir: str | os.PathLike,
                       fmt: str = "png") -> list[Path]:
     """Spread and innovation statistics of an ensemble run, written atomically.
 
-    ``cycle`` is :attr:`EnsemblePosterior.cycle <tracerbayes.ensemble_posterior.
+    ``cycle`` is :attr:`EnsemblePosterior.cycle <tracerbayes.posterior.ensemble.
     EnsemblePosterior.cycle>`. Files: ``cycle.csv`` (the table) and ``spread.<fmt>``: the
     RMS innovation against what the ensemble expects, ``sqrt(spread^2 + error^2)`` (a
     well-tuned ensemble keeps them together; a collapsed one has the first far above), the

@@ -2,7 +2,7 @@
 
 At each observation time ``k = 0, ..., T-1``: forecast ``E <- transition(key, E)`` (skipped at
 ``k = 0`` when ``forecast_first`` is false, so that the first observations update ``E0``
-itself, as in :func:`tracerbayes.kalman.kalman_filter`), optional inflation of the forecast
+itself, as in :func:`tracerbayes.exact.kalman.kalman_filter`), optional inflation of the forecast
 ``E <- inflation(key, E)``, then the analysis ``E <- analysis(key, E, obs_k, H_k)``. The whole
 cycle is one ``lax.scan`` (or a few, with a progress bar over chunks of cycles).
 

@@ -5,11 +5,11 @@ on every wet cell instead of in a reduced basis::
 
     c_{k+1} = M c_k + w_k,     w_k = noise_sd sqrt(dt / 1 day) Pi G xi_k,     xi_k ~ N(0, I)
 
-with ``M`` the matrix-free finite-volume propagator (:func:`tracerbayes.physics.propagate`:
+with ``M`` the matrix-free finite-volume propagator (:func:`tracerbayes.physics.operator.propagate`:
 Heun sub-steps, positive and conservative), ``G`` the masked heat-kernel smoother
-(:func:`tracerbayes.physics.heat_kernel`, a Chebyshev series of ``expm``) that turns
+(:func:`tracerbayes.physics.operator.heat_kernel`, a Chebyshev series of ``expm``) that turns
 white noise into a field of correlation length ``noise_lengthscale`` without leaking across
-land (:func:`tracerbayes.simulate.mass_free_noise` draws the same law with NumPy, for twin
+land (:func:`tracerbayes.twin.simulate.mass_free_noise` draws the same law with NumPy, for twin
 truths), and ``Pi`` the per-basin projection onto zero area-weighted total. Every member's
 total is therefore kept exactly by the forecast; the mass-safe inflation and localisation of
 :mod:`tracerbayes.ensemble.inflation` and :mod:`tracerbayes.ensemble.localisation` keep it
@@ -30,11 +30,11 @@ import numpy as np
 import scipy.special
 
 from tracerbayes import physics
-from tracerbayes.basis import connected_basins
 from tracerbayes.ensemble.cycle import CycleObservations, Stencil
 from tracerbayes.ensemble.inflation import project_mass_free
 from tracerbayes.ensemble.localisation import WeightNodes
-from tracerbayes.grid import CoordinateSystem, Grid
+from tracerbayes.grid.basis import connected_basins
+from tracerbayes.grid.core import CoordinateSystem, Grid
 
 __all__ = [
     "NoiseField",
@@ -62,7 +62,8 @@ class NoiseField(NamedTuple):
         ``sqrt(a_i / v_i)``: turns smoothed white noise into unit marginal variance in open
         water (``v_i`` the open-water variance of the semi-discrete heat kernel).
     terms : ndarray
-        Chebyshev coefficients of the smoother (:func:`tracerbayes.physics.heat_kernel_terms`;
+        Chebyshev coefficients of the smoother
+        (:func:`tracerbayes.physics.operator.heat_kernel_terms`;
         one operator application each), empty for no smoothing.
     basins : ndarray of int, shape (n_wet,)
         Connected basin of every wet cell (for the mass-free projection).
@@ -78,7 +79,7 @@ class NoiseField(NamedTuple):
 def noise_field(grid: Grid, lengthscale: float, *, tol: float = 1e-12) -> NoiseField:
     """Precompute the noise generator of ``grid`` for a correlation length in metres.
 
-    The normalisation is that of :func:`tracerbayes.simulate.mass_free_noise`, so the two
+    The normalisation is that of :func:`tracerbayes.twin.simulate.mass_free_noise`, so the two
     draw the same law (the ensemble's model noise is the twin truth's).
     """
     if not lengthscale >= 0:
@@ -213,7 +214,8 @@ def stencil_observations(prepared: Any, obs: Any, error_scale: float = 1.0
                          ) -> CycleObservations:
     """Time-stacked :class:`CycleObservations` with :class:`Stencil` operators and positions.
 
-    ``prepared`` is :meth:`Observations.prepare <tracerbayes.observations.Observations.prepare>`'s
+    ``prepared`` is :meth:`Observations.prepare
+    <tracerbayes.observations.core.Observations.prepare>`'s
     result on the model grid and analysis times, ``obs`` the :class:`Observations` it came
     from (for positions); errors are multiplied by ``error_scale``.
     """

@@ -1,0 +1,308 @@
+"""Turn a parsed :class:`~tracerbayes.cli.config.run.RunConfig` into tracerbayes objects.
+
+Problems that only show when input files are opened (a variable missing from a NetCDF file,
+observations on land) are raised as :class:`~tracerbayes.cli.config.schema.ConfigError` with the
+key path of the setting to fix.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from tracerbayes import physics
+from tracerbayes.cli.config.run import FloatsConfig, GliderConfig, RunConfig, ShipConfig
+from tracerbayes.cli.config.schema import ConfigError, Problem, suggest
+from tracerbayes.cli.config.sections import (
+    ConstantVelocityConfig,
+    GivenVelocityConfig,
+    MaskFile,
+    NutsConfig,
+    PriorSpec,
+)
+from tracerbayes.exact.model import (
+    AdvectionDiffusionModel,
+    ConstantVelocity,
+    GivenVelocity,
+    Priors,
+    StreamfunctionVelocity,
+)
+from tracerbayes.grid.core import Grid, GridError
+from tracerbayes.observations.core import ObservationError, Observations
+from tracerbayes.twin import simulate
+
+__all__ = ["build_grid", "build_times", "build_observations", "build_priors", "build_velocity",
+           "build_model", "build_platforms", "build_truth", "fit_options", "to_distribution"]
+
+
+def _fail(cfg: RunConfig, path: str, message: str) -> ConfigError:
+    return ConfigError([Problem(path, message)], cfg.path or "configuration")
+
+
+def _open_variable(cfg: RunConfig, file: Any, variable: str, path: str) -> Any:
+    """The DataArray ``variable`` of a NetCDF file, loaded; ConfigError at ``path`` if absent."""
+    import xarray as xr
+
+    try:
+        with xr.open_dataset(file) as ds:
+            if variable not in ds.variables:
+                names = sorted(map(str, ds.data_vars))
+                raise _fail(cfg, path, f"variable {variable!r} not found in {file}; it has "
+                                       f"{names}{suggest(variable, names)}")
+            return ds[variable].load()
+    except (OSError, ValueError) as err:
+        if isinstance(err, ConfigError):
+            raise
+        raise _fail(cfg, path.rpartition(".")[0] + ".file",
+                    f"cannot read {file} as NetCDF: {err}") from err
+
+
+def _mask_from_file(cfg: RunConfig, spec: MaskFile, grid: Grid) -> np.ndarray:
+    """The mask variable on the grid's cells: non-zero and finite on water.
+
+    A variable with the grid's shape is taken as is; one with lon/lat (x/y) coordinates is
+    sampled at the grid's centres by nearest neighbour (outside its extent: land).
+    """
+    da = _open_variable(cfg, spec.file, spec.variable, "grid.mask.variable")
+    ydim, xdim = grid.dims
+    alias = {"lon": ("lon", "longitude"), "lat": ("lat", "latitude"), "x": ("x",), "y": ("y",)}
+    xname = next((n for n in alias[xdim] if n in da.coords), None)
+    yname = next((n for n in alias[ydim] if n in da.coords), None)
+    if xname and yname:
+        da = da.sortby([yname, xname]).interp({xname: grid.x, yname: grid.y}, method="nearest")
+        values = da.transpose(yname, xname).values
+    else:
+        values = np.asarray(da.values)
+    if values.shape != grid.shape:
+        raise _fail(cfg, "grid.mask.variable",
+                    f"{spec.variable!r} has shape {values.shape} and no {xdim}/{ydim} "
+                    f"coordinates; the grid is (ny, nx) = {grid.shape}")
+    values = values.astype(float)
+    return np.isfinite(values) & (values != 0)
+
+
+def build_grid(cfg: RunConfig) -> Grid:
+    """The :class:`~tracerbayes.grid.core.Grid` of ``cfg.grid`` (its mask read if from a file)."""
+    g = cfg.grid
+    mask = None if isinstance(g.mask, MaskFile) else g.mask
+    try:
+        if g.cartesian:
+            grid = Grid.cartesian(x=g.x, y=g.y, resolution=g.resolution, mask=mask)
+        else:
+            grid = Grid.regular(lon=g.lon, lat=g.lat, resolution=g.resolution, mask=mask,
+                                periodic=g.periodic)
+        if isinstance(g.mask, MaskFile):
+            wet = _mask_from_file(cfg, g.mask, grid)
+            grid = Grid(grid.x, grid.y, grid.x_edges, grid.y_edges, wet, grid.coords,
+                        grid.periodic_x)
+    except GridError as err:
+        raise _fail(cfg, "grid", str(err)) from err
+    return grid
+
+
+def build_times(cfg: RunConfig) -> np.ndarray:
+    """The analysis times, ``datetime64[ns]``."""
+    return cfg.times.values()
+
+
+def _read_source(cfg: RunConfig, k: int) -> Observations:
+    source = cfg.observations[k]
+    col = source.columns
+    kwargs: dict[str, Any] = {
+        "time": col.time, "value": col.value, "platform": col.platform,
+        "error": source.error if source.error is not None else (col.error or "error"),
+        "drop_invalid": source.drop_invalid,
+    }
+    if cfg.grid.cartesian:
+        kwargs.update(x=col.x or "x", y=col.y or "y")
+    else:
+        kwargs.update(lon=col.lon or "lon", lat=col.lat or "lat")
+    try:
+        if source.file.suffix.lower() == ".csv":
+            return Observations.from_csv(source.file, **kwargs)
+        return Observations.from_netcdf(source.file, **kwargs)
+    except (ObservationError, OSError, ValueError) as err:
+        raise _fail(cfg, f"observations[{k}]", f"{source.file}: {err}") from err
+
+
+def build_observations(cfg: RunConfig) -> Observations:
+    """All observation sources read and concatenated (in the order given)."""
+    if not cfg.observations:
+        raise _fail(cfg, "observations", "no observation files are given")
+    parts = [_read_source(cfg, k) for k in range(len(cfg.observations))]
+    if len(parts) == 1:
+        return parts[0]
+    kinds = {p.time_units for p in parts}
+    if len(kinds) > 1:
+        raise _fail(cfg, "observations", f"the sources mix time kinds {sorted(kinds)}; give "
+                                         "all times as dates or all as seconds")
+    return Observations(
+        time=np.concatenate([p.time for p in parts]), x=np.concatenate([p.x for p in parts]),
+        y=np.concatenate([p.y for p in parts]), value=np.concatenate([p.value for p in parts]),
+        error=np.concatenate([p.error for p in parts]),
+        platform=np.concatenate([p.platform for p in parts]), coords=parts[0].coords)
+
+
+def to_distribution(spec: PriorSpec) -> Any:
+    """The NumPyro distribution of a parsed prior (parameters already in model units)."""
+    import numpyro.distributions as dist
+
+    if spec.family == "lognormal":
+        return dist.LogNormal(float(np.log(spec["median"])), spec["sigma"])
+    if spec.family == "halfnormal":
+        return dist.HalfNormal(spec["scale"])
+    return dist.Uniform(spec["low"], spec["high"])
+
+
+#: Config prior name -> :class:`~tracerbayes.exact.model.Priors` field.
+PRIOR_FIELDS = {"diffusivity": "diffusivity", "noise_sd": "noise_sd",
+                "noise_lengthscale": "noise_lengthscale_km", "initial_sd": "initial_sd",
+                "initial_lengthscale": "initial_lengthscale_km", "error_scale": "error_scale"}
+
+
+def build_priors(cfg: RunConfig, obs: Observations | None = None) -> Priors:
+    """:class:`~tracerbayes.exact.model.Priors`: the given ones, the rest package defaults
+    (scaled to the spread of ``obs`` as in :meth:`Priors.for_observations` when given)."""
+    p = cfg.priors
+    overrides: dict[str, Any] = {"smoothness": p.smoothness}
+    for name, target in PRIOR_FIELDS.items():
+        spec = getattr(p, name)
+        if spec is not None:
+            overrides[target] = to_distribution(spec)
+    if p.mean_sd is not None:
+        overrides["mean_sd"] = p.mean_sd
+    return Priors.for_observations(obs, **overrides) if obs is not None else Priors(**overrides)
+
+
+def _given_velocity(cfg: RunConfig, v: GivenVelocityConfig, grid: Grid) -> Any:
+    import xarray as xr
+
+    u_field = _open_variable(cfg, v.file, v.u, "velocity.u")
+    v_field = _open_variable(cfg, v.file, v.v, "velocity.v")
+    try:
+        face, times = physics.velocity_from_xarray(grid, xr.Dataset({v.u: u_field,
+                                                                     v.v: v_field}), v.u, v.v)
+    except ValueError as err:
+        raise _fail(cfg, "velocity.file", f"{v.file}: {err}") from err
+    if times is not None and len(times) > 1:
+        if not v.time_mean:
+            raise _fail(cfg, "velocity.time_mean",
+                        f"the field in {v.file} has {len(times)} times; the model needs a "
+                        "steady field: set time_mean: true to average it")
+        face = physics.FaceVelocity(face.east.mean(0), face.north.mean(0))
+    elif times is not None:
+        face = physics.FaceVelocity(face.east[0], face.north[0])
+    prior = None if v.scale_prior is None else to_distribution(v.scale_prior)
+    return GivenVelocity(face, scale_prior=prior)
+
+
+def build_velocity(cfg: RunConfig, grid: Grid) -> Any:
+    """ConstantVelocity, GivenVelocity or StreamfunctionVelocity from ``cfg.velocity``."""
+    v = cfg.velocity
+    if v is None:
+        return ConstantVelocity()
+    if isinstance(v, ConstantVelocityConfig):
+        return ConstantVelocity(scale=v.scale)
+    if isinstance(v, GivenVelocityConfig):
+        return _given_velocity(cfg, v, grid)
+    return StreamfunctionVelocity(n_modes=v.n_modes, lengthscale_km=v.lengthscale,
+                                  speed=v.speed, smoothness=v.smoothness)
+
+
+def build_model(cfg: RunConfig, grid: Grid, obs: Observations | None = None,
+                velocity: Any = None) -> AdvectionDiffusionModel:
+    """The :class:`~tracerbayes.exact.model.AdvectionDiffusionModel` (velocity built if not given).
+    """
+    velocity = build_velocity(cfg, grid) if velocity is None else velocity
+    return AdvectionDiffusionModel(grid, velocity=velocity, priors=build_priors(cfg, obs),
+                                   n_modes=cfg.model.n_modes,
+                                   transition=cfg.model.transition)
+
+
+def fit_options(cfg: RunConfig) -> dict[str, Any]:
+    """Keyword arguments for :func:`tracerbayes.fit` (after ``model, obs, times``)."""
+    m = cfg.method
+    drop = any(s.drop_invalid for s in cfg.observations)
+    if isinstance(m, NutsConfig):
+        return {"method": "nuts", "num_warmup": m.num_warmup, "num_samples": m.num_samples,
+                "num_chains": m.num_chains, "seed": m.seed, "target_accept": m.target_accept,
+                "max_tree_depth": m.max_tree_depth, "dense_mass": m.dense_mass,
+                "chain_method": m.chain_method, "drop_invalid": drop}
+    return {"method": "letkf", "ensemble_size": m.ensemble_size,
+            "localisation_km": m.localisation, "inflation": m.inflation, "seed": m.seed,
+            "weight_stride": m.weight_stride, "drop_invalid": drop}
+
+
+def build_platforms(cfg: RunConfig) -> list[simulate.Platform]:
+    """The observing platforms of ``cfg.simulate`` (:mod:`tracerbayes.twin.simulate`)."""
+    if cfg.simulate is None:
+        raise _fail(cfg, "simulate", "this configuration has no simulate section")
+    out = []
+    for p in cfg.simulate.platforms:
+        if isinstance(p, FloatsConfig):
+            out.append(simulate.Floats(n_floats=p.n_floats, every=p.every, error=p.error,
+                                       drift=p.drift, name=p.name))
+        elif isinstance(p, GliderConfig | ShipConfig):
+            kind = simulate.Glider if isinstance(p, GliderConfig) else simulate.Ship
+            out.append(kind(waypoints=p.waypoints, speed=p.speed, error=p.error,
+                            every=p.every, name=p.name))
+        else:
+            out.append(simulate.SatelliteSwath(
+                width=p.width, error=p.error, cloud_fraction=p.cloud_fraction, every=p.every,
+                angle=p.angle, cloud_lengthscale=p.cloud_lengthscale, name=p.name))
+    return out
+
+
+def build_truth(key: Any, cfg: RunConfig, grid: Grid, times: np.ndarray,
+                velocity: Any = None) -> Any:
+    """The synthetic truth of ``cfg.simulate.truth``
+    (:func:`tracerbayes.twin.simulate.simulate_truth`).
+
+    The first map is ``initial_mean`` plus mass-free Matérn-like noise of sd ``initial_sd``
+    and lengthscale ``initial_lengthscale`` (:func:`~tracerbayes.twin.simulate.mass_free_noise`),
+    so its area-weighted mean is ``initial_mean`` exactly; or, with ``initial_field:
+    hadisst``, HadISST1 SST on the grid (:func:`tracerbayes.twin.scenarios.hadisst_on_grid`).
+    ``noise_sd`` is per day: over a step of ``dt`` seconds the innovation sd is
+    ``noise_sd * sqrt(dt / 86400 s)``. The current is the ``velocity`` section's field times
+    ``velocity_scale`` (kind given) or the uniform ``(u, v)`` of the truth section (other
+    kinds).
+
+    Parameters
+    ----------
+    key : jax.random key
+        Split into the first map's key and the innovations' key.
+    cfg, grid, times
+        The configuration, its grid and analysis times (:func:`build_grid`,
+        :func:`build_times`).
+    velocity : GivenVelocity, optional
+        The built velocity, to avoid reading its file twice.
+    """
+    import jax
+
+    if cfg.simulate is None:
+        raise _fail(cfg, "simulate", "this configuration has no simulate section")
+    t = cfg.simulate.truth
+    if isinstance(cfg.velocity, GivenVelocityConfig):
+        given = build_velocity(cfg, grid) if velocity is None else velocity
+        face = physics.FaceVelocity(np.asarray(given.velocity.east) * t.velocity_scale,
+                                    np.asarray(given.velocity.north) * t.velocity_scale)
+    else:
+        face = physics.constant_velocity(grid, t.u, t.v)
+    steps = np.diff(times) / np.timedelta64(1, "s")
+    if steps.size and not np.allclose(steps, steps[0], rtol=1e-12):
+        raise _fail(cfg, "times", "simulate needs equally spaced analysis times")
+    step = float(steps[0]) if steps.size else 86400.0
+    k_initial, k_noise = jax.random.split(key)
+    if t.initial_field == "hadisst":
+        from tracerbayes.twin.scenarios import hadisst_on_grid
+
+        initial = hadisst_on_grid(grid)
+    else:
+        initial = t.initial_mean + simulate.mass_free_noise(
+            k_initial, grid, 1, t.initial_sd, t.initial_lengthscale * 1e3)[0]
+    return simulate.simulate_truth(
+        k_noise, grid, times, face, t.diffusivity, initial,
+        noise_scale=t.noise_sd * np.sqrt(step / 86400.0),
+        noise_lengthscale=t.noise_lengthscale * 1e3, name=cfg.tracer.name,
+        long_name=cfg.tracer.long_name, units=cfg.tracer.units)

@@ -1,0 +1,363 @@
+"""The machinery of the configuration schema: value types, sections and error collection.
+
+A section is a frozen dataclass whose fields are declared with :func:`setting` (a value type
+and a one-line description). :func:`read_section` reads a YAML mapping into it, checking
+unknown keys, missing required keys, types, units, ranges and the section's own
+cross-field ``check``, and records every problem (with its full key path and YAML line) in
+a :class:`Context` instead of stopping at the first.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import difflib
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from tracerbayes.cli.config.units import KINDS, UnitError, parse_quantity
+
+__all__ = ["ConfigError", "Problem", "Context", "setting", "read_section", "INVALID"]
+
+#: Marks a value that could not be read (a problem was recorded instead).
+INVALID = type("Invalid", (), {"__repr__": lambda self: "INVALID"})()
+_REQUIRED = dataclasses.MISSING
+
+
+class Problem(NamedTuple):
+    """One thing wrong with a configuration: where (key path, YAML line/column) and what."""
+
+    path: str
+    message: str
+    line: int | None = None
+    column: int | None = None
+
+    def __str__(self) -> str:
+        where = f"line {self.line}, column {self.column}: " if self.line else ""
+        return f"{where}{self.path or '(top level)'}: {self.message}"
+
+
+class ConfigError(ValueError):
+    """A configuration has problems; ``problems`` lists all of them."""
+
+    def __init__(self, problems: list[Problem], source: str | Path = "configuration"):
+        self.problems = list(problems)
+        self.source = str(source)
+        n = len(self.problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"{self.source}: {n} problem{'s' if n != 1 else ''}:\n{lines}")
+
+
+class Context:
+    """Where reading happens (the config file's folder) and the problems found so far."""
+
+    def __init__(self, base_dir: Path, marks: dict[str, tuple[int, int]] | None = None,
+                 check_files: bool = True):
+        self.base_dir = base_dir
+        self.marks = marks or {}
+        self.check_files = check_files
+        self.problems: list[Problem] = []
+        self.siblings: dict[str, Any] = {}
+
+    def error(self, path: str, message: str) -> Any:
+        """Record a problem at ``path`` and return :data:`INVALID`."""
+        key = path
+        while key and key not in self.marks:  # the nearest enclosing key with a position
+            key = key.rpartition(".")[0] if "." in key else ""
+        line, column = self.marks.get(key, (None, None))
+        self.problems.append(Problem(path, message, line, column))
+        return INVALID
+
+    def resolve(self, text: str) -> Path:
+        """``text`` as a path; relative paths resolve against the config file's folder."""
+        path = Path(text).expanduser()
+        return path if path.is_absolute() else (self.base_dir / path).resolve()
+
+
+def setting(kind: Any, doc: str, default: Any = _REQUIRED) -> Any:
+    """A section field read with value type ``kind`` (required when there is no default)."""
+    return dataclasses.field(default=default, metadata={"kind": kind, "doc": doc})
+
+
+def _got(value: Any) -> str:
+    return f"{value!r} ({type(value).__name__})"
+
+
+def join(path: str, key: str | int) -> str:
+    """``priors`` + ``diffusivity`` -> ``priors.diffusivity``; ints as list indices."""
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else str(key)
+
+
+# ------------------------------------------------------------------------- value types
+class Int:
+    def __init__(self, low: int | None = None):
+        self.low = low
+        self.doc = "integer" + (f" >= {low}" if low is not None else "")
+
+    def read(self, value: Any, ctx: Context, path: str) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int):
+            return ctx.error(path, f"expected an {self.doc}, got {_got(value)}")
+        if self.low is not None and value < self.low:
+            return ctx.error(path, f"expected an {self.doc}, got {value}")
+        return value
+
+
+def _check_range(value: float, low: float | None, high: float | None, open_low: bool,
+                 ctx: Context, path: str, doc: str) -> Any:
+    bad_low = low is not None and (value <= low if open_low else value < low)
+    bad_high = high is not None and value > high
+    if bad_low or bad_high or not np.isfinite(value):
+        return ctx.error(path, f"expected {doc}, got {value:g}")
+    return value
+
+
+def _range_doc(low: float | None, high: float | None, open_low: bool) -> str:
+    parts = []
+    if low is not None:
+        parts.append(f"{'>' if open_low else '>='} {low:g}")
+    if high is not None:
+        parts.append(f"<= {high:g}")
+    return " and ".join(parts)
+
+
+class Float:
+    def __init__(self, low: float | None = None, high: float | None = None,
+                 open_low: bool = False):
+        self.low, self.high, self.open_low = low, high, open_low
+        bounds = _range_doc(low, high, open_low)
+        self.doc = "a number" + (f" {bounds}" if bounds else "")
+
+    def read(self, value: Any, ctx: Context, path: str) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return ctx.error(path, f"expected {self.doc}, got {_got(value)}")
+        return _check_range(float(value), self.low, self.high, self.open_low, ctx, path,
+                            self.doc)
+
+
+class Quantity:
+    """A number in ``unit`` or a ``"<number> <unit>"`` string of the same kind."""
+
+    def __init__(self, kind: str, unit: str, low: float | None = None,
+                 high: float | None = None, open_low: bool = False):
+        self.kind, self.unit = kind, unit
+        self.low, self.high, self.open_low = low, high, open_low
+        bounds = _range_doc(low, high, open_low)
+        self.doc = f"{KINDS[kind][0][2:].lstrip()} in {unit}" + (f", {bounds}" if bounds else "")
+
+    def read(self, value: Any, ctx: Context, path: str) -> Any:
+        try:
+            number = parse_quantity(value, self.kind, self.unit)
+        except UnitError as err:
+            return ctx.error(path, str(err))
+        return _check_range(number, self.low, self.high, self.open_low, ctx, path,
+                            f"{self.doc}")
+
+
+class Bool:
+    doc = "true or false"
+
+    def read(self, value: Any, ctx: Context, path: str) -> Any:
+        if not isinstance(value, bool):
+            return ctx.error(path, f"expected true or false, got {_got(value)}")
+        return value
+
+
+class Str:
+    def __init__(self, choices: tuple[str, ...] | None = None):
+        self.choices = choices
+        self.doc = "text" if choices is None else "one of " + ", ".join(f"'{c}'" for c in choices)
+
+    def read(self, value: Any, ctx: Context, path: str) -> Any:
+        if not isinstance(value, str):
+            return ctx.error(path, f"expected {self.doc}, got {_got(value)}")
+        if self.choices is not None and value not in self.choices:
+            return ctx.error(path, f"{value!r} is not {self.doc}{suggest(value, self.choices)}")
+        return value
+
+
+def suggest(word: str, options: Any) -> str:
+    """``"; did you mean 'x'?"`` for the closest of ``options``, or ``""``."""
+    close = difflib.get_close_matches(str(word), [str(o) for o in options], n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+class Time:
+    doc = "a date or date-time (ISO 8601, UTC), e.g. 2012-08-01 or 2012-08-01T12:00"
+
+    def read(self, value: Any, ctx: Context, path: str) -> Any:
+        if isinstance(value, datetime.datetime):
+            if value.tzinfo is not None:
+                value = value.astimezone(datetime.UTC).replace(tzinfo=None)
+            return np.datetime64(value, "ns")
+        if isinstance(value, datetime.date):
+            return np.datetime64(value, "ns")
+        if isinstance(value, str):
+            try:
+                return np.datetime64(value.strip().rstrip("Z"), "ns")
+            except ValueError:
+                pass
+        return ctx.error(path, f"expected {self.doc}, got {_got(value)}")
+
+
+class File:
+    """A path to an existing input file (relative to the config file's folder)."""
+
+    def __init__(self, suffixes: tuple[str, ...] | None = None, must_exist: bool = True):
+        self.suffixes, self.must_exist = suffixes, must_exist
+        self.doc = "a file path" + (f" ({', '.join(suffixes)})" if suffixes else "")
+
+    def read(self, value: Any, ctx: Context, path: str) -> Any:
+        if not isinstance(value, str) or not value.strip():
+            return ctx.error(path, f"expected {self.doc}, got {_got(value)}")
+        resolved = ctx.resolve(value)
+        if self.suffixes and resolved.suffix.lower() not in self.suffixes:
+            return ctx.error(path, f"{value!r} has suffix {resolved.suffix!r}; expected one of "
+                                   f"{list(self.suffixes)}")
+        if self.must_exist and ctx.check_files and not resolved.is_file():
+            return ctx.error(path, f"file {value!r} not found (resolved to {resolved}, "
+                                   f"relative to the config file's folder {ctx.base_dir})")
+        return resolved
+
+
+class Folder:
+    doc = "a folder path (created when needed)"
+
+    def read(self, value: Any, ctx: Context, path: str) -> Any:
+        if not isinstance(value, str) or not value.strip():
+            return ctx.error(path, f"expected {self.doc}, got {_got(value)}")
+        return ctx.resolve(value)
+
+
+class Range:
+    """``[low, high]`` with ``low < high``, each read by ``item``."""
+
+    def __init__(self, item: Any, what: str):
+        self.item, self.what = item, what
+        self.doc = f"[{what[0]}, {what[1]}], two values of {item.doc}, increasing"
+
+    def read(self, value: Any, ctx: Context, path: str) -> Any:
+        if not isinstance(value, list) or len(value) != 2:
+            return ctx.error(path, f"expected {self.doc}, got {_got(value)}")
+        low, high = (self.item.read(v, ctx, join(path, k)) for k, v in enumerate(value))
+        if INVALID in (low, high):
+            return INVALID
+        if not low < high:
+            return ctx.error(path, f"the range [{low:g}, {high:g}] is reversed or empty; give "
+                                   f"[{self.what[0]}, {self.what[1]}] with {self.what[0]} < "
+                                   f"{self.what[1]}, e.g. [{high:g}, {low:g}]")
+        return (low, high)
+
+
+class Optional:
+    """``kind`` or null."""
+
+    def __init__(self, kind: Any):
+        self.kind = kind
+        self.doc = f"{kind.doc}, or null"
+
+    def read(self, value: Any, ctx: Context, path: str) -> Any:
+        return None if value is None else self.kind.read(value, ctx, path)
+
+
+class ListOf:
+    def __init__(self, item: Any, low: int = 1):
+        self.item, self.low = item, low
+        least = f" (at least {low})" if low else ""
+        self.doc = f"a list{least} of {getattr(item, 'doc', 'items')}"
+
+    def read(self, value: Any, ctx: Context, path: str) -> Any:
+        if not isinstance(value, list) or len(value) < self.low:
+            return ctx.error(path, f"expected {self.doc}, got {_got(value)}")
+        items = [self.item.read(v, ctx, join(path, k)) for k, v in enumerate(value)]
+        return INVALID if INVALID in items else tuple(items)
+
+
+class Section:
+    """A mapping read into the dataclass ``cls`` (see :func:`read_section`)."""
+
+    def __init__(self, cls: type):
+        self.cls = cls
+        self.doc = f"a mapping (see `{cls.section}`)"
+
+    def read(self, value: Any, ctx: Context, path: str) -> Any:
+        return read_section(self.cls, value, ctx, path)
+
+
+class Tagged:
+    """A mapping whose ``tag`` key (e.g. ``kind``, ``name``) selects its section class."""
+
+    def __init__(self, tag: str, classes: dict[str, type]):
+        self.tag, self.classes = tag, classes
+        self.doc = (f"a mapping whose `{tag}` is one of "
+                    + ", ".join(f"'{name}'" for name in classes))
+
+    def read(self, value: Any, ctx: Context, path: str) -> Any:
+        if not isinstance(value, dict):
+            return ctx.error(path, f"expected {self.doc}, got {_got(value)}")
+        name = value.get(self.tag, INVALID)
+        if name is INVALID:
+            return ctx.error(path, f"missing required key {self.tag!r}: one of "
+                                   f"{list(self.classes)}")
+        if name not in self.classes:
+            return ctx.error(join(path, self.tag), f"{name!r} is not one of "
+                             f"{list(self.classes)}{suggest(name, self.classes)}")
+        rest = {k: v for k, v in value.items() if k != self.tag}
+        return read_section(self.classes[name], rest, ctx, path)
+
+
+# ------------------------------------------------------------------------- sections
+def read_section(cls: type, value: Any, ctx: Context, path: str) -> Any:
+    """Read the mapping ``value`` into the section dataclass ``cls``; INVALID on problems.
+
+    Fields are read in declaration order; while reading, ``ctx.siblings`` holds the fields
+    read so far, so that a value type may depend on an earlier sibling. After the fields,
+    ``cls.check(self)`` may return ``(key, message)`` pairs for cross-field problems.
+    """
+    if value is None:
+        value = {}
+    if not isinstance(value, dict):
+        return ctx.error(path, f"expected a mapping of settings ({cls.section}), got "
+                               f"{_got(value)}")
+    fields = {f.name: f for f in dataclasses.fields(cls) if "kind" in f.metadata}
+    before = len(ctx.problems)
+    for key in value:
+        if key not in fields:
+            ctx.error(join(path, str(key)),
+                      f"unknown key {str(key)!r}; valid keys here: {sorted(fields)}"
+                      f"{suggest(key, fields)}")
+    outer, ctx.siblings = ctx.siblings, {}
+    values = {}
+    for name, f in fields.items():
+        if name not in value:
+            if f.default is _REQUIRED:
+                ctx.error(join(path, name), f"missing required key {name!r} "
+                                            f"({f.metadata['doc']})")
+            continue
+        values[name] = f.metadata["kind"].read(value[name], ctx, join(path, name))
+        ctx.siblings[name] = values[name]
+    ctx.siblings = outer
+    if len(ctx.problems) > before:
+        return INVALID
+    obj = cls(**values)
+    for key, message in getattr(obj, "check", lambda: [])():
+        ctx.error(join(path, key) if key else path, message)
+    return INVALID if len(ctx.problems) > before else obj
+
+
+def yaml_marks(node: Any, path: str = "", marks: dict | None = None) -> dict:
+    """Key path -> (line, column), 1-based, of every value in a composed YAML node tree."""
+    import yaml
+
+    marks = {} if marks is None else marks
+    marks[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+    if isinstance(node, yaml.MappingNode):
+        for key, child in node.value:
+            yaml_marks(child, join(path, str(key.value)), marks)
+    elif isinstance(node, yaml.SequenceNode):
+        for k, child in enumerate(node.value):
+            yaml_marks(child, join(path, k), marks)
+    return marks

@@ -1,0 +1,401 @@
+"""The sections of a run configuration, as frozen dataclasses (the schema itself).
+
+Every field is declared with :func:`~tracerbayes.cli.config.schema.setting`: its value type
+(which reads, converts and checks it) and a one-line description, from which
+``docs/configuration.md`` is generated. Quantities are stored in the unit their description
+names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from tracerbayes.cli.config.schema import (
+    INVALID,
+    Bool,
+    Context,
+    File,
+    Float,
+    Folder,
+    Int,
+    Optional,
+    Quantity,
+    Range,
+    Section,
+    Str,
+    Time,
+    join,
+    setting,
+    suggest,
+)
+from tracerbayes.exact.priors import Smoothness
+
+_frozen = dataclasses.dataclass(frozen=True, kw_only=True)
+
+
+# ------------------------------------------------------------------------- special types
+class Prior:
+    """``{family: {parameters}}``: a prior distribution whose location parameters are
+    quantities of ``kind`` in ``unit`` (``kind=None``: plain numbers in ``unit``)."""
+
+    FAMILIES = {"lognormal": ("median", "sigma"), "halfnormal": ("scale",),
+                "uniform": ("low", "high")}
+
+    def __init__(self, kind: str | None, unit: str):
+        self.kind, self.unit = kind, unit
+        self.doc = (f"a prior: `{{lognormal: {{median, sigma}}}}`, `{{halfnormal: {{scale}}}}` "
+                    f"or `{{uniform: {{low, high}}}}`; median, scale, low, high in {unit}")
+
+    def read(self, value: Any, ctx: Context, path: str) -> Any:
+        if not isinstance(value, dict) or len(value) != 1:
+            return ctx.error(path, f"expected {self.doc}, got {value!r}")
+        (family, params), = value.items()
+        if family not in self.FAMILIES:
+            return ctx.error(join(path, str(family)), f"unknown distribution {family!r}; use "
+                             f"one of {list(self.FAMILIES)}{suggest(family, self.FAMILIES)}")
+        where = join(path, family)
+        names = self.FAMILIES[family]
+        if not isinstance(params, dict):
+            return ctx.error(where, f"expected a mapping with keys {list(names)}, got "
+                                    f"{params!r}")
+        level = (Quantity(self.kind, self.unit, low=0.0, open_low=True) if self.kind
+                 else Float(low=0.0, open_low=True))
+        kinds = {"median": level, "scale": level, "sigma": Float(low=0.0, open_low=True),
+                 "low": (Quantity(self.kind, self.unit, low=0.0) if self.kind
+                         else Float(low=0.0)),
+                 "high": level}
+        out: dict[str, Any] = {}
+        for key in params:
+            if key not in names:
+                ctx.error(join(where, key), f"unknown key {key!r}; valid keys here: "
+                                            f"{list(names)}{suggest(key, names)}")
+        for name in names:
+            if name not in params:
+                ctx.error(join(where, name), f"missing required key {name!r}")
+            else:
+                out[name] = kinds[name].read(params[name], ctx, join(where, name))
+        if INVALID in out.values() or len(out) != len(names):
+            return INVALID
+        if family == "uniform" and not out["low"] < out["high"]:
+            return ctx.error(where, f"low ({out['low']:g}) must be below high ({out['high']:g})")
+        return PriorSpec(family=family, params=tuple(out.items()))
+
+
+@_frozen
+class PriorSpec:
+    """A parsed prior: family name and (parameter, value) pairs in documented units."""
+
+    family: str
+    params: tuple[tuple[str, float], ...]
+
+    def __getitem__(self, name: str) -> float:
+        return dict(self.params)[name]
+
+
+class SmoothnessKind:
+    doc = "Matérn smoothness: '1/2', '3/2' or '5/2'"
+    _NAMES = {"1/2": Smoothness.HALF, "3/2": Smoothness.THREE_HALVES,
+              "5/2": Smoothness.FIVE_HALVES, 0.5: Smoothness.HALF,
+              1.5: Smoothness.THREE_HALVES, 2.5: Smoothness.FIVE_HALVES}
+
+    def read(self, value: Any, ctx: Context, path: str) -> Any:
+        key = value.strip() if isinstance(value, str) else value
+        if isinstance(key, bool) or key not in self._NAMES:
+            return ctx.error(path, f"expected {self.doc}, got {value!r}")
+        return self._NAMES[key]
+
+
+class Resolution:
+    """Cell size: degrees on a lon/lat grid, metres on an x/y grid; one value or [dx, dy]."""
+
+    doc = ("cell size: degrees on a lon/lat grid ('0.25 deg'), metres on an x/y grid "
+           "('10 km'); one value or [dx, dy]")
+
+    def read(self, value: Any, ctx: Context, path: str) -> Any:
+        cartesian = ctx.siblings.get("x") is not None
+        item = (Quantity("length", "m", low=0.0, open_low=True) if cartesian
+                else Quantity("angle", "deg", low=0.0, open_low=True))
+        if isinstance(value, list):
+            if len(value) != 2:
+                return ctx.error(path, f"expected {self.doc}, got {value!r}")
+            pair = tuple(item.read(v, ctx, join(path, k)) for k, v in enumerate(value))
+            return INVALID if INVALID in pair else pair
+        one = item.read(value, ctx, path)
+        return INVALID if one is INVALID else (one, one)
+
+
+class Mask:
+    doc = ("'auto' (GLOBE land mask, lon/lat grids), 'none' (all water), or "
+           "`{file, variable}` (non-zero or finite on water)")
+
+    def read(self, value: Any, ctx: Context, path: str) -> Any:
+        if value is None or value == "none":
+            return None
+        if value == "auto":
+            return "auto"
+        if isinstance(value, dict):
+            return Section(MaskFile).read(value, ctx, path)
+        return ctx.error(path, f"expected {self.doc}, got {value!r}"
+                               f"{suggest(value, ('auto', 'none'))}")
+
+
+class Point:
+    doc = "[x, y]: lon/lat in degrees or x/y in metres"
+
+    def read(self, value: Any, ctx: Context, path: str) -> Any:
+        ok = (isinstance(value, list) and len(value) == 2
+              and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value))
+        return (float(value[0]), float(value[1])) if ok else ctx.error(
+            path, f"expected {self.doc}, got {value!r}")
+
+
+# ------------------------------------------------------------------------- sections
+@_frozen
+class TracerConfig:
+    """The mapped tracer: names and units (CF conventions) used in the output files."""
+
+    section: ClassVar[str] = "tracer"
+    name: str = setting(Str(), "variable name in the output, e.g. sst", "tracer")
+    standard_name: str | None = setting(Optional(Str()), "CF standard name", None)
+    long_name: str = setting(Str(), "human-readable name", "tracer concentration")
+    units: str = setting(Str(), "units of values and errors (the 'tracer units')", "1")
+
+
+@_frozen
+class MaskFile:
+    """A land/sea mask read from a NetCDF file, on the grid's cells or interpolated."""
+
+    section: ClassVar[str] = "grid.mask"
+    file: Path = setting(File((".nc", ".nc4", ".cdf")), "NetCDF file holding the mask")
+    variable: str = setting(Str(), "mask variable: non-zero (or finite) on water", "mask")
+
+
+@_frozen
+class GridConfig:
+    """The grid: lon/lat in degrees (spherical metrics) or Cartesian x/y in metres."""
+
+    section: ClassVar[str] = "grid"
+    lon: tuple | None = setting(Optional(Range(Float(-360.0, 360.0), ("west", "east"))),
+                                "west and east edges of the domain, degrees", None)
+    lat: tuple | None = setting(Optional(Range(Float(-90.0, 90.0), ("south", "north"))),
+                                "south and north edges of the domain, degrees", None)
+    x: tuple | None = setting(Optional(Range(Quantity("length", "m"), ("west", "east"))),
+                              "west and east edges of a Cartesian domain, m", None)
+    y: tuple | None = setting(Optional(Range(Quantity("length", "m"), ("south", "north"))),
+                              "south and north edges of a Cartesian domain, m", None)
+    resolution: tuple = setting(Resolution(), "cell size (whole number of cells per extent)")
+    mask: Any = setting(Mask(), "land/sea mask", None)
+    periodic: bool = setting(Bool(), "wrap in longitude (lon extent exactly 360 degrees)",
+                             False)
+
+    @property
+    def cartesian(self) -> bool:
+        return self.x is not None
+
+    def check(self) -> list[tuple[str, str]]:
+        lonlat, xy = (self.lon, self.lat), (self.x, self.y)
+        if any(v is not None for v in lonlat) == any(v is not None for v in xy) or (
+                None in (lonlat if self.lon is not None or self.lat is not None else xy)):
+            return [("", "give either lon and lat (degrees) or x and y (metres)")]
+        problems = []
+        names = ("x", "y") if self.cartesian else ("lon", "lat")
+        for name, extent, step in zip(names, xy if self.cartesian else lonlat,
+                                      self.resolution, strict=True):
+            n = (extent[1] - extent[0]) / step
+            if not np.isclose(n, round(n), rtol=0, atol=1e-6):
+                span = f"[{extent[0]:g}, {extent[1]:g}]"
+                problems.append(("resolution", f"the {name} extent {span} is "
+                                 f"not a whole number of cells of {step:g} ({n:g}); adjust "
+                                 "the extent or the resolution"))
+        if self.cartesian and self.mask == "auto":
+            problems.append(("mask", "'auto' needs a lon/lat grid; give {file, variable} or "
+                                     "'none' for an x/y grid"))
+        if self.periodic and (self.cartesian or self.lon[1] - self.lon[0] != 360.0):
+            problems.append(("periodic", "needs a lon/lat grid whose lon extent is 360"))
+        return problems
+
+
+@_frozen
+class TimesConfig:
+    """Analysis times ``start, start + step, ...`` up to and including ``end``."""
+
+    section: ClassVar[str] = "times"
+    start: Any = setting(Time(), "first analysis time")
+    end: Any = setting(Time(), "last analysis time (included if on the step)")
+    step: float = setting(Quantity("time", "s", low=0.0, open_low=True),
+                          "interval between analysis times, s ('1 day', '6 h')", 86400.0)
+
+    def check(self) -> list[tuple[str, str]]:
+        if self.start > self.end:
+            return [("start", f"start {self.start} is after end {self.end}")]
+        return []
+
+    def values(self) -> np.ndarray:
+        """The analysis times as ``datetime64[ns]``."""
+        step = np.timedelta64(int(round(self.step * 1e9)), "ns")
+        return np.arange(self.start, self.end + step // 2, step).astype("datetime64[ns]")
+
+
+@_frozen
+class ColumnsConfig:
+    """Column (CSV) or variable (NetCDF) names of one observation source."""
+
+    section: ClassVar[str] = "observations[].columns"
+    time: str = setting(Str(), "observation times", "time")
+    lon: str | None = setting(Optional(Str()), "longitudes (lon/lat grids; default 'lon')",
+                              None)
+    lat: str | None = setting(Optional(Str()), "latitudes (default 'lat')", None)
+    x: str | None = setting(Optional(Str()), "x positions, m (x/y grids; default 'x')", None)
+    y: str | None = setting(Optional(Str()), "y positions, m (default 'y')", None)
+    value: str = setting(Str(), "measured values, tracer units", "value")
+    error: str | None = setting(Optional(Str()),
+                                "error standard deviations (default 'error' unless a "
+                                "constant `error` is given)", None)
+    platform: str | None = setting(Optional(Str()), "platform names (default: all 'obs')",
+                                   None)
+
+
+@_frozen
+class ObservationSource:
+    """One file of observations (``.csv`` or ``.nc``), one row per observation."""
+
+    section: ClassVar[str] = "observations[]"
+    file: Path = setting(File((".csv", ".nc", ".nc4")), "the observations file")
+    columns: ColumnsConfig = setting(Section(ColumnsConfig), "column names",
+                                     ColumnsConfig())
+    error: float | None = setting(Optional(Float(low=0.0, open_low=True)),
+                                  "one error standard deviation for all rows, tracer units",
+                                  None)
+    drop_invalid: bool = setting(Bool(), "drop unusable rows with a warning instead of failing",
+                                 False)
+
+    def check(self) -> list[tuple[str, str]]:
+        if self.error is not None and self.columns.error is not None:
+            return [("error", "give either a constant error or columns.error, not both")]
+        return []
+
+
+@_frozen
+class ConstantVelocityConfig:
+    """A uniform unknown current (u, v) with Normal(0, scale) priors."""
+
+    section: ClassVar[str] = "velocity (kind: constant)"
+    scale: float = setting(Quantity("speed", "m/s", low=0.0, open_low=True),
+                           "prior sd of u and v, m/s", 0.1)
+
+
+@_frozen
+class GivenVelocityConfig:
+    """A known current from a NetCDF file (cell-centre u, v in m/s), optionally scaled."""
+
+    section: ClassVar[str] = "velocity (kind: given)"
+    file: Path = setting(File((".nc", ".nc4", ".cdf")), "NetCDF file of u, v")
+    u: str = setting(Str(), "eastward velocity variable, m/s", "u")
+    v: str = setting(Str(), "northward velocity variable, m/s", "v")
+    scale_prior: PriorSpec | None = setting(Optional(Prior(None, "1")),
+                                            "prior of a multiplier of the field (null: "
+                                            "fixed)", None)
+    time_mean: bool = setting(Bool(), "average a time-varying field over time", False)
+
+
+@_frozen
+class StreamfunctionVelocityConfig:
+    """A divergence-free current from a Matérn Gaussian-process stream function."""
+
+    section: ClassVar[str] = "velocity (kind: streamfunction)"
+    n_modes: int = setting(Int(1), "stream-function modes", 9)
+    lengthscale: float = setting(Quantity("length", "km", low=0.0, open_low=True),
+                                 "Matérn lengthscale, km", 300.0)
+    speed: float = setting(Quantity("speed", "m/s", low=0.0, open_low=True),
+                           "typical prior speed, m/s", 0.1)
+    smoothness: Smoothness = setting(SmoothnessKind(), "Matérn smoothness",
+                                     Smoothness.FIVE_HALVES)
+
+
+VELOCITY_KINDS = {"given": GivenVelocityConfig, "constant": ConstantVelocityConfig,
+                  "streamfunction": StreamfunctionVelocityConfig}
+
+
+@_frozen
+class PriorsConfig:
+    """Priors of the physical unknowns; an omitted one keeps the package default."""
+
+    section: ClassVar[str] = "priors"
+    diffusivity: PriorSpec | None = setting(Optional(Prior("diffusivity", "m^2/s")),
+                                            "eddy diffusivity, m^2/s", None)
+    noise_sd: PriorSpec | None = setting(Optional(Prior(None, "tracer units")),
+                                         "process-noise sd per day, tracer units", None)
+    noise_lengthscale: PriorSpec | None = setting(Optional(Prior("length", "km")),
+                                                  "process-noise lengthscale, km", None)
+    initial_sd: PriorSpec | None = setting(Optional(Prior(None, "tracer units")),
+                                           "sd of the first map, tracer units", None)
+    initial_lengthscale: PriorSpec | None = setting(Optional(Prior("length", "km")),
+                                                    "lengthscale of the first map, km", None)
+    error_scale: PriorSpec | None = setting(Optional(Prior(None, "1")),
+                                            "multiplier of the observation errors", None)
+    mean_sd: float | None = setting(Optional(Float(low=0.0, open_low=True)),
+                                    "prior sd of the mean level, tracer units", None)
+    smoothness: Smoothness = setting(SmoothnessKind(), "Matérn smoothness of both fields",
+                                     Smoothness.THREE_HALVES)
+
+
+@_frozen
+class ModelConfig:
+    """The reduced spectral model."""
+
+    section: ClassVar[str] = "model"
+    n_modes: int = setting(Int(1), "Neumann eigenvectors kept (at most the wet cells)", 100)
+    transition: str = setting(Str(("galerkin", "projected")),
+                              "galerkin: expm of the projected operator; projected: the basis "
+                              "advected on the full grid and projected back (loses the "
+                              "variance eddies stir below the basis's scales)", "galerkin")
+
+
+@_frozen
+class NutsConfig:
+    """NUTS over the physical parameters, the tracer integrated out by the Kalman filter."""
+
+    section: ClassVar[str] = "method (name: nuts)"
+    num_warmup: int = setting(Int(1), "warm-up iterations per chain", 500)
+    num_samples: int = setting(Int(1), "kept draws per chain", 500)
+    num_chains: int = setting(Int(1), "chains", 4)
+    target_accept: float = setting(Float(0.0, 1.0, open_low=True), "target acceptance", 0.8)
+    max_tree_depth: int = setting(Int(1), "maximum tree depth", 8)
+    dense_mass: bool = setting(Bool(), "adapt a dense mass matrix", False)
+    chain_method: str = setting(Str(("auto", "parallel", "vectorized", "sequential")),
+                                "how chains run", "auto")
+    seed: int = setting(Int(0), "random seed", 0)
+
+
+@_frozen
+class LetkfConfig:
+    """Local ensemble transform Kalman filter (Hunt et al. 2007), Gaspari-Cohn localisation."""
+
+    section: ClassVar[str] = "method (name: letkf)"
+    ensemble_size: int = setting(Int(2), "ensemble members", 64)
+    localisation: float = setting(Quantity("length", "km", low=0.0, open_low=True),
+                                  "localisation radius, km", 300.0)
+    inflation: float = setting(Float(low=1.0), "multiplicative inflation", 1.0)
+    weight_stride: int = setting(Int(1), "solve the local analyses every this many cells and "
+                                 "interpolate between (1 = every cell)", 1)
+    seed: int = setting(Int(0), "random seed", 0)
+
+
+METHODS = {"nuts": NutsConfig, "letkf": LetkfConfig}
+
+
+@_frozen
+class OutputConfig:
+    """What a run writes, and where."""
+
+    section: ClassVar[str] = "output"
+    directory: Path | None = setting(Optional(Folder()),
+                                     "output folder (default 'out' beside the config)", None)
+    netcdf: bool = setting(Bool(), "write posterior.nc", True)
+    zarr: bool = setting(Bool(), "write posterior.zarr", False)
+    maps: str = setting(Str(("png", "pdf", "svg", "none")), "map figures format", "png")
+    diagnostics: bool = setting(Bool(), "write sampler summary and trace plots", True)

@@ -1,0 +1,196 @@
+"""Command line: ``tracerbayes demo|run CONFIG|simulate CONFIG|validate CONFIG``.
+
+``demo``, ``run`` and ``simulate`` take ``[-o DIR] [--seed N] [-q]``. Exit codes: 0 on
+success; 1 with a one-line reason on stderr when the run fails; 2 for a usage error (from
+argparse); 130 after Ctrl-C and 143 after SIGTERM, with a one-line reason. Every output file
+is written under a hidden temporary name and renamed when complete
+(:mod:`tracerbayes.io.files`), so an interrupted or killed run leaves no partial output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+from typing import Any
+
+from tracerbayes.io.files import live_temporaries
+
+__all__ = ["main"]
+
+#: Seconds the main thread gets to unwind after SIGTERM/SIGINT before a hard, clean exit
+#: (it may be inside one long compiled computation that Python cannot interrupt).
+GRACE_SECONDS = 10.0
+
+
+class Terminated(BaseException):
+    """Raised in the main thread on SIGTERM, like KeyboardInterrupt on Ctrl-C."""
+
+
+def _enable_float64() -> None:
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+
+
+def _watch(read_fd: int, done: threading.Event) -> None:
+    """Watchdog thread: after SIGTERM/SIGINT, give the main thread ``GRACE_SECONDS`` to
+    unwind (removing its temporary files; it sets ``done``), else remove them here and exit
+    at once."""
+    while True:
+        try:
+            data = os.read(read_fd, 64)
+        except OSError:
+            return
+        if not data:  # the write end was closed: main() is done
+            return
+        signums = [s for s in data if s in (signal.SIGTERM, signal.SIGINT)]
+        if not signums:
+            continue
+        if done.wait(GRACE_SECONDS):
+            return
+        _remove_live_temporaries()
+        name = signal.Signals(signums[0]).name
+        os.write(2, f"tracerbayes: {name}: stopped while busy; temporary files "
+                    "removed\n".encode())
+        os._exit(128 + signums[0])
+
+
+def _remove_live_temporaries() -> None:
+    """Remove any temporary file still registered: a signal between two bytecodes of the
+    writer (e.g. just after its temporary is created) can skip the writer's own cleanup."""
+    for path in live_temporaries():
+        path.unlink(missing_ok=True)
+
+
+class _SignalGuard:
+    """SIGTERM raises :class:`Terminated` in the main thread, and a watchdog thread
+    guarantees a clean exit within ``GRACE_SECONDS`` (restored on exit)."""
+
+    def __enter__(self) -> _SignalGuard:
+        self.active = threading.current_thread() is threading.main_thread()
+        if not self.active:
+            return self
+
+        def terminate(signum: int, frame: Any) -> None:
+            raise Terminated
+
+        self.read_fd, self.write_fd = os.pipe()
+        os.set_blocking(self.write_fd, False)
+        self.old_handler = signal.signal(signal.SIGTERM, terminate)
+        self.old_fd = signal.set_wakeup_fd(self.write_fd, warn_on_full_buffer=False)
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=_watch, args=(self.read_fd, self.done),
+                                       daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if not self.active:
+            return
+        self.done.set()
+        signal.set_wakeup_fd(self.old_fd)
+        signal.signal(signal.SIGTERM, self.old_handler)
+        os.close(self.write_fd)
+        self.thread.join(timeout=1.0)
+        os.close(self.read_fd)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from tracerbayes.cli.demo import run_demo
+
+    run_demo(args.output, seed=args.seed, quiet=args.quiet)
+    return 0
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from tracerbayes.cli.workflow import simulate_config
+
+    simulate_config(args.config, output=args.output, seed=args.seed, quiet=args.quiet)
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from tracerbayes.cli.workflow import run_config
+
+    run_config(args.config, output=args.output, seed=args.seed, quiet=args.quiet)
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from tracerbayes.cli.config import validate_config
+
+    problems = validate_config(args.config)
+    if problems:
+        for problem in problems:
+            print(f"{args.config}: {problem}", file=sys.stderr)
+        return 1
+    print(f"{args.config}: OK")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tracerbayes",
+                                     description="Bayesian maps of ocean tracers.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="run the embedded offline demo")
+    demo.add_argument("-o", "--output", default="tracerbayes_demo", help="output folder")
+    demo.add_argument("--seed", type=int, default=0, help="random seed")
+    demo.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    demo.set_defaults(func=_demo)
+    run = sub.add_parser("run", help="fit the model of a config file and write its outputs")
+    run.add_argument("config", help="YAML configuration (see docs/configuration.md)")
+    run.add_argument("-o", "--output", default=None, help="output folder (overrides config)")
+    run.add_argument("--seed", type=int, default=None, help="sampler seed (overrides config)")
+    run.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    run.set_defaults(func=_run)
+    simulate = sub.add_parser("simulate", help="draw a synthetic truth (truth.nc) and its "
+                                                 "observations (CSV) from the simulate section")
+    simulate.add_argument("config", help="YAML configuration with a simulate: section")
+    simulate.add_argument("-o", "--output", default=None,
+                          help="folder for truth.nc and the CSV (default: the config's "
+                               "output folder and simulate.observations)")
+    simulate.add_argument("--seed", type=int, default=None,
+                          help="random seed (overrides simulate.seed)")
+    simulate.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    simulate.set_defaults(func=_simulate)
+    validate = sub.add_parser("validate", help="check a config and its inputs; run nothing")
+    validate.add_argument("config", help="YAML configuration")
+    validate.set_defaults(func=_validate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``tracerbayes`` command."""
+    args = build_parser().parse_args(argv)
+    try:
+        with _SignalGuard():
+            _enable_float64()
+            return args.func(args)
+    except KeyboardInterrupt:
+        _remove_live_temporaries()
+        print("tracerbayes: interrupted (SIGINT); no partial output files left",
+              file=sys.stderr)
+        return 130
+    except Terminated:
+        _remove_live_temporaries()
+        print("tracerbayes: terminated (SIGTERM); no partial output files left",
+              file=sys.stderr)
+        return 143
+    except Exception as err:  # one line for scripts; the traceback with TRACERBAYES_DEBUG
+        if os.environ.get("TRACERBAYES_DEBUG"):
+            raise
+        problems = getattr(err, "problems", None)
+        if problems:  # a ConfigError: one line per problem, as validate prints them
+            for problem in problems:
+                print(f"tracerbayes: error: {err.source}: {problem}", file=sys.stderr)
+            return 1
+        print(f"tracerbayes: error: {type(err).__name__}: {err}".splitlines()[0],
+              file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

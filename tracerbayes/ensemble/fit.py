@@ -1,0 +1,322 @@
+"""``fit(method="enkf" | "etkf" | "letkf" | "eki")``: the ensemble path behind :func:`fit`.
+
+State methods (``enkf``, ``etkf``, ``letkf``) run the full-grid tracer model
+(:mod:`tracerbayes.ensemble.tracer`) for an ensemble through the analysis window and smooth it
+(:mod:`tracerbayes.ensemble.window`), with the physical parameters held at point values:
+given with ``parameters=`` (a dict in physical units, or a fitted :class:`Posterior` whose
+means are used), or by default each prior's median. Defaults are mass-safe: the forecast
+noise is mass-free, inflation multiplies only the mass-free part of the anomalies, and the
+LETKF localises only the mass-free part of the increment, per basin.
+
+``eki`` estimates the parameters: the ensemble Kalman sampler (EKS, with the finite-ensemble
+correction) after a few ensemble Kalman inversion steps, against the exact (reduced-basis)
+Kalman filter's fit to the observations. The forward map is the whitened innovation sequence
+augmented by ``sqrt(sum_k log det S_k - c)``, so ``|G|^2 / 2`` is the negative marginal
+log-likelihood up to a constant (:func:`eki_forward`). The draws are the EKS ensembles after
+a burn-in, pooled over iterations (one chain per member); the maps are the Rao-Blackwellised
+mixture over them, as for NUTS.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro.distributions as dist
+
+from tracerbayes.ensemble import importance, inversion, localisation
+from tracerbayes.ensemble.inflation import mass_free_multiplicative, multiplicative
+from tracerbayes.ensemble.tracer import (
+    initial_ensemble,
+    is_lonlat,
+    noise_field,
+    state_coordinates,
+    stencil_observations,
+    tracer_transition,
+    weight_nodes,
+)
+from tracerbayes.ensemble.window import GlobalUpdate, LocalUpdate, smooth_window
+from tracerbayes.exact.kalman import PaddedObservations
+from tracerbayes.exact.model import ConstantVelocity, GivenVelocity, StreamfunctionVelocity
+from tracerbayes.posterior.ensemble import EnsemblePosterior, InversionPosterior
+
+__all__ = ["ENSEMBLE_METHODS", "fit_ensemble", "fit_eki", "point_parameters", "eki_forward",
+           "eki_log_posterior", "eki_priors"]
+
+ENSEMBLE_METHODS = ("enkf", "etkf", "letkf")
+DAY = 86400.0
+#: Largest smoothed-ensemble buffer (T x N_e x n doubles) kept for the whole window, bytes.
+WINDOW_BYTES = 2 * 1024**3
+
+
+def _median(prior: Any) -> float:
+    try:
+        return float(prior.icdf(0.5))
+    except (NotImplementedError, AttributeError):
+        return float(prior.mean)
+
+
+def _parameter_priors(model: Any) -> dict[str, Any]:
+    """Scalar priors of the model's parameters, by name (velocity ones included)."""
+    pri = model.priors
+    priors = {"diffusivity": pri.diffusivity, "noise_sd": pri.noise_sd,
+              "noise_lengthscale_km": pri.noise_lengthscale_km, "initial_sd": pri.initial_sd,
+              "initial_lengthscale_km": pri.initial_lengthscale_km,
+              "error_scale": pri.error_scale}
+    vel = model.velocity
+    if isinstance(vel, GivenVelocity) and vel.scale_prior is not None:
+        priors["velocity_scale"] = vel.scale_prior
+    elif isinstance(vel, ConstantVelocity):
+        priors["u"] = priors["v"] = dist.Normal(0.0, vel.scale)
+    return priors
+
+
+def point_parameters(model: Any, parameters: Any = None) -> dict[str, Any]:
+    """Physical parameter values for the state methods.
+
+    ``parameters``: None (every prior's median), a dict (missing names take the prior
+    median; unknown names are an error) or a fitted Posterior (its posterior means).
+    """
+    values = {name: _median(p) for name, p in _parameter_priors(model).items()}
+    if isinstance(model.velocity, StreamfunctionVelocity):
+        values["streamfunction"] = np.zeros(model.velocity.n_modes)
+    if parameters is None:
+        return values
+    if hasattr(parameters, "flat_samples"):
+        given = {k: np.mean(v, axis=0) for k, v in parameters.flat_samples().items()}
+    elif isinstance(parameters, dict):
+        given = dict(parameters)
+        unknown = sorted(set(given) - set(values))
+        if unknown:
+            raise ValueError(f"unknown parameter(s) {unknown}; this model's parameters are "
+                             f"{sorted(values)}")
+    else:
+        raise TypeError("parameters must be None, a dict of physical values, or a Posterior; "
+                        f"got {type(parameters).__name__}")
+    values.update({k: v for k, v in given.items() if k in values})
+    return values
+
+
+def _uniform_step(times: np.ndarray) -> float:
+    seconds = ((times - times[0]) / np.timedelta64(1, "s") if np.issubdtype(
+        times.dtype, np.datetime64) else times.astype(float))
+    steps = np.diff(seconds)
+    if steps.size and not np.allclose(steps, steps[0], rtol=1e-9):
+        raise ValueError("the ensemble methods need equally spaced analysis times; the "
+                         f"intervals range from {steps.min():g} to {steps.max():g} s. Use "
+                         "a regular time axis (e.g. daily) or method='nuts'")
+    return float(steps[0]) if steps.size else DAY
+
+
+def fit_ensemble(model: Any, obs: Any, times: Any, method: str, *, ensemble_size: int = 64,
+                 localisation_km: float = 300.0, inflation: float = 1.0,
+                 parameters: Any = None, lag: int | None = None, mass_safe: bool = True,
+                 seed: int = 0, progress: bool = True, drop_invalid: bool = False,
+                 batch_size: int | None = None, weight_stride: int = 1) -> EnsemblePosterior:
+    """Run an ensemble filter and smoother of ``model`` over ``obs``; see :func:`fit`."""
+    if method not in ENSEMBLE_METHODS:
+        raise ValueError(f"method={method!r}; ensemble state methods are {ENSEMBLE_METHODS}")
+    if int(ensemble_size) < 2:
+        raise ValueError(f"ensemble_size must be >= 2, got {ensemble_size}")
+    if not localisation_km > 0:
+        raise ValueError(f"localisation_km must be > 0 km, got {localisation_km}")
+    if not inflation >= 1.0:
+        raise ValueError(f"inflation must be >= 1 (1 = none), got {inflation}")
+    if int(weight_stride) != weight_stride or weight_stride < 1:
+        raise ValueError(f"weight_stride must be an integer >= 1 (cells between the LETKF's "
+                         f"weight nodes; 1 = every cell), got {weight_stride}")
+    grid = model.grid
+    times = np.asarray(times)
+    dt = _uniform_step(times)
+    prepared = obs.prepare(grid, times, drop_invalid=drop_invalid)
+    T, N, n = len(times), int(ensemble_size), grid.n_wet
+    if lag is None and T * N * n * 8 > WINDOW_BYTES:
+        lag = max(1, WINDOW_BYTES // (N * n * 8) - 1)
+    params = point_parameters(model, parameters)
+    velocity = model.face_velocity({k: jnp.asarray(v) for k, v in params.items()})
+    noise = noise_field(grid, float(params["noise_lengthscale_km"]) * 1e3)
+    transition = tracer_transition(grid, velocity, float(params["diffusivity"]), dt, noise,
+                                   float(params["noise_sd"]))
+    k_init, k_run = jax.random.split(jax.random.key(seed))
+    E0 = initial_ensemble(k_init, grid, N, float(np.mean(prepared.value)),
+                          float(model.priors.mean_sd), float(params["initial_sd"]),
+                          float(params["initial_lengthscale_km"]) * 1e3)
+    observations = stencil_observations(prepared, obs, float(params["error_scale"]))
+    area = jnp.asarray(grid.wet_area)
+    basins = noise.basins
+    if method == "letkf":
+        lonlat = is_lonlat(grid)
+        update = LocalUpdate(jnp.asarray(state_coordinates(grid)),
+                             localisation.great_circle_km if lonlat else localisation.euclidean,
+                             float(localisation_km) * (1.0 if lonlat else 1e3),
+                             cell_area=area if mass_safe else None,
+                             basins=basins if mass_safe else None, batch_size=batch_size,
+                             nodes=None if weight_stride == 1 else weight_nodes(grid,
+                                                                                weight_stride))
+    else:
+        update = GlobalUpdate(method)
+    infl = None
+    if inflation != 1.0:
+        if mass_safe:
+            def infl(key, E):
+                return mass_free_multiplicative(E, inflation, area, basins)
+        else:
+            def infl(key, E):
+                return multiplicative(E, inflation)
+    result = smooth_window(k_run, transition, E0, observations, update, lag=lag,
+                           inflation=infl, forecast_first=False, cell_area=area,
+                           progress=progress)
+    settings = {"ensemble_size": N, "localisation_km": float(localisation_km),
+                "inflation": float(inflation), "lag": "window" if lag is None else int(lag),
+                "mass_safe": bool(mass_safe), "seed": int(seed), "dt_s": dt,
+                "substeps": int(transition.substeps), "weight_stride": int(weight_stride)}
+    return EnsemblePosterior.from_window(model, obs, times, prepared, observations, params,
+                                         result, method=method, settings=settings)
+
+
+# ---------------------------------------------------------------------------------- EKI
+def _gaussian_prior(name: str, prior: Any) -> Any:
+    """The prior itself if Normal/LogNormal, else the LogNormal with the same median and
+    5%-95% range (a positive prior such as HalfNormal)."""
+    if isinstance(prior, dist.Normal | dist.LogNormal):
+        return prior
+    lo, mid, hi = (float(prior.icdf(q)) for q in (0.05, 0.5, 0.95))
+    if not lo > 0:
+        raise TypeError(f"prior of {name!r} ({type(prior).__name__}) is neither Normal, "
+                        "LogNormal nor positive; EKI needs a Gaussian prior in an "
+                        "unconstrained space")
+    return dist.LogNormal(np.log(mid), np.log(hi / lo) / (2 * 1.6448536269514722))
+
+
+def eki_forward(model: Any, data: Any, names: tuple[str, ...], space: Any,
+                offset: float = 0.0):
+    """Forward map ``G(theta)`` (unconstrained theta) for EKI/EKS on the tracer model.
+
+    ``G = [whitened innovations; sqrt(sum_k log det S_k - offset)]`` from the reduced-basis
+    Kalman filter, so that ``|G|^2 / 2 = -log p(y | theta) + const``: the negative marginal
+    log-likelihood, log-determinant included (ignoring it would favour large noise).
+    ``offset`` must stay below the log-determinant over the ensemble.
+    """
+    def innovations(theta):
+        physical = space.to_physical(theta)
+        params = {name: physical[i] for i, name in enumerate(names)}
+        ssm = model.state_space(params, data)
+        padded = PaddedObservations(data.values, data.operators,
+                                    (params["error_scale"] * data.errors) ** 2, data.valid)
+        return inversion.kalman_innovations(ssm, padded)
+
+    def forward(theta):
+        e, S = innovations(theta)
+        L = jnp.linalg.cholesky(S)
+        white = jax.vmap(lambda Lk, ek: jax.scipy.linalg.solve_triangular(Lk, ek, lower=True))(
+            L, e).reshape(-1)
+        logdet = 2.0 * jnp.sum(jnp.log(jnp.diagonal(L, axis1=-2, axis2=-1)))
+        return jnp.concatenate([white, jnp.sqrt(jnp.clip(logdet - offset, 0.0))[None]])
+
+    forward.logdet = lambda theta: 2.0 * jnp.sum(jnp.log(jnp.diagonal(
+        jnp.linalg.cholesky(innovations(theta)[1]), axis1=-2, axis2=-1)))
+    return forward
+
+
+def eki_priors(model: Any) -> dict[str, Any]:
+    """The Normal/LogNormal priors EKI/EKS use for ``model``'s parameters, by name (others
+    replaced by the LogNormal with the same median and 5%-95% range); their
+    :func:`tracerbayes.ensemble.inversion.parameter_space` is the unconstrained space."""
+    return {k: _gaussian_prior(k, p) for k, p in _parameter_priors(model).items()}
+
+
+def eki_log_posterior(forward: Any, space: Any):
+    """``theta -> log p(y | theta) + log p_0(theta)`` (one unconstrained vector, up to a
+    constant) from :func:`eki_forward`'s map and the Gaussian prior of ``space``:
+    ``-|G(theta)|^2 / 2 - (theta - m_0)^T C_0^{-1} (theta - m_0) / 2``. Differentiable
+    with JAX (for :func:`tracerbayes.ensemble.importance.laplace_approximation`)."""
+    precision = jnp.linalg.inv(space.prior_cov)
+
+    def log_posterior(theta):
+        r = theta - space.prior_mean
+        return -0.5 * jnp.sum(forward(theta) ** 2) - 0.5 * r @ precision @ r
+
+    return log_posterior
+
+
+def fit_eki(model: Any, obs: Any, times: Any, *, ensemble_size: int = 48,
+            eki_iterations: int = 5, eks_iterations: int = 100,
+            eks_burn_in: int | None = None, seed: int = 0,
+            importance_draws: int = 0, importance_rounds: int = 2,
+            progress: bool = True, drop_invalid: bool = False) -> InversionPosterior:
+    """Parameters by EKI then EKS against the Kalman filter's likelihood; see module doc.
+
+    The posterior draws are the EKS ensembles after ``eks_burn_in`` iterations (default half
+    of ``eks_iterations``), pooled: ``ensemble_size`` chains (one per member) of
+    ``eks_iterations - eks_burn_in`` draws. EKS starts with small steps (the adaptive step
+    grows as the ensemble contracts), so its ensemble needs tens of iterations to reach
+    equilibrium; the members' R-hat in :meth:`InversionPosterior.check_diagnostics` tells.
+
+    ``importance_draws > 0`` corrects the pooled EKS draws towards the exact posterior by
+    importance sampling (:func:`tracerbayes.ensemble.importance.importance_correct`, Student-t
+    proposals refitted ``importance_rounds`` times, Pareto-smoothed weights); the posterior
+    draws are then the resampled ``importance_draws`` points (one chain).
+    """
+    if int(importance_draws) < 0 or int(importance_draws) != importance_draws:
+        raise ValueError(f"importance_draws must be 0 (no correction) or a positive integer, "
+                         f"got {importance_draws}")
+    if int(ensemble_size) < 4:
+        raise ValueError(f"ensemble_size must be >= 4 for EKI/EKS, got {ensemble_size}")
+    burn = int(eks_iterations) // 2 if eks_burn_in is None else eks_burn_in
+    if int(burn) != burn or not 0 <= burn < int(eks_iterations):
+        raise ValueError(f"eks_burn_in must be an integer in [0, eks_iterations = "
+                         f"{eks_iterations}), got {eks_burn_in}")
+    burn = int(burn)
+    data = model.prepare(obs, times, drop_invalid=drop_invalid)
+    priors = eki_priors(model)
+    space = inversion.parameter_space(priors)
+    names = space.names
+    k_prior, k_eki, k_eks = jax.random.split(jax.random.key(seed), 3)
+    theta0 = inversion.prior_ensemble(k_prior, priors, int(ensemble_size))
+    logdets = jax.vmap(eki_forward(model, data, names, space).logdet)(theta0)
+    m = int(np.sum(np.asarray(data.valid)))
+    offset = float(jnp.min(logdets)) - 10.0 * m  # margin: logdet moves by O(m) at most
+    forward = jax.jit(eki_forward(model, data, names, space, offset))
+    d = int(np.asarray(data.valid).size) + 1  # whitened innovations (padding 0) + logdet
+    y, gamma = jnp.zeros(d), jnp.eye(d)
+    first = inversion.eki(k_eki, forward, theta0, y, gamma, int(eki_iterations),
+                          prior_mean=space.prior_mean, prior_cov=space.prior_cov,
+                          progress=progress)
+    result = inversion.eks(k_eks, forward, first.ensembles[-1], y, gamma, space.prior_mean,
+                           space.prior_cov, int(eks_iterations), space=space,
+                           progress=progress)
+    # iterates burn + 1, ..., n (entry 0 of the history is the start): (J, M, p)
+    kept = jnp.swapaxes(result.ensembles[burn + 1:], 0, 1)
+    pooled = np.asarray(space.to_physical(kept))
+    settings = {"ensemble_size": int(ensemble_size), "eki_iterations": int(eki_iterations),
+                "eks_iterations": int(eks_iterations), "eks_burn_in": burn, "seed": int(seed),
+                "eks_time": float(jnp.sum(result.time_steps[burn:])),
+                "final_misfit": float(result.misfits[-1]),
+                "importance_draws": int(importance_draws)}
+    final = pooled
+    if importance_draws:
+        one = eki_log_posterior(forward, space)
+
+        def log_posterior(theta):  # (B, p)
+            lp = jax.vmap(one)(theta)
+            # a filter that fails (non-PD innovation covariance far in the proposal's
+            # tails) gives zero weight; counted in settings["importance_failed"]
+            return jnp.where(jnp.isnan(lp), -jnp.inf, lp)
+
+        corrected = importance.importance_correct(
+            jax.random.fold_in(jax.random.key(seed), 3), jax.jit(log_posterior),
+            kept.reshape(-1, kept.shape[-1]), int(importance_draws),
+            rounds=int(importance_rounds), batch_size=int(ensemble_size), progress=progress)
+        final = np.asarray(space.to_physical(corrected.resampled))[None]
+        settings.update({"importance_rounds": int(importance_rounds),
+                         "pareto_k": corrected.pareto_k, "importance_ess": corrected.ess,
+                         "importance_failed": int(np.sum(corrected.log_target == -np.inf))})
+    def by_name(draws):  # (chains, draws, p) -> {name: (chains, draws)}
+        return {name: draws[..., i] for i, name in enumerate(names)}
+
+    return InversionPosterior(model, obs, np.asarray(times), data, by_name(final), {}, "eki",
+                              settings, misfits=np.concatenate(
+                                  [np.asarray(first.misfits), np.asarray(result.misfits)]),
+                              eks_samples=by_name(pooled))

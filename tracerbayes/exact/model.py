@@ -1,0 +1,455 @@
+"""The stochastic advection-diffusion tracer model in a reduced spectral basis, for NumPyro.
+
+State: coefficients ``z_k`` of the tracer in the first ``K`` Neumann eigenvectors ``Phi`` of
+the masked grid (:mod:`tracerbayes.grid.basis`), ``c_k ~ Phi z_k``, at analysis times
+``t_0 < ... < t_{T-1}``::
+
+    z_0     ~ N(mu e_0, diag(p))                p: masked Matérn spectrum (initial_sd,
+                                                   initial_lengthscale), mass mode: mean_sd
+    z_{k+1} = expm(L_K dt_k) z_k + w_k,         w_k ~ N(0, diag(q) dt_k / 1 day)
+    y_k     = H_k Phi z_k + e_k,                e_k ~ N(0, (error_scale * error)^2)
+
+with ``L_K = Phi^T A L(velocity, diffusivity) Phi`` the projected finite-volume operator,
+``q`` the masked Matérn spectrum of the process noise (noise_sd per sqrt(day),
+noise_lengthscale) with zero variance on the constant mode(s): every innovation has exactly
+zero area-weighted total, and since ``e_0^T A L = 0`` the dynamics never change the total
+either. The initial mean level ``mu`` is integrated out analytically (it is the mass mode of
+``z_0``, prior sd ``mean_sd``).
+
+``transition="projected"`` replaces ``expm(L_K dt_k)`` by the basis advected on the full grid
+and projected back, with exact diffusion split around it (:mod:`tracerbayes.exact.projection`).
+
+Priors (physical units, weakly informative; see :class:`Priors`) are on: diffusivity (m^2/s),
+velocity (m/s; constant, a scaled given field, or a divergence-free stream-function GP),
+process-noise and initial-map standard deviations (tracer units) and lengthscales (km), and
+a multiplier of the reported observation errors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+
+from tracerbayes import physics
+from tracerbayes.exact import projection
+from tracerbayes.exact.distribution import LinearGaussianStateSpace
+from tracerbayes.exact.kalman import LinearGaussianSSM
+from tracerbayes.exact.priors import Smoothness, spectral_variances, streamfunction_basis
+from tracerbayes.grid.basis import SpectralBasis, spectral_basis
+from tracerbayes.grid.core import Grid
+from tracerbayes.observations.core import Observations
+from tracerbayes.physics.linalg import expm
+
+__all__ = [
+    "ConstantVelocity",
+    "GivenVelocity",
+    "StreamfunctionVelocity",
+    "Priors",
+    "ModelData",
+    "AdvectionDiffusionModel",
+]
+
+DAY = 86400.0
+KM = 1000.0
+
+
+# ------------------------------------------------------------------------------- velocity
+@dataclasses.dataclass(frozen=True)
+class ConstantVelocity:
+    """A uniform, unknown current ``(u, v)`` in m/s with independent Normal(0, scale) priors.
+
+    With coastlines, faces to land carry no flux, so mass is conserved regardless.
+    """
+
+    scale: float = 0.1  # m/s
+
+    def sample(self) -> dict[str, Any]:
+        return {"u": numpyro.sample("u", dist.Normal(0.0, self.scale)),
+                "v": numpyro.sample("v", dist.Normal(0.0, self.scale))}
+
+
+@dataclasses.dataclass(frozen=True)
+class GivenVelocity:
+    """A known face velocity (e.g. from a model), optionally multiplied by an unknown scale.
+
+    ``scale_prior=None`` keeps the field as given.
+    """
+
+    velocity: physics.FaceVelocity
+    scale_prior: Any = None
+
+    def sample(self) -> dict[str, Any]:
+        if self.scale_prior is None:
+            return {}
+        return {"velocity_scale": numpyro.sample("velocity_scale", self.scale_prior)}
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamfunctionVelocity:
+    """A divergence-free velocity from a Matérn GP stream function (sine modes).
+
+    ``psi = sum_j w_j beta_j sin-mode_j`` with ``beta_j ~ N(0, 1)`` and weights from the
+    Matérn spectrum of lengthscale ``lengthscale_km`` scaled so that the typical speed is
+    about ``speed`` m/s.
+    """
+
+    n_modes: int = 9
+    lengthscale_km: float = 300.0
+    speed: float = 0.1  # m/s
+    smoothness: Smoothness = Smoothness.FIVE_HALVES
+
+    def sample(self) -> dict[str, Any]:
+        beta = numpyro.sample("streamfunction", dist.Normal(0.0, 1.0).expand([self.n_modes]))
+        return {"streamfunction": beta}
+
+
+# ------------------------------------------------------------------------------- priors
+@dataclasses.dataclass(frozen=True)
+class Priors:
+    """Priors of the physical unknowns, as NumPyro distributions in physical units.
+
+    Attributes
+    ----------
+    diffusivity : Distribution
+        Horizontal eddy diffusivity, m^2/s. Default LogNormal(log 300, 1): 40 to 2000 m^2/s
+        at +-2 sd, the range of mesoscale eddy diffusivities.
+    noise_sd : Distribution
+        Process-noise standard deviation accumulated over one day, tracer units.
+    noise_lengthscale_km : Distribution
+        Matérn lengthscale of the process noise, km.
+    initial_sd : Distribution
+        Standard deviation of the first map about its mean level, tracer units.
+    initial_lengthscale_km : Distribution
+        Matérn lengthscale of the first map, km.
+    error_scale : Distribution
+        Multiplier of the observation errors given with the data (1 = trust them).
+    mean_sd : float
+        Prior sd of the mean level of the first map about the data mean (integrated out).
+    source_sd : Distribution or None
+        Optional source/sink term: the sd of the random change per day of each basin's
+        area-mean level (tracer units per sqrt(day)), i.e. process-noise variance on the
+        constant mode(s), which frees the total. ``None`` (default): every innovation has
+        exactly zero total and a closed basin keeps its tracer.
+    smoothness : Smoothness
+        Matérn smoothness of both fields.
+    """
+
+    diffusivity: Any = dist.LogNormal(np.log(300.0), 1.0)
+    noise_sd: Any = dist.HalfNormal(0.2)
+    noise_lengthscale_km: Any = dist.LogNormal(np.log(150.0), 0.5)
+    initial_sd: Any = dist.HalfNormal(2.0)
+    initial_lengthscale_km: Any = dist.LogNormal(np.log(200.0), 0.5)
+    error_scale: Any = dist.LogNormal(0.0, 0.3)
+    mean_sd: float = 10.0
+    smoothness: Smoothness = Smoothness.THREE_HALVES
+    source_sd: Any = None
+
+    @classmethod
+    def for_observations(cls, obs: Observations, **overrides: Any) -> Priors:
+        """Defaults scaled to the spread of the data (``s`` = sd of the values):
+        initial_sd ~ HalfNormal(2 s), noise_sd ~ HalfNormal(s / 2), mean_sd = 10 s."""
+        s = float(np.std(obs.value)) or 1.0
+        base = {"initial_sd": dist.HalfNormal(2.0 * s), "noise_sd": dist.HalfNormal(0.5 * s),
+                "mean_sd": 10.0 * s}
+        base.update(overrides)
+        return cls(**base)
+
+
+# ------------------------------------------------------------------------------- data
+class ModelData(NamedTuple):
+    """Everything the likelihood needs that does not depend on parameters.
+
+    Attributes
+    ----------
+    values, errors : (T, m)
+        Padded observed values and their error standard deviations.
+    valid : (T, m) bool
+    operators : (T, m, K)
+        ``H_k Phi``: observation rows in the reduced basis.
+    dts : (T - 1,)
+        Intervals between analysis times, seconds.
+    mean_level : float
+        Centre of the prior of the mean level (mean of the observations).
+    """
+
+    values: Any
+    errors: Any
+    valid: Any
+    operators: Any
+    dts: Any
+    mean_level: Any
+
+
+class _Precomputed(NamedTuple):
+    eigenvalues: Any  # (K,)
+    advection: Any  # (4, K, K): projected unit upwind operators for +x, -x, +y, -y flow
+    given: Any  # (K, K) projected given-velocity advection (zeros if none)
+
+
+# ------------------------------------------------------------------------------- model
+class AdvectionDiffusionModel:
+    """The tracer model of the module docstring, on ``grid`` with ``n_modes`` basis vectors.
+
+    Parameters
+    ----------
+    grid : Grid
+    velocity : ConstantVelocity, GivenVelocity or StreamfunctionVelocity
+    priors : Priors
+    n_modes : int
+        ``K``, the number of Neumann eigenvectors kept (at most the number of wet cells).
+    transition : {"galerkin", "projected"}
+        How the reduced state moves from one analysis time to the next (see
+        :meth:`state_space`). ``"galerkin"`` (default): ``expm(L_K dt)``, cheap, but it keeps
+        the variance that eddies stir below the basis's scales. ``"projected"``: the basis
+        vectors are advected on the full grid over each interval and projected back, so that
+        variance is lost as in the full-grid model (:meth:`projected_transition`; for a
+        :class:`GivenVelocity` tabulated once per interval length, then about as cheap as
+        Galerkin; otherwise ``K`` full-grid advections per likelihood evaluation).
+    max_speed : float, optional
+        ``"projected"`` only: the fastest current (m/s) any parameter draw may give, which
+        fixes the advection sub-steps (differentiable, no recompilation) or the table's end.
+        Default: the given field's fastest face times the 99.99% quantile of
+        ``scale_prior``; 4 prior sd for :class:`ConstantVelocity`; 10 times ``speed`` for
+        :class:`StreamfunctionVelocity`. A draw beyond the table or too fast for the
+        sub-steps (Courant number above 1) gives a NaN transition (a rejected draw), never
+        a silently unstable one.
+    """
+
+    def __init__(self, grid: Grid, velocity: Any = None, priors: Priors | None = None,
+                 n_modes: int = 100, *, transition: str = "galerkin",
+                 max_speed: float | None = None):
+        if transition not in ("galerkin", "projected"):
+            raise ValueError(f"transition must be 'galerkin' or 'projected', got {transition!r}")
+        self.grid = grid
+        self.velocity = ConstantVelocity() if velocity is None else velocity
+        self.priors = Priors() if priors is None else priors
+        self.n_modes = int(min(n_modes, grid.n_wet))
+        self.transition = transition
+        self.basis: SpectralBasis = spectral_basis(grid, self.n_modes)
+        self._pre = self._precompute()
+        if isinstance(self.velocity, StreamfunctionVelocity):
+            self._psi_basis = streamfunction_basis(grid, self.velocity.n_modes)
+            self._psi_factor = self._psi_scale()  # constant: computed once, not per draw
+        self.max_speed = None
+        if transition == "projected":
+            if max_speed is not None and not float(max_speed) > 0:
+                raise ValueError(f"max_speed must be a positive speed in m/s, got {max_speed}")
+            # the default is 0 only for a still given field
+            self.max_speed = self._speed_bound() if max_speed is None else float(max_speed)
+            self._max_rate = self._rate_bound()
+            self._tables: dict[float, Any] = {}  # GivenVelocity: advection per interval
+
+    # ---------------------------------------------------------------- set-up
+    def _project(self, velocity: physics.FaceVelocity, diffusivity: Any = 0.0) -> jax.Array:
+        """``Phi^T A L Phi`` (K, K) for the given face velocity and diffusivity."""
+        phi = jnp.asarray(self.basis.vectors)
+        l_phi = physics.apply_operator(self.grid, phi.T, velocity, diffusivity)  # (K, N)
+        return (phi.T * self.basis.cell_area) @ l_phi.T
+
+    def _precompute(self) -> _Precomputed:
+        g = self.grid
+        units = [physics.constant_velocity(g, 1.0, 0.0), physics.constant_velocity(g, -1.0, 0.0),
+                 physics.constant_velocity(g, 0.0, 1.0), physics.constant_velocity(g, 0.0, -1.0)]
+        advection = jnp.stack([self._project(v) for v in units])
+        if isinstance(self.velocity, GivenVelocity):
+            given = self._project(self.velocity.velocity)
+        else:
+            given = jnp.zeros((self.n_modes, self.n_modes))
+        return _Precomputed(jnp.asarray(self.basis.eigenvalues), advection, given)
+
+    def prepare(self, obs: Observations, times: Any, **kwargs: Any) -> ModelData:
+        """Check ``obs`` against the grid and ``times`` and build :class:`ModelData`."""
+        prepared = obs.prepare(self.grid, times, **kwargs)
+        padded = prepared.padded()
+        phi = self.basis.vectors
+        operators = np.einsum("tmj,tmjk->tmk", padded.weights, phi[padded.indices])
+        times = np.asarray(times)
+        if np.issubdtype(times.dtype, np.datetime64):
+            seconds = (times - times[0]) / np.timedelta64(1, "s")
+        else:
+            seconds = times.astype(float)
+        return ModelData(
+            values=jnp.asarray(padded.values),
+            errors=jnp.sqrt(jnp.asarray(padded.variances)),
+            valid=jnp.asarray(padded.valid),
+            operators=jnp.asarray(operators),
+            dts=jnp.asarray(np.diff(seconds)),
+            mean_level=float(np.mean(prepared.value)),
+        )
+
+    # ---------------------------------------------------------------- physics
+    def face_velocity(self, params: dict[str, Any]) -> physics.FaceVelocity:
+        """The face velocity (m/s) implied by a parameter draw."""
+        g = self.grid
+        if isinstance(self.velocity, ConstantVelocity):
+            return physics.constant_velocity(g, params["u"], params["v"])
+        if isinstance(self.velocity, GivenVelocity):
+            scale = params.get("velocity_scale", 1.0)
+            v = self.velocity.velocity
+            return physics.FaceVelocity(v.east * scale, v.north * scale)
+        vel = self.velocity
+        weights = self._psi_basis.weights(vel.smoothness, vel.lengthscale_km * KM, 1.0)
+        psi = self._psi_basis.streamfunction(params["streamfunction"], weights)
+        # Scale so that the prior's root-mean-square speed is about `vel.speed`.
+        return physics.velocity_from_streamfunction(g, psi * self._psi_factor)
+
+    def _psi_scale(self) -> float:
+        vel = self.velocity
+        weights = np.asarray(self._psi_basis.weights(vel.smoothness, vel.lengthscale_km * KM, 1.0))
+        rng = np.random.default_rng(0)
+        draws = rng.normal(size=(64, weights.size))
+        speeds = []
+        for beta in draws:
+            psi = np.tensordot(beta * weights, self._psi_basis.modes, axes=1)
+            fv = physics.velocity_from_streamfunction(self.grid, psi)
+            speeds.append(np.sqrt(np.mean(np.asarray(fv.east) ** 2 + np.asarray(fv.north) ** 2)))
+        return vel.speed / float(np.mean(speeds))
+
+    def _speed_bound(self) -> float:
+        vel = self.velocity
+        if isinstance(vel, ConstantVelocity):
+            return 4.0 * vel.scale
+        if isinstance(vel, StreamfunctionVelocity):
+            return 10.0 * vel.speed
+        top = physics.max_face_speed(vel.velocity)
+        scale = 1.0 if vel.scale_prior is None else float(vel.scale_prior.icdf(0.9999))
+        return top * scale
+
+    def _rate_bound(self) -> float:
+        """Upper bound (1/s) of any cell's upwind outflow rate at face speeds <= max_speed."""
+        u = self.max_speed * (1.0 if isinstance(self.velocity, ConstantVelocity) else 2.0)
+        # a field with face speeds <= U empties a cell through at most two faces per axis
+        return physics.max_rate(self.grid, physics.constant_velocity(self.grid, u, u), 0.0)
+
+    def projected_transition(self, params: dict[str, Any], dt: float) -> jax.Array:
+        """``D Phi^T A P(dt) Phi D`` (K, K): the ``"projected"`` transition over ``dt`` s.
+
+        ``P(dt)``: the full-grid upwind advection of each basis vector
+        (:mod:`tracerbayes.exact.projection`; sub-steps short enough for ``max_speed``);
+        ``D = diag(exp(-diffusivity lambda dt / 2))``: exact diffusion of the basis, half
+        before and half after (Strang splitting; the basis vectors are the diffusion
+        operator's eigenvectors). For :class:`GivenVelocity` the advection is tabulated
+        once per interval length in ``velocity_scale * dt`` and interpolated; otherwise it
+        is run for every call (``K`` full-grid advections).
+        """
+        if self.transition != "projected":
+            raise ValueError("projected_transition needs transition='projected'")
+        dt = float(dt)
+        if isinstance(self.velocity, GivenVelocity):
+            key = dt
+            if key not in self._tables:
+                top = physics.max_face_speed(self.velocity.velocity)
+                scale_max = self.max_speed / top if top > 0 else 1.0
+                with jax.ensure_compile_time_eval():  # once, eagerly, even inside a trace
+                    self._tables[key] = projection.advection_table(
+                        self.grid, self.basis, self.velocity.velocity, scale_max * dt)
+            moved = self._tables[key](params.get("velocity_scale", 1.0) * dt)
+        else:
+            vel = self.face_velocity(params)
+            n = max(1, int(np.ceil(dt * self._max_rate)))
+            moved = projection.project_advection(self.grid, self.basis, vel, dt, n)
+            stable = (dt / n) * physics.outflow_rate(self.grid, vel, 0.0) <= 1.0
+            moved = jnp.where(stable, moved, jnp.nan)
+        half = jnp.exp(-0.5 * params["diffusivity"] * self._pre.eigenvalues * dt)
+        return half[:, None] * moved * half[None, :]
+
+    def _projected_transitions(self, params: dict[str, Any], dts: Any) -> jax.Array:
+        """(K, K) for equal intervals, else (T - 1, K, K): one transition per interval length."""
+        try:
+            steps = np.asarray(dts, dtype=float)
+        except jax.errors.TracerArrayConversionError as err:
+            raise TypeError("transition='projected' needs concrete time intervals "
+                            "(ModelData.dts), not traced ones: close over the data "
+                            "instead of passing it through jit/vmap") from err
+        unique, which = np.unique(steps, return_inverse=True)
+        moved = jnp.stack([self.projected_transition(params, d) for d in unique])
+        return moved[0] if unique.size == 1 else moved[which]
+
+    def reduced_operator(self, params: dict[str, Any]) -> jax.Array:
+        """``L_K = Phi^T A L Phi`` (K, K) in 1/s for a parameter draw."""
+        pre = self._pre
+        diffusion = -params["diffusivity"] * jnp.diag(pre.eigenvalues)
+        if isinstance(self.velocity, ConstantVelocity):
+            u, v = params["u"], params["v"]
+            coeffs = jnp.stack([jnp.maximum(u, 0), jnp.maximum(-u, 0),
+                                jnp.maximum(v, 0), jnp.maximum(-v, 0)])
+            return diffusion + jnp.tensordot(coeffs, pre.advection, axes=1)
+        if isinstance(self.velocity, GivenVelocity):
+            return diffusion + params.get("velocity_scale", 1.0) * pre.given
+        return diffusion + self._project(self.face_velocity(params))
+
+    def state_space(self, params: dict[str, Any], data: ModelData) -> LinearGaussianSSM:
+        """The reduced linear-Gaussian state-space model for a parameter draw."""
+        pri = self.priors
+        dts = data.dts
+        if self.transition == "projected":
+            transition = self._projected_transitions(params, dts)
+        elif _uniform(dts):
+            transition = expm(self.reduced_operator(params) * dts[0])
+        else:
+            transition = expm(self.reduced_operator(params) * dts[:, None, None])
+        day_fraction = dts[0] / DAY if _uniform(dts) else (dts / DAY)[:, None, None]
+        q = spectral_variances(self.basis, pri.smoothness,
+                               params["noise_lengthscale_km"] * KM, params["noise_sd"] ** 2)
+        nb = self.basis.n_basins
+        if "source_sd" in params:  # sources/sinks: the basin-mean level random-walks
+            q = q.at[:nb].set(params["source_sd"] ** 2 * self._basin_areas()[:nb])
+        process_cov = jnp.diag(q) * day_fraction
+        p0 = spectral_variances(self.basis, pri.smoothness,
+                                params["initial_lengthscale_km"] * KM,
+                                params["initial_sd"] ** 2)
+        # Each basin's constant mode: its mean level has sd mean_sd, i.e. the coefficient
+        # (mean * sqrt(basin area)) has variance mean_sd^2 * basin area.
+        p0 = p0.at[:nb].set(pri.mean_sd**2 * self._basin_areas()[:nb])
+        m0 = jnp.zeros(self.n_modes).at[: self.basis.n_basins].set(
+            data.mean_level * np.sqrt(self._basin_areas()))
+        return LinearGaussianSSM(m0, jnp.diag(p0), transition, process_cov)
+
+    def _basin_areas(self) -> np.ndarray:
+        b = self.basis
+        return (b.cell_area @ b.vectors[:, : b.n_basins]) ** 2
+
+    # ---------------------------------------------------------------- NumPyro
+    def sample_parameters(self) -> dict[str, Any]:
+        """Draw every physical parameter from its prior (inside a NumPyro model)."""
+        pri = self.priors
+        params = {
+            "diffusivity": numpyro.sample("diffusivity", pri.diffusivity),
+            "noise_sd": numpyro.sample("noise_sd", pri.noise_sd),
+            "noise_lengthscale_km": numpyro.sample("noise_lengthscale_km",
+                                                   pri.noise_lengthscale_km),
+            "initial_sd": numpyro.sample("initial_sd", pri.initial_sd),
+            "initial_lengthscale_km": numpyro.sample("initial_lengthscale_km",
+                                                     pri.initial_lengthscale_km),
+            "error_scale": numpyro.sample("error_scale", pri.error_scale),
+        }
+        if pri.source_sd is not None:
+            params["source_sd"] = numpyro.sample("source_sd", pri.source_sd)
+        params.update(self.velocity.sample())
+        return params
+
+    def likelihood(self, params: dict[str, Any], data: ModelData) -> LinearGaussianStateSpace:
+        """The marginal distribution of all observations given the parameters."""
+        variances = (params["error_scale"] * data.errors) ** 2
+        return LinearGaussianStateSpace(self.state_space(params, data), data.operators,
+                                        variances, data.valid)
+
+    def __call__(self, data: ModelData) -> None:
+        """The NumPyro model: priors, then ``y ~ LinearGaussianStateSpace``."""
+        params = self.sample_parameters()
+        numpyro.sample("y", self.likelihood(params, data), obs=data.values)
+
+
+def _uniform(dts: Any) -> bool:
+    """Whether all intervals are equal (False when they are traced or there are none)."""
+    try:
+        d = np.asarray(dts)
+    except jax.errors.TracerArrayConversionError:
+        return False
+    return bool(d.size) and bool(np.all(d == d[0]))

@@ -1,0 +1,198 @@
+"""Gaussian-process priors for tracer fields and velocities, built on GPJax kernels.
+
+Three constructions:
+
+* **Spectral (masked) Matérn**: a Matérn field expanded in the Neumann eigenbasis of the
+  masked grid (:mod:`tracerbayes.grid.basis`), coefficient ``k`` independent with variance equal
+  to the Matérn spectral density at wavenumber ``sqrt(lambda_k)`` (Hilbert-space GP
+  approximation, Solin & Särkkä 2020, Stat. Comput. 30, Eq. (20)). Correlations follow the
+  water, never crossing land. Giving the constant mode(s) zero variance makes every sample
+  mass-free: ``sum(a * eps) = 0`` exactly; a separate ``mass_variance`` frees the total.
+* **Stationary Matérn on the sphere**: GPJax's Matérn kernel on chordal distances between
+  cell centres (a valid covariance on the sphere), dense, for small grids, optionally made
+  mass-free by the projection ``Pi = I - 1 a^T / (1^T a)``: ``Q_c = Pi Q Pi^T``.
+* **Divergence-free velocity**: a stream function ``psi`` expanded in sine modes of the
+  rectangle of cell corners (zero on the outer boundary), with Matérn spectral weights; the
+  velocity ``(u, v) = (-dpsi/dy, dpsi/dx)`` is discretely divergence-free
+  (:func:`tracerbayes.physics.operator.velocity_from_streamfunction`).
+
+Spectral densities come from GPJax (``kernel.spectral_density``, a normalised Student-t
+measure ``p`` over angular wavenumber): ``S(omega) = variance * (2 pi)^2 * p(omega)`` in 2-D.
+Lengthscales are in metres here; the user-facing model takes kilometres.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any, NamedTuple
+
+import gpjax as gpx
+import jax.numpy as jnp
+import numpy as np
+
+from tracerbayes.grid.basis import SpectralBasis
+from tracerbayes.grid.core import CoordinateSystem, Grid
+from tracerbayes.physics.operator import corner_coordinates
+
+__all__ = [
+    "Smoothness",
+    "matern_kernel",
+    "matern_spectral_density",
+    "spectral_variances",
+    "stationary_covariance",
+    "mass_free_projection",
+    "cell_positions",
+    "StreamfunctionBasis",
+    "streamfunction_basis",
+]
+
+
+class Smoothness(enum.Enum):
+    """Matérn smoothness ``nu``; ``GAUSSIAN`` is the limit ``nu -> inf``.
+
+    ``GAUSSIAN`` is the heat-kernel field: white noise smoothed by the masked diffusion
+    operator for a kernel of standard deviation ``s`` (the ``lengthscale``), covariance
+    ``variance * exp(-r^2 / (4 s^2))`` in open water. It is the law of the ensemble methods'
+    model noise (:mod:`tracerbayes.ensemble.tracer`) and of
+    :func:`tracerbayes.twin.simulate.mass_free_noise`, so a reduced model with this smoothness
+    fits their twin truths with the same parameters.
+    """
+
+    HALF = 0.5
+    THREE_HALVES = 1.5
+    FIVE_HALVES = 2.5
+    GAUSSIAN = float("inf")
+
+
+_KERNELS = {
+    Smoothness.HALF: gpx.kernels.Matern12,
+    Smoothness.THREE_HALVES: gpx.kernels.Matern32,
+    Smoothness.FIVE_HALVES: gpx.kernels.Matern52,
+}
+
+
+def matern_kernel(smoothness: Smoothness | float, lengthscale: Any, variance: Any = 1.0):
+    """A 2-D GPJax Matérn kernel (RBF for ``GAUSSIAN``, see :class:`Smoothness`);
+    ``lengthscale`` in the units of the inputs (may be traced)."""
+    if Smoothness(smoothness) is Smoothness.GAUSSIAN:  # exp(-r^2 / (2 l^2)) with l = sqrt(2) s
+        return gpx.kernels.RBF(lengthscale=jnp.sqrt(2.0) * lengthscale, variance=variance,
+                               n_dims=2)
+    cls = _KERNELS[Smoothness(smoothness)]
+    return cls(lengthscale=lengthscale, variance=variance, n_dims=2)
+
+
+def matern_spectral_density(smoothness: Smoothness | float, lengthscale: Any, variance: Any,
+                            wavenumber: Any) -> Any:
+    """Matérn spectral density ``S(|omega|)`` in 2-D (variance * m^2 for lengthscale in m).
+
+    Evaluated through GPJax's spectral measure, so that ``k(0) = int S dw / (2 pi)^2``.
+    """
+    kernel = matern_kernel(smoothness, lengthscale, variance)
+    omega = jnp.stack([jnp.asarray(wavenumber), jnp.zeros_like(wavenumber)], axis=-1)
+    return variance * (2.0 * jnp.pi) ** 2 * jnp.exp(kernel.spectral_density.log_prob(omega))
+
+
+def spectral_variances(basis: SpectralBasis, smoothness: Smoothness | float, lengthscale: Any,
+                       variance: Any, mass_variance: Any = 0.0) -> Any:
+    """Variances (K,) of the basis coefficients of a masked Matérn field.
+
+    Parameters
+    ----------
+    basis : SpectralBasis
+    smoothness : Smoothness or float
+    lengthscale : float
+        Correlation length in metres.
+    variance : float
+        Marginal variance of the stationary Matérn field (tracer units squared).
+    mass_variance : float
+        Variance of each constant (total-carrying) mode, in tracer units squared times m^2.
+        Zero (the default) makes every sample mass-free.
+    """
+    wavenumber = jnp.sqrt(jnp.asarray(basis.eigenvalues))
+    dens = matern_spectral_density(smoothness, lengthscale, variance, wavenumber)
+    constant = np.arange(basis.size) < basis.n_basins
+    return jnp.where(constant, mass_variance, dens)
+
+
+def cell_positions(grid: Grid) -> np.ndarray:
+    """Wet-cell centres in metres: 3-D points on the sphere (lon/lat) or (x, y) (Cartesian).
+
+    Euclidean distances between these points are chordal distances on the sphere, so any
+    stationary kernel on them is a valid covariance on the sphere.
+    """
+    xx, yy = np.meshgrid(grid.x, grid.y)
+    xx, yy = xx.ravel()[grid.wet_index], yy.ravel()[grid.wet_index]
+    if grid.coords is CoordinateSystem.CARTESIAN:
+        return np.stack([xx, yy], axis=-1)
+    lam, phi = np.deg2rad(xx), np.deg2rad(yy)
+    r = grid.radius
+    return np.stack([r * np.cos(phi) * np.cos(lam), r * np.cos(phi) * np.sin(lam),
+                     r * np.sin(phi)], axis=-1)
+
+
+def stationary_covariance(grid: Grid, smoothness: Smoothness | float, lengthscale: Any,
+                          variance: Any) -> Any:
+    """Dense (n_wet, n_wet) Matérn covariance from GPJax on chordal distances (small grids)."""
+    points = jnp.asarray(cell_positions(grid))
+    kernel = matern_kernel(smoothness, lengthscale, variance)
+    kernel = type(kernel)(lengthscale=lengthscale, variance=variance, n_dims=points.shape[1])
+    return kernel.gram(points).as_matrix()
+
+
+def mass_free_projection(grid: Grid) -> np.ndarray:
+    """``Pi = I - 1 a^T / (1^T a)``: removes the area-weighted mean, ``a^T Pi = 0``."""
+    a = grid.wet_area
+    return np.eye(grid.n_wet) - np.outer(np.ones(grid.n_wet), a) / a.sum()
+
+
+class StreamfunctionBasis(NamedTuple):
+    """Sine modes for a stream function on cell corners.
+
+    Attributes
+    ----------
+    modes : ndarray, shape (J, ny + 1, nx + 1) (or nx on periodic grids)
+        ``sin(p pi s) sin(q pi t)`` on the corners, ``s, t`` in [0, 1] across the domain.
+    wavenumbers : ndarray, shape (J,)
+        ``sqrt((p pi / Lx)^2 + (q pi / Ly)^2)`` in 1/m.
+    area : float
+        Domain area ``Lx * Ly`` in m^2 (normalises the modes to unit mean square).
+    """
+
+    modes: np.ndarray
+    wavenumbers: np.ndarray
+    area: float
+
+    def weights(self, smoothness: Smoothness | float, lengthscale: Any, variance: Any) -> Any:
+        """Standard deviations (J,) of the mode coefficients: ``sqrt(S(k_j) * 4 / area)``."""
+        dens = matern_spectral_density(smoothness, lengthscale, variance, self.wavenumbers)
+        return jnp.sqrt(dens * 4.0 / self.area)
+
+    def streamfunction(self, coefficients: Any, weights: Any) -> Any:
+        """``psi = sum_j w_j beta_j mode_j`` (m^2/s) on the corners."""
+        return jnp.tensordot(coefficients * weights, self.modes, axes=1)
+
+
+def streamfunction_basis(grid: Grid, n_modes: int) -> StreamfunctionBasis:
+    """The ``n_modes`` lowest-wavenumber sine modes of the corner rectangle.
+
+    Lengths ``Lx, Ly`` in metres are measured at the domain's mid-latitude on lon/lat grids.
+    """
+    if grid.periodic_x:
+        raise ValueError("streamfunction_basis needs a non-periodic grid")
+    cx, cy = corner_coordinates(grid)
+    s = (cx - grid.x_edges[0]) / (grid.x_edges[-1] - grid.x_edges[0])
+    t = (cy - grid.y_edges[0]) / (grid.y_edges[-1] - grid.y_edges[0])
+    if grid.coords is CoordinateSystem.LONLAT:
+        mid = np.deg2rad(0.5 * (grid.y_edges[0] + grid.y_edges[-1]))
+        lx = grid.radius * np.cos(mid) * np.deg2rad(grid.x_edges[-1] - grid.x_edges[0])
+        ly = grid.radius * np.deg2rad(grid.y_edges[-1] - grid.y_edges[0])
+    else:
+        lx = grid.x_edges[-1] - grid.x_edges[0]
+        ly = grid.y_edges[-1] - grid.y_edges[0]
+    side = int(np.ceil(np.sqrt(n_modes))) + 2
+    p, q = np.meshgrid(np.arange(1, side + 1), np.arange(1, side + 1))
+    k = np.sqrt((p * np.pi / lx) ** 2 + (q * np.pi / ly) ** 2).ravel()
+    order = np.argsort(k, kind="stable")[:n_modes]
+    p, q, k = p.ravel()[order], q.ravel()[order], k[order]
+    modes = np.sin(np.pi * p[:, None, None] * s) * np.sin(np.pi * q[:, None, None] * t)
+    return StreamfunctionBasis(modes, k, float(lx * ly))

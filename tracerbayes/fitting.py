@@ -1,0 +1,204 @@
+"""``fit``: run inference on a tracer model and return a
+:class:`~tracerbayes.posterior.exact.Posterior`.
+
+``method="nuts"``: NumPyro's No-U-Turn sampler over the physical parameters, the tracer
+field integrated out exactly by the Kalman filter (:mod:`tracerbayes.exact.model`). Chains run in
+parallel over the available JAX devices when there are enough of them, vectorised otherwise
+(on a CPU, ``XLA_FLAGS=--xla_force_host_platform_device_count=4`` set before JAX starts
+exposes 4 devices).
+
+``method="enkf" | "etkf" | "letkf"``: the full-grid model run for an ensemble, filtered and
+smoothed, parameters held at point values; ``method="eki"``: parameters by ensemble Kalman
+inversion and sampling against the Kalman filter's likelihood (:mod:`tracerbayes.ensemble.fit`).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import jax
+from numpyro.infer import MCMC, NUTS
+
+from tracerbayes.exact.model import AdvectionDiffusionModel
+from tracerbayes.observations.core import Observations
+from tracerbayes.posterior.exact import Posterior
+
+__all__ = ["fit", "SamplingWarning", "ChainMethod"]
+
+#: Allowed values of ``chain_method``.
+ChainMethod = ("auto", "parallel", "vectorized", "sequential")
+
+
+class SamplingWarning(UserWarning):
+    """The sampler's diagnostics say the posterior may not be trustworthy."""
+
+
+def fit(
+    model: AdvectionDiffusionModel,
+    obs: Observations,
+    times: Any,
+    method: str = "nuts",
+    *,
+    num_warmup: int = 500,
+    num_samples: int = 500,
+    num_chains: int = 4,
+    seed: int = 0,
+    target_accept: float = 0.8,
+    max_tree_depth: int = 8,
+    dense_mass: bool = True,
+    chain_method: str = "auto",
+    progress: bool = True,
+    drop_invalid: bool = False,
+    ensemble_size: int | None = None,
+    localisation_km: float = 300.0,
+    inflation: float = 1.0,
+    parameters: Any = None,
+    lag: int | None = None,
+    mass_safe: bool = True,
+    eki_iterations: int = 5,
+    eks_iterations: int = 100,
+    eks_burn_in: int | None = None,
+    importance_draws: int = 0,
+    weight_stride: int = 1,
+    blas_threads: int | None = 1,
+) -> Posterior:
+    """Fit ``model`` to ``obs`` at the analysis ``times``.
+
+    Parameters
+    ----------
+    model : AdvectionDiffusionModel
+    obs : Observations
+    times : array of datetime64 or float seconds
+        Strictly increasing analysis times; each observation goes to the nearest one.
+    method : {'nuts', 'enkf', 'etkf', 'letkf', 'eki'}
+        Inference method: NUTS over the parameters with the state marginalised (exact);
+        an ensemble filter and smoother on the full grid with fixed parameters (``enkf``
+        stochastic, ``etkf`` square root, ``letkf`` localised); or ``eki``: parameters by
+        ensemble Kalman inversion then the ensemble Kalman sampler against the exact
+        filter's likelihood, with Rao-Blackwellised maps.
+    num_warmup, num_samples, num_chains : int
+        NUTS settings (per chain).
+    seed : int
+        Seeds the sampler's PRNG key.
+    target_accept : float
+        Target acceptance probability of NUTS's step-size adaptation.
+    max_tree_depth : int
+        Maximum NUTS tree depth (2**depth leapfrog steps at most).
+    dense_mass : bool
+        Adapt a dense mass matrix during warm-up (default), instead of a diagonal one. The
+        physical parameters are correlated (a noise level and its lengthscale, an initial
+        spread and its lengthscale); in the island twin a dense matrix cut the leapfrog steps
+        per draw from about 13-18 to about 7. The cost is negligible for a few parameters.
+    chain_method : {'auto', 'parallel', 'vectorized', 'sequential'}
+        'auto' uses 'parallel' when there are at least ``num_chains`` devices, else
+        'vectorized'.
+    progress : bool
+        Show a progress bar.
+    drop_invalid : bool
+        Drop (with a warning) observations that cannot be used instead of failing.
+    ensemble_size : int, optional
+        Ensemble members (default 64 for the state methods, 48 for ``eki``).
+    localisation_km : float
+        LETKF Gaspari-Cohn half-width in km (weights vanish at twice this distance).
+    inflation : float
+        Multiplicative inflation of the forecast anomalies (1 = none); of their mass-free
+        part when ``mass_safe``.
+    parameters : dict or Posterior, optional
+        Physical parameter values for the state methods (default: prior medians), e.g. the
+        result of ``fit(..., method="eki")``.
+    lag : int, optional
+        Smoother lag in analysis times (default: the whole window when it fits in memory).
+    mass_safe : bool
+        Mass-safe inflation and localisation (default; every member keeps its total).
+    eki_iterations, eks_iterations : int
+        Iterations of EKI (to reach the posterior's region) and EKS (sampling) for ``eki``.
+    eks_burn_in : int, optional
+        For ``eki``: EKS iterations discarded before the ensembles are pooled into the
+        posterior draws (one chain per member); default half of ``eks_iterations``.
+    importance_draws : int
+        For ``eki``: 0 (default) keeps the pooled EKS draws, exact only for a linear
+        model; ``n > 0`` corrects them by importance sampling against the exact filter
+        likelihood (two rounds of ``n`` Student-t draws, Pareto-smoothed weights; costs
+        ``2 n`` likelihood evaluations, about ``2 n / (ensemble_size * eks_iterations)``
+        of the EKS time) and returns ``n`` resampled draws; the Pareto ``k`` is checked
+        (``settings["pareto_k"]``).
+    weight_stride : int
+        LETKF weight interpolation (Yang et al. 2009): solve the local analyses every
+        ``weight_stride`` cells (in both directions) and interpolate their transforms
+        bilinearly to the cells between; 1 (default) solves one per wet cell. The analysis
+        cost falls by about ``weight_stride**2``; keep the stride well below the
+        localisation radius over the cell size (see ``benchmarks/letkf_scale.py``).
+    blas_threads : int or None
+        Threads of the BLAS/LAPACK library behind JAX's CPU decompositions (eigh, Cholesky)
+        during the fit, set with ``threadpoolctl`` for the duration of the call only. The
+        matrices here are small (ensemble-size or basis-size); threads cost more than they
+        gain: one 64 x 64 ``eigh`` took 41 ms with OpenBLAS's 2 threads and 6 ms with 1 on a
+        busy 2-core machine. None leaves the library's setting alone.
+    """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=blas_threads):
+        return _fit(model, obs, times, method, num_warmup=num_warmup, num_samples=num_samples,
+                    num_chains=num_chains, seed=seed, target_accept=target_accept,
+                    max_tree_depth=max_tree_depth, dense_mass=dense_mass,
+                    chain_method=chain_method, progress=progress, drop_invalid=drop_invalid,
+                    ensemble_size=ensemble_size, localisation_km=localisation_km,
+                    inflation=inflation, parameters=parameters, lag=lag, mass_safe=mass_safe,
+                    eki_iterations=eki_iterations, eks_iterations=eks_iterations,
+                    eks_burn_in=eks_burn_in, importance_draws=importance_draws,
+                    weight_stride=weight_stride)
+
+
+def _fit(model, obs, times, method, *, num_warmup, num_samples, num_chains, seed,
+         target_accept, max_tree_depth, dense_mass, chain_method, progress, drop_invalid,
+         ensemble_size, localisation_km, inflation, parameters, lag, mass_safe,
+         eki_iterations, eks_iterations, eks_burn_in, importance_draws,
+         weight_stride) -> Posterior:
+    if method in ("enkf", "etkf", "letkf", "eki"):
+        from tracerbayes.ensemble import fit as ensemble_fit
+
+        if method == "eki":
+            post = ensemble_fit.fit_eki(model, obs, times, ensemble_size=ensemble_size or 48,
+                                        eki_iterations=eki_iterations,
+                                        eks_iterations=eks_iterations,
+                                        eks_burn_in=eks_burn_in, seed=seed,
+                                        importance_draws=importance_draws,
+                                        progress=progress, drop_invalid=drop_invalid)
+        else:
+            post = ensemble_fit.fit_ensemble(
+                model, obs, times, method, ensemble_size=ensemble_size or 64,
+                localisation_km=localisation_km, inflation=inflation, parameters=parameters,
+                lag=lag, mass_safe=mass_safe, seed=seed, progress=progress,
+                drop_invalid=drop_invalid, weight_stride=weight_stride)
+        for message in post.check_diagnostics():
+            warnings.warn(message, SamplingWarning, stacklevel=3)
+        return post
+    if method != "nuts":
+        raise ValueError(f"method={method!r}; choose 'nuts', 'enkf', 'etkf', 'letkf' or 'eki'")
+    if chain_method not in ChainMethod:
+        raise ValueError(f"chain_method={chain_method!r}; choose one of {ChainMethod}")
+    data = model.prepare(obs, times, drop_invalid=drop_invalid)
+    if chain_method == "auto":
+        chain_method = "parallel" if jax.local_device_count() >= num_chains else "vectorized"
+
+    def numpyro_model() -> None:
+        model(data)
+
+    kernel = NUTS(numpyro_model, target_accept_prob=target_accept, max_tree_depth=max_tree_depth,
+                  dense_mass=dense_mass)
+    mcmc = MCMC(kernel, num_warmup=num_warmup, num_samples=num_samples, num_chains=num_chains,
+                chain_method=chain_method, progress_bar=progress)
+    mcmc.run(jax.random.key(seed), extra_fields=("diverging", "num_steps", "energy",
+                                                 "accept_prob", "potential_energy"))
+    posterior = Posterior.from_mcmc(model, obs, times, data, mcmc,
+                                    method="nuts", settings={
+                                        "num_warmup": num_warmup, "num_samples": num_samples,
+                                        "num_chains": num_chains, "seed": seed,
+                                        "target_accept": target_accept,
+                                        "dense_mass": dense_mass,
+                                        "chain_method": chain_method})
+    for message in posterior.check_diagnostics():
+        warnings.warn(message, SamplingWarning, stacklevel=3)
+    return posterior
+

@@ -1,0 +1,1 @@
+"""Files: CF NetCDF and Zarr writers and readers, atomic writes."""

@@ -1,0 +1,717 @@
+"""Observations: the container, its readers, the interpolation operator and time assignment.
+
+An :class:`Observations` holds scattered measurements of the tracer: a time, a position
+(longitude/latitude in degrees or x/y in metres), a value and its error standard deviation
+(same units as the value), and the platform that took it. It links to the model through
+
+* :meth:`Observations.operator`: the observation operator ``H`` of ``y = H c + e``, bilinear
+  interpolation from the centres of the wet cells of a :class:`~tracerbayes.grid.core.Grid`, kept
+  sparse as four (state index, weight) pairs per observation;
+* :meth:`Observations.assign_times`: each observation to its nearest analysis time;
+* :meth:`Observations.prepare`: both at once, with per-time padded arrays for Kalman filters.
+
+Bad input is never dropped silently. Non-finite values, times or positions, non-positive
+errors, positions on land or outside the grid and times outside the analysis window raise an
+:class:`ObservationError` that counts the offending rows and shows the first few; with
+``drop_invalid=True`` they are removed with an :class:`ObservationWarning` carrying the same
+count instead.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import InitVar, dataclass, replace
+from os import PathLike
+from typing import Any, NamedTuple
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import xarray as xr
+
+from tracerbayes.grid.core import CoordinateSystem, Grid
+
+__all__ = [
+    "ObservationError",
+    "ObservationOperator",
+    "ObservationWarning",
+    "Observations",
+    "PaddedObservations",
+    "PreparedObservations",
+]
+
+#: How many offending rows an error or warning message shows.
+MAX_SHOWN = 5
+
+
+class ObservationError(ValueError):
+    """Observations could not be used as given (bad values, positions, times or columns)."""
+
+
+class ObservationWarning(UserWarning):
+    """Invalid observations were dropped because ``drop_invalid=True`` was asked for."""
+
+
+# ---------------------------------------------------------------------- reporting bad rows
+class _Problem(NamedTuple):
+    bad: np.ndarray  # (n,) bool: True on the offending rows
+    what: str  # predicate, with {are}/{have} for grammatical number
+    describe: Callable[[np.ndarray], list[str]]  # rows -> one text per row
+    hint: str = ""
+
+
+def _message(problem: _Problem) -> str:
+    rows = np.flatnonzero(problem.bad)
+    n = rows.size
+    shown = rows[:MAX_SHOWN]
+    more = ", ..." if n > MAX_SHOWN else ""
+    label = "row" if n == 1 else "rows"
+    noun = "observation" if n == 1 else "observations"
+    what = problem.what.format(are="is" if n == 1 else "are", have="has" if n == 1 else "have")
+    where = ", ".join(str(r) for r in shown)
+    texts = ", ".join(problem.describe(shown))
+    return f"{n} {noun} {what} ({label} {where}{more}: {texts}{more}){problem.hint}"
+
+
+def _resolve(problems: list[_Problem], n: int, drop_invalid: bool) -> np.ndarray:
+    """The rows to keep; raise (or warn, with ``drop_invalid``) if any row is bad."""
+    problems = [p for p in problems if p.bad.any()]
+    keep = np.ones(n, dtype=bool)
+    for p in problems:
+        keep &= ~p.bad
+    if not problems:
+        return keep
+    text = "; ".join(_message(p) for p in problems)
+    if not drop_invalid:
+        raise ObservationError(
+            f"{text}. Fix or remove them, or pass drop_invalid=True to drop them with a warning."
+        )
+    warnings.warn(f"dropped {n - keep.sum()} of {n} observations: {text}",
+                  ObservationWarning, stacklevel=3)
+    return keep
+
+
+def _fmt(values: np.ndarray) -> list[str]:
+    if values.dtype.kind == "M":
+        return ["NaT" if np.isnat(v) else str(pd.Timestamp(v)) for v in values]
+    return [f"{float(v):.6g}" for v in values]
+
+
+def _fmt_positions(x: np.ndarray, y: np.ndarray, names: tuple[str, str]) -> Callable:
+    def describe(rows: np.ndarray) -> list[str]:
+        pairs = ", ".join(f"({a}, {b})" for a, b in zip(_fmt(x[rows]), _fmt(y[rows]), strict=True))
+        return [f"({names[0]}, {names[1]}) = {pairs}"]
+    return describe
+
+
+# ---------------------------------------------------------------------- input conversion
+def _as_time(values: Any) -> np.ndarray:
+    """Times as datetime64[ns] (naive UTC) or float seconds, whichever the input is."""
+    arr = np.asarray(values)
+    if arr.dtype.kind == "M":
+        return arr.astype("datetime64[ns]")
+    if arr.dtype.kind in "iufb":
+        return arr.astype(float)
+    if arr.dtype.kind == "m":
+        return arr.astype("timedelta64[ns]").astype(np.int64) / 1e9
+    text = pd.Series(arr.ravel())
+    parsed = pd.to_datetime(text, errors="coerce", utc=True, format="ISO8601")
+    retry = parsed.isna() & text.notna()
+    if retry.any():  # other layouts, element by element (slow, so only where needed)
+        parsed[retry] = pd.to_datetime(text[retry], errors="coerce", utc=True, format="mixed")
+    return parsed.dt.tz_convert(None).to_numpy("datetime64[ns]").reshape(arr.shape)
+
+
+def _is_missing_time(t: np.ndarray) -> np.ndarray:
+    return np.isnat(t) if t.dtype.kind == "M" else ~np.isfinite(t)
+
+
+def _axis_names(coords: CoordinateSystem | None) -> tuple[str, str]:
+    return ("x", "y") if coords is CoordinateSystem.CARTESIAN else ("lon", "lat")
+
+
+# ---------------------------------------------------------------------- the container
+@dataclass(frozen=True, eq=False)
+class Observations:
+    """Scattered observations of the tracer.
+
+    Parameters
+    ----------
+    time : array_like, shape (n,)
+        Observation times: datetimes (stored as ``datetime64[ns]``, naive UTC) or numbers
+        (stored as float seconds).
+    x, y : array_like, shape (n,)
+        Positions: longitude/latitude in degrees, or x/y in metres (see ``coords``).
+    value : array_like, shape (n,)
+        Measured tracer values (tracer units).
+    error : array_like or float
+        Error standard deviation of each value, same units as ``value``, > 0.
+    platform : array_like of str or str, optional
+        Platform of each observation (default ``"obs"``).
+    coords : CoordinateSystem or {'lonlat', 'cartesian'}, optional
+        Meaning of ``x``/``y``; None (unspecified) matches any grid.
+    drop_invalid : bool
+        Drop rows with non-finite time, position or value, or with a non-positive or
+        non-finite error, with an :class:`ObservationWarning`; by default they raise an
+        :class:`ObservationError`.
+    """
+
+    time: np.ndarray
+    x: np.ndarray
+    y: np.ndarray
+    value: np.ndarray
+    error: np.ndarray
+    platform: np.ndarray | None = None
+    coords: CoordinateSystem | None = None
+    drop_invalid: InitVar[bool] = False
+
+    def __post_init__(self, drop_invalid: bool) -> None:
+        set_ = object.__setattr__
+        arrays = {"time": _as_time(self.time)}
+        for name in ("x", "y", "value"):
+            arrays[name] = np.asarray(getattr(self, name), dtype=float)
+        n = arrays["time"].size
+        for name, arr in arrays.items():
+            if arr.ndim != 1 or arr.size != n:
+                raise ObservationError(
+                    f"{name} has shape {arr.shape} but time has {n} values; every field of "
+                    "the observations must be 1-D with one entry per observation"
+                )
+        arrays["error"] = _broadcast("error", np.asarray(self.error, dtype=float), n)
+        platform = "obs" if self.platform is None else self.platform
+        arrays["platform"] = _broadcast("platform", np.asarray(platform, dtype=str), n)
+        set_(self, "coords", None if self.coords is None else CoordinateSystem(self.coords))
+        keep = _resolve(_value_problems(arrays, _axis_names(self.coords)), n, drop_invalid)
+        for name, arr in arrays.items():
+            set_(self, name, arr[keep])
+
+    # ------------------------------------------------------------------ readers
+    @classmethod
+    def from_dataframe(
+        cls,
+        df: pd.DataFrame,
+        time: str = "time",
+        lon: str | None = None,
+        lat: str | None = None,
+        value: str = "value",
+        error: str | float = "error",
+        platform: str | None = None,
+        *,
+        x: str | None = None,
+        y: str | None = None,
+        drop_invalid: bool = False,
+    ) -> Observations:
+        """Observations from the columns of a DataFrame (one row per observation).
+
+        Parameters
+        ----------
+        df : pandas.DataFrame
+        time, value : str
+            Column names. Non-numeric times are parsed as datetimes (time-zone aware ones
+            converted to naive UTC); numeric times are taken as seconds.
+        lon, lat : str, optional
+            Columns of longitude/latitude (degrees); ``'lon'``/``'lat'`` unless ``x``/``y``
+            are given.
+        error : str or float
+            Column of error standard deviations (units of ``value``), or one value for all.
+        platform : str, optional
+            Column of platform names; all ``"obs"`` if None.
+        x, y : str, optional
+            Columns of Cartesian positions (metres), instead of ``lon``/``lat``.
+        drop_invalid : bool
+            See :class:`Observations`.
+        """
+        wanted, coords = _column_names(time, lon, lat, value, error, platform, x=x, y=y)
+        _check_names(wanted, list(df.columns), "column")
+        col = {role: df[name] for role, name in wanted.items()}
+        return cls(
+            time=_as_time(col["time"]), x=_numeric(col["x"]), y=_numeric(col["y"]),
+            value=_numeric(col["value"]),
+            error=_numeric(col["error"]) if "error" in col else float(error),
+            platform=col["platform"].astype(str).to_numpy() if "platform" in col else None,
+            coords=coords, drop_invalid=drop_invalid,
+        )
+
+    @classmethod
+    def from_csv(cls, path: str | PathLike, **kwargs: Any) -> Observations:
+        """Observations from a CSV file; keywords as in :meth:`from_dataframe`."""
+        return cls.from_dataframe(pd.read_csv(path), **kwargs)
+
+    @classmethod
+    def from_xarray(cls, ds: xr.Dataset, **kwargs: Any) -> Observations:
+        """Observations from 1-D variables of a Dataset along one observation dimension.
+
+        Keywords as in :meth:`from_dataframe`; names refer to data or coordinate variables.
+        """
+        names, _ = _column_names(**kwargs)
+        _check_names(names, sorted(map(str, ds.variables)), "variable")
+        dims = {name: ds[name].dims for name in names.values()}
+        if any(len(d) != 1 for d in dims.values()) or len(set(dims.values())) != 1:
+            raise ObservationError(
+                f"observation variables must be 1-D along one common dimension, got {dims}"
+            )
+        df = pd.DataFrame({name: ds[name].values for name in names.values()})
+        return cls.from_dataframe(df, **kwargs)
+
+    @classmethod
+    def from_netcdf(cls, path: str | PathLike, **kwargs: Any) -> Observations:
+        """Observations from a NetCDF file; keywords as in :meth:`from_xarray`."""
+        with xr.open_dataset(path) as ds:
+            return cls.from_xarray(ds.load(), **kwargs)
+
+    def to_dataframe(self) -> pd.DataFrame:
+        """The observations as a DataFrame with columns time, lon/lat (or x/y), value,
+        error, platform."""
+        xname, yname = _axis_names(self.coords)
+        return pd.DataFrame({"time": self.time, xname: self.x, yname: self.y,
+                             "value": self.value, "error": self.error,
+                             "platform": self.platform})
+
+    def to_xarray(self) -> xr.Dataset:
+        """The observations as a Dataset of 1-D variables along dimension ``obs``."""
+        df = self.to_dataframe()
+        return xr.Dataset({name: ("obs", df[name].to_numpy()) for name in df.columns})
+
+    # ------------------------------------------------------------------ container
+    def __len__(self) -> int:
+        return int(self.value.size)
+
+    @property
+    def time_units(self) -> str:
+        """``'datetime64[ns]'`` or ``'s'`` (float seconds)."""
+        return "datetime64[ns]" if self.time.dtype.kind == "M" else "s"
+
+    @property
+    def platforms(self) -> tuple[str, ...]:
+        """The distinct platform names, sorted."""
+        return tuple(str(p) for p in np.unique(self.platform))
+
+    def select(self, mask: Any) -> Observations:
+        """The observations of a boolean mask or integer index array (row order kept)."""
+        sel = np.asarray(mask)
+        if sel.dtype != bool:
+            sel = np.sort(sel)
+        return replace(self, time=self.time[sel], x=self.x[sel], y=self.y[sel],
+                       value=self.value[sel], error=self.error[sel],
+                       platform=self.platform[sel], drop_invalid=False)
+
+    def __repr__(self) -> str:
+        if len(self) == 0:
+            return "Observations(n=0)"
+        xname, yname = _axis_names(self.coords)
+        t0, t1 = _fmt(np.array([self.time.min(), self.time.max()]))
+
+        def span(a: np.ndarray) -> str:
+            return f"[{a.min():g}, {a.max():g}]"
+
+        return (f"Observations(n={len(self)}, time=[{t0}, {t1}], {xname}={span(self.x)}, "
+                f"{yname}={span(self.y)}, value={span(self.value)}, "
+                f"platforms={list(self.platforms)})")
+
+    # ------------------------------------------------------------------ linking to a model
+    def operator(self, grid: Grid, drop_invalid: bool = False) -> ObservationOperator:
+        """Bilinear interpolation ``H`` from the wet-cell centres of ``grid`` to every row.
+
+        Rows outside the grid (beyond its cell edges) or in a land cell raise an
+        :class:`ObservationError`, or are left out with a warning if ``drop_invalid``;
+        ``rows`` of the result says which rows the operator holds.
+        """
+        located = _locate(self, grid)
+        keep = _resolve(located.problems, len(self), drop_invalid)
+        return located.operator(np.flatnonzero(keep), grid.n_wet)
+
+    def assign_times(self, times: Any, window: tuple[Any, Any] | None = None,
+                     drop_invalid: bool = False) -> np.ndarray:
+        """Index of the nearest analysis time for every observation (ties: the earlier).
+
+        Parameters
+        ----------
+        times : array_like, shape (T,)
+            Strictly increasing analysis times, datetimes or seconds like :attr:`time`.
+        window : (start, end), optional
+            Inclusive time window; by default from half the first interval before
+            ``times[0]`` to half the last interval after ``times[-1]`` (unbounded if T = 1).
+        drop_invalid : bool
+            Warn about observations outside the window instead of raising.
+
+        Returns
+        -------
+        ndarray of int, shape (n,)
+            Indices into ``times``; -1 for rows outside the window (only with
+            ``drop_invalid=True``).
+        """
+        index, problem = _nearest_times(self.time, times, window)
+        keep = _resolve([problem], len(self), drop_invalid)
+        return np.where(keep, index, -1)
+
+    def prepare(self, grid: Grid, times: Any, window: tuple[Any, Any] | None = None,
+                drop_invalid: bool = False) -> PreparedObservations:
+        """Operator and time indices together, checking all rows at once.
+
+        See :meth:`operator` and :meth:`assign_times`; with ``drop_invalid`` a row bad for
+        either reason is left out of every field of the result.
+        """
+        located = _locate(self, grid)
+        index, time_problem = _nearest_times(self.time, times, window)
+        keep = _resolve([*located.problems, time_problem], len(self), drop_invalid)
+        rows = np.flatnonzero(keep)
+        return PreparedObservations(
+            time_index=index[rows], operator=located.operator(rows, grid.n_wet),
+            value=self.value[rows], error=self.error[rows], platform=self.platform[rows],
+            rows=rows, n_times=int(np.size(times)),
+        )
+
+
+def _broadcast(name: str, arr: np.ndarray, n: int) -> np.ndarray:
+    if arr.ndim == 0:
+        return np.full(n, arr[()], dtype=arr.dtype)
+    if arr.shape != (n,):
+        raise ObservationError(f"{name} has shape {arr.shape}; give one value or {n} values")
+    return arr
+
+
+def _value_problems(a: dict[str, np.ndarray], names: tuple[str, str]) -> list[_Problem]:
+    err = a["error"]
+    return [
+        _Problem(_is_missing_time(a["time"]), "{have} a missing or unparseable time",
+                 lambda r: _fmt(a["time"][r])),
+        _Problem(~(np.isfinite(a["x"]) & np.isfinite(a["y"])), "{have} a non-finite position",
+                 _fmt_positions(a["x"], a["y"], names)),
+        _Problem(~np.isfinite(a["value"]), "{have} a non-finite value (NaN or inf)",
+                 lambda r: _fmt(a["value"][r])),
+        _Problem(~np.isfinite(err), "{have} a non-finite error", lambda r: _fmt(err[r])),
+        _Problem(np.isfinite(err) & (err <= 0), "{have} non-positive error",
+                 lambda r: _fmt(err[r]),
+                 "; errors are standard deviations and must be > 0"),
+    ]
+
+
+def _numeric(series: pd.Series) -> np.ndarray:
+    return pd.to_numeric(series, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+
+
+def _column_names(time="time", lon=None, lat=None, value="value", error="error",
+                  platform=None, *, x=None, y=None, drop_invalid=False):
+    """Map of role (time, x, y, value, error, platform) to column name, and the coordinates."""
+    if x is not None or y is not None:
+        if lon is not None or lat is not None or x is None or y is None:
+            raise ObservationError("give positions either as lon= and lat= or as x= and y=")
+        coords = CoordinateSystem.CARTESIAN
+    else:
+        x, y, coords = lon or "lon", lat or "lat", CoordinateSystem.LONLAT
+    names = {"time": time, "x": x, "y": y, "value": value, "error": error, "platform": platform}
+    if not isinstance(error, str):
+        del names["error"]  # one error for all rows
+    if platform is None:
+        del names["platform"]
+    return names, coords
+
+
+def _check_names(wanted: dict[str, str], available: list, kind: str) -> None:
+    missing = [f"{name!r}" for name in wanted.values() if name not in available]
+    if missing:
+        raise ObservationError(
+            f"{kind} {', '.join(missing)} not found; available {kind}s: "
+            f"{[str(c) for c in available]}"
+        )
+
+
+# ---------------------------------------------------------------------- interpolation
+class ObservationOperator(NamedTuple):
+    """The observation operator ``H`` (m x n_wet), four entries per row.
+
+    ``(H c)[r] = sum_k weights[r, k] * c[indices[r, k]]``: bilinear interpolation of the
+    wet-cell state ``c`` to observation ``rows[r]``.
+
+    Attributes
+    ----------
+    indices : ndarray of int, shape (m, 4)
+        State-vector (wet-cell) indices of the surrounding cell centres.
+    weights : ndarray of float, shape (m, 4)
+        Bilinear weights, zero on land centres, each row summing to 1.
+    rows : ndarray of int, shape (m,)
+        Row of each observation in the :class:`Observations` it was built from.
+    n_wet : int
+        Length of the state vector.
+    """
+
+    indices: np.ndarray
+    weights: np.ndarray
+    rows: np.ndarray
+    n_wet: int
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (int(self.indices.shape[0]), int(self.n_wet))
+
+    def apply(self, state: Any) -> Any:
+        """``H c`` for a state ``(..., n_wet)`` (NumPy or JAX), shape ``(..., m)``."""
+        return (state[..., self.indices] * self.weights).sum(-1)
+
+    def to_sparse(self) -> sp.csr_matrix:
+        """``H`` as a SciPy CSR matrix (m x n_wet), duplicates summed, zeros removed."""
+        m = self.shape[0]
+        H = sp.csr_matrix((self.weights.ravel(), (np.repeat(np.arange(m), 4),
+                                                  self.indices.ravel())), shape=self.shape)
+        H.eliminate_zeros()
+        return H
+
+    def to_dense(self) -> np.ndarray:
+        """``H`` as a dense (m x n_wet) array; for small problems only."""
+        return self.to_sparse().toarray()
+
+    def to_bcoo(self) -> Any:
+        """``H`` as a ``jax.experimental.sparse.BCOO`` matrix."""
+        from jax.experimental import sparse as jsparse
+
+        coo = self.to_sparse().tocoo()
+        return jsparse.BCOO((coo.data, np.stack([coo.row, coo.col], axis=1)), shape=self.shape)
+
+
+class _Located(NamedTuple):
+    indices: np.ndarray  # (n, 4), for every row (meaningless on bad rows)
+    weights: np.ndarray  # (n, 4)
+    problems: list[_Problem]
+
+    def operator(self, rows: np.ndarray, n_wet: int) -> ObservationOperator:
+        return ObservationOperator(self.indices[rows], self.weights[rows], rows, n_wet)
+
+
+def _axis_bracket(centres: np.ndarray, edges: np.ndarray, p: np.ndarray, periodic: bool):
+    """Along one axis: bracketing centres ``i0, i1``, the fraction ``t`` of the way from
+    ``i0`` to ``i1`` (clamped to [0, 1] beyond the outermost centres), the cell holding
+    ``p`` and whether ``p`` lies outside the edges."""
+    n = centres.size
+    if periodic:
+        period = edges[-1] - edges[0]
+        p = edges[0] + np.mod(p - edges[0], period)
+        ext = np.concatenate([[centres[-1] - period], centres, [centres[0] + period]])
+        k = np.clip(np.searchsorted(ext, p, side="right") - 1, 0, n)
+        t = (p - ext[k]) / (ext[k + 1] - ext[k])
+        i0, i1 = np.mod(k - 1, n), np.mod(k, n)
+        outside = np.zeros(p.shape, dtype=bool)
+    elif n == 1:
+        i0 = i1 = np.zeros(p.shape, dtype=int)
+        t = np.zeros(p.shape)
+    else:
+        i0 = np.clip(np.searchsorted(centres, p, side="right") - 1, 0, n - 2)
+        i1 = i0 + 1
+        t = np.clip((p - centres[i0]) / (centres[i1] - centres[i0]), 0.0, 1.0)
+    if not periodic:
+        outside = (p < edges[0]) | (p > edges[-1])
+    cell = np.clip(np.searchsorted(edges, p, side="right") - 1, 0, n - 1)
+    return i0, i1, t, cell, outside
+
+
+def _grid_longitude(grid: Grid, lon: np.ndarray) -> np.ndarray:
+    """Longitudes outside a regional lon/lat grid shifted by multiples of 360 into it."""
+    lo, hi = grid.x_edges[0], grid.x_edges[-1]
+    if grid.coords is not CoordinateSystem.LONLAT or grid.periodic_x:
+        return lon
+    return np.where((lon >= lo) & (lon <= hi), lon, lo + np.mod(lon - lo, 360.0))
+
+
+def _locate(obs: Observations, grid: Grid) -> _Located:
+    """Bilinear indices/weights from wet-cell centres for every row, and the bad rows."""
+    if obs.coords is not None and obs.coords is not grid.coords:
+        raise ObservationError(
+            f"the observations have {obs.coords.value} positions but the grid is "
+            f"{grid.coords.value}; give positions in the grid's coordinates"
+        )
+    x = _grid_longitude(grid, obs.x)
+    ix0, ix1, tx, cx, out_x = _axis_bracket(grid.x, grid.x_edges, x, grid.periodic_x)
+    iy0, iy1, ty, cy, out_y = _axis_bracket(grid.y, grid.y_edges, obs.y, False)
+    nx = grid.x.size
+    cells = np.stack([iy0 * nx + ix0, iy0 * nx + ix1, iy1 * nx + ix0, iy1 * nx + ix1], -1)
+    weights = np.stack([(1 - tx) * (1 - ty), tx * (1 - ty), (1 - tx) * ty, tx * ty], -1)
+    wet = grid.mask.ravel()
+    home = cy * nx + cx  # the cell holding each observation
+    weights = np.where(wet[cells], weights, 0.0)
+    total = weights.sum(-1, keepdims=True)
+    # A wet home cell always gets a positive weight; fall back on it should rounding not.
+    lost = total[:, 0] <= 0
+    weights = np.divide(weights, total, out=np.zeros_like(weights), where=total > 0)
+    weights[lost] = [1.0, 0.0, 0.0, 0.0]
+    cells[lost, 0] = home[lost]
+    state_of_cell = np.zeros(wet.size, dtype=np.int64)
+    state_of_cell[grid.wet_index] = np.arange(grid.n_wet)
+    indices = np.where(weights > 0, state_of_cell[cells], state_of_cell[home][:, None])
+
+    outside = out_x | out_y
+    names = _axis_names(grid.coords)
+    extent = (f"; the grid covers {names[0]} [{grid.x_edges[0]:g}, {grid.x_edges[-1]:g}]"
+              f"{' (periodic)' if grid.periodic_x else ''}, "
+              f"{names[1]} [{grid.y_edges[0]:g}, {grid.y_edges[-1]:g}]")
+    describe = _fmt_positions(obs.x, obs.y, names)
+    return _Located(indices, weights, [
+        _Problem(outside, "{are} outside the grid", describe, extent),
+        _Problem(~outside & ~wet[home], "{are} on land", describe,
+                 "; their grid cells are land in the grid's mask"),
+    ])
+
+
+# ---------------------------------------------------------------------- time assignment
+def _check_analysis_times(times: Any, datetime_obs: bool) -> np.ndarray:
+    t = _as_time(times)
+    if t.ndim != 1 or t.size == 0:
+        raise ObservationError(f"analysis times must be a non-empty 1-D array, got {t.shape}")
+    if (t.dtype.kind == "M") != datetime_obs:
+        kinds = ("datetimes", "numbers (seconds)")
+        raise ObservationError(
+            f"the observation times are {kinds[not datetime_obs]} but the analysis times are "
+            f"{kinds[datetime_obs]}; give both the same way"
+        )
+    if _is_missing_time(t).any():
+        bad = np.flatnonzero(_is_missing_time(t))[:MAX_SHOWN].tolist()
+        raise ObservationError(f"analysis times are missing or non-finite at positions {bad}")
+    step = np.diff(t)
+    zero = np.zeros((), dtype=step.dtype)
+    for bad, text in ((step == zero, "duplicate"), (step < zero, "out of order")):
+        if bad.any():
+            at = np.flatnonzero(bad)
+            pairs = ", ".join(f"{i}->{i + 1} ({a} -> {b})" for i, a, b in zip(
+                at[:MAX_SHOWN], _fmt(t[at[:MAX_SHOWN]]), _fmt(t[at[:MAX_SHOWN] + 1]),
+                strict=True))
+            raise ObservationError(
+                f"analysis times must be strictly increasing: {at.size} consecutive "
+                f"{'pair is' if at.size == 1 else 'pairs are'} {text} at positions {pairs}"
+            )
+    return t
+
+
+def _nearest_times(time: np.ndarray, times: Any, window: tuple | None):
+    """Nearest analysis time of each observation, and the rows outside the window."""
+    t = _check_analysis_times(times, time.dtype.kind == "M")
+    if window is not None:
+        lo, hi = _check_window(window, time.dtype.kind == "M")
+    elif t.size == 1:
+        lo = hi = None
+    else:
+        lo, hi = t[0] - (t[1] - t[0]) / 2, t[-1] + (t[-1] - t[-2]) / 2
+    if t.size == 1:
+        index = np.zeros(time.size, dtype=np.int64)
+    else:
+        k = np.clip(np.searchsorted(t, time), 1, t.size - 1)
+        index = np.where(time - t[k - 1] <= t[k] - time, k - 1, k)
+    outside = np.zeros(time.size, dtype=bool)
+    if lo is not None:
+        outside = (time < lo) | (time > hi)
+    bounds = _fmt(np.array([lo, hi])) if lo is not None else ["-", "-"]
+    return index, _Problem(outside, "{are} outside the time window", lambda r: _fmt(time[r]),
+                           f"; the window is [{bounds[0]}, {bounds[1]}]")
+
+
+def _check_window(window: tuple, datetime_obs: bool) -> tuple[Any, Any]:
+    w = _as_time(window)
+    if (w.shape != (2,) or (w.dtype.kind == "M") != datetime_obs
+            or _is_missing_time(w).any() or not w[0] < w[1]):
+        kind = "datetimes" if datetime_obs else "numbers (seconds)"
+        raise ObservationError(
+            f"window must be (start, end) with start < end, both {kind} like the "
+            f"observation times; got {window}"
+        )
+    return w[0], w[1]
+
+
+# ---------------------------------------------------------------------- prepared, padded
+class PaddedObservations(NamedTuple):
+    """Observations per analysis time, padded to ``m_max`` for fixed-shape Kalman filters.
+
+    Padding entries have value 0, variance 1, weights 0 and ``valid`` False.
+
+    Attributes
+    ----------
+    values, variances : ndarray, shape (T, m_max)
+        Values (tracer units) and error variances (squared units).
+    indices, weights : ndarray, shape (T, m_max, 4)
+        Rows of the observation operator (see :class:`ObservationOperator`).
+    valid : ndarray of bool, shape (T, m_max)
+    rows : ndarray of int, shape (T, m_max)
+        Row in the original :class:`Observations`, -1 on padding.
+    platform_index : ndarray of int, shape (T, m_max)
+        Index into :attr:`PreparedObservations.platforms` (for per-platform noise scales),
+        0 on padding.
+    """
+
+    values: np.ndarray
+    variances: np.ndarray
+    indices: np.ndarray
+    weights: np.ndarray
+    valid: np.ndarray
+    rows: np.ndarray
+    platform_index: np.ndarray
+
+
+class PreparedObservations(NamedTuple):
+    """Observations checked against a grid and analysis times (only the kept rows).
+
+    Attributes
+    ----------
+    time_index : ndarray of int, shape (m,)
+        Index of each observation's analysis time.
+    operator : ObservationOperator
+    value, error : ndarray, shape (m,)
+        Values and error standard deviations (tracer units).
+    platform : ndarray of str, shape (m,)
+    rows : ndarray of int, shape (m,)
+        Row of each kept observation in the original :class:`Observations`.
+    n_times : int
+        Number of analysis times T.
+    """
+
+    time_index: np.ndarray
+    operator: ObservationOperator
+    value: np.ndarray
+    error: np.ndarray
+    platform: np.ndarray
+    rows: np.ndarray
+    n_times: int
+
+    @property
+    def platforms(self) -> tuple[str, ...]:
+        """The distinct platforms of the kept rows, sorted."""
+        return tuple(str(p) for p in np.unique(self.platform))
+
+    def observed_cells(self, grid: Grid) -> np.ndarray:
+        """Boolean (time, ny, nx): the cells whose values entered an observation (its
+        interpolation stencil) at each analysis time; the rest is held out."""
+        observed = np.zeros((self.n_times, *grid.shape), dtype=bool)
+        for k, rows in zip(self.time_index, self.operator.indices, strict=True):
+            observed[k].reshape(-1)[grid.wet_index[rows]] = True
+        return observed
+
+    def padded(self) -> PaddedObservations:
+        """The observations grouped by analysis time, in row order, padded (see
+        :class:`PaddedObservations`)."""
+        T = self.n_times
+        counts = np.bincount(self.time_index, minlength=T)
+        m_max = int(counts.max(initial=0))
+        order = np.argsort(self.time_index, kind="stable")
+        k = self.time_index[order]
+        slot = np.arange(order.size) - (np.cumsum(counts) - counts)[k]
+        out = PaddedObservations(
+            values=np.zeros((T, m_max)), variances=np.ones((T, m_max)),
+            indices=np.zeros((T, m_max, 4), dtype=self.operator.indices.dtype),
+            weights=np.zeros((T, m_max, 4)), valid=np.zeros((T, m_max), dtype=bool),
+            rows=np.full((T, m_max), -1, dtype=np.int64),
+            platform_index=np.zeros((T, m_max), dtype=np.int64),
+        )
+        out.values[k, slot] = self.value[order]
+        out.variances[k, slot] = self.error[order] ** 2
+        out.indices[k, slot] = self.operator.indices[order]
+        out.weights[k, slot] = self.operator.weights[order]
+        out.valid[k, slot] = True
+        out.rows[k, slot] = self.rows[order]
+        out.platform_index[k, slot] = np.searchsorted(self.platforms, self.platform[order])
+        return out
+
+    def dense_H(self, n_wet: int | None = None) -> np.ndarray:
+        """Dense per-time operators ``(T, m_max, n_wet)``, zero rows on padding; small grids."""
+        n_wet = self.operator.n_wet if n_wet is None else n_wet
+        pad = self.padded()
+        H = np.zeros(pad.values.shape + (n_wet,))
+        t, s = np.indices(pad.values.shape)
+        for c in range(4):
+            np.add.at(H, (t, s, pad.indices[..., c]), pad.weights[..., c])
+        return H

@@ -1,0 +1,384 @@
+"""``Posterior``: parameter draws, Rao-Blackwellised tracer maps, ArviZ and NetCDF export.
+
+The maps are Rao-Blackwellised: for each of a set of posterior parameter draws
+``theta_s`` the RTS smoother gives the exact Gaussian ``p(c_k | y, theta_s)``; the posterior
+of ``c_k`` is the equal-weight mixture over draws, with (law of total variance)
+
+    mean = avg_s mu_s,      var = avg_s sigma_s^2 + var_s mu_s,
+
+and quantiles of the Gaussian mixture found by bisection on its CDF.
+
+Pointwise log-likelihood, for LOO and WAIC. The observations of a state-space model are not
+conditionally independent given the parameters (the tracer field links them), so the terms
+``log p(y_i | theta)`` that PSIS-LOO assumes do not exist. Two exact alternatives are offered
+(:meth:`Posterior.pointwise_log_likelihood`):
+
+* ``kind="loo"`` (default, and what :meth:`Posterior.to_inference_data` stores): the
+  leave-one-out conditional ``log p(y_i | y_{-i}, theta)``, the quantity Bürkner, Gabry &
+  Vehtari (2021, "Efficient leave-one-out cross-validation for Bayesian non-factorized normal
+  and Student-t models", Comput. Stat. 36, 1243-1261) show PSIS-LOO needs for non-factorised
+  Gaussian models. From the RTS smoother: if ``f_i = h_i c`` has smoothed moments
+  ``(mu, v)`` given all data, removing ``y_i``'s own Gaussian factor ``N(y_i; f_i, r_i)``
+  leaves the cavity ``p(f_i | y_{-i})`` with precision ``1/v - 1/r_i`` and mean
+  ``(mu/v - y_i/r_i) / (1/v - 1/r_i)``, and ``p(y_i | y_{-i}) = N(y_i; mean, var + r_i)``.
+  ``az.loo`` on these terms estimates the expected log predictive density of a left-out
+  observation; use it to compare models on the same data (e.g. diffusion only against
+  advection-diffusion).
+* ``kind="sequential"``: the one-step-ahead terms ``log p(y_i | y_{<i}, theta)`` of the
+  Kalman filter (in time order, then row order within a time); they sum to the marginal
+  log-likelihood. Suited to prequential / leave-future-out evaluation, not to PSIS-LOO.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import arviz as az
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import xarray as xr
+from jax.scipy.special import ndtr
+
+from tracerbayes.exact.kalman import (
+    PaddedObservations,
+    kalman_filter,
+    rts_smoother,
+    sample_smoothed,
+)
+
+__all__ = ["Posterior", "parameter_summary"]
+
+_NON_PARAMETERS = ("y",)
+
+
+class Posterior:
+    """The result of :func:`tracerbayes.fit`.
+
+    Attributes
+    ----------
+    samples : dict of name -> ndarray (chain, draw, ...)
+        Posterior draws of the physical parameters.
+    sample_stats : dict of name -> ndarray (chain, draw)
+        Sampler statistics (diverging, energy, ...).
+    method : str
+        The inference method that produced it.
+    """
+
+    def __init__(self, model: Any, obs: Any, times: Any, data: Any, samples: dict,
+                 sample_stats: dict, method: str, settings: dict):
+        self.model = model
+        self.obs = obs
+        self.times = np.asarray(times)
+        self.data = data
+        self.samples = {k: np.asarray(v) for k, v in samples.items()}
+        self.sample_stats = {k: np.asarray(v) for k, v in sample_stats.items()}
+        self.method = method
+        self.settings = settings
+        self._idata: az.InferenceData | None = None
+
+    @classmethod
+    def from_mcmc(cls, model: Any, obs: Any, times: Any, data: Any, mcmc: Any, method: str,
+                  settings: dict) -> Posterior:
+        """Collect draws and statistics from a finished NumPyro ``MCMC``."""
+        samples = mcmc.get_samples(group_by_chain=True)
+        stats = mcmc.get_extra_fields(group_by_chain=True)
+        samples = {k: v for k, v in samples.items() if k not in _NON_PARAMETERS}
+        return cls(model, obs, times, data, samples, stats, method, settings)
+
+    # ------------------------------------------------------------------ draws
+    @property
+    def num_chains(self) -> int:
+        return next(iter(self.samples.values())).shape[0]
+
+    @property
+    def num_draws(self) -> int:
+        return next(iter(self.samples.values())).shape[1]
+
+    def flat_samples(self) -> dict[str, np.ndarray]:
+        """Draws with chains concatenated: name -> (chain * draw, ...)."""
+        return {k: v.reshape((-1,) + v.shape[2:]) for k, v in self.samples.items()}
+
+    def _draws(self, n: int | None) -> dict[str, jax.Array]:
+        flat = self.flat_samples()
+        total = next(iter(flat.values())).shape[0]
+        n = total if n is None else min(n, total)
+        index = np.linspace(0, total - 1, n).round().astype(int)  # evenly thinned
+        return {k: jnp.asarray(v[index]) for k, v in flat.items()}
+
+    def _padded(self, params: dict) -> PaddedObservations:
+        d = self.data
+        return PaddedObservations(d.values, d.operators, (params["error_scale"] * d.errors) ** 2,
+                                  d.valid)
+
+    # ------------------------------------------------------------------ maps
+    def _smoothed_moments(self, draws: dict) -> tuple[jax.Array, jax.Array]:
+        """Per-draw map means and variances on wet cells: (S, T, N) each."""
+        phi = jnp.asarray(self.model.basis.vectors)
+
+        def one(params):
+            ssm = self.model.state_space(params, self.data)
+            sm = rts_smoother(ssm, self._padded(params))
+            mean = sm.smoothed_means @ phi.T
+            var = jnp.einsum("nk,tkl,nl->tn", phi, sm.smoothed_covs, phi)
+            return mean, var
+
+        return jax.lax.map(jax.jit(one), draws)
+
+    def maps(self, n_draws: int = 100, quantiles: tuple[float, ...] = (0.05, 0.5, 0.95)
+             ) -> xr.Dataset:
+        """Posterior maps on (time, lat, lon): ``mean``, ``sd`` and ``quantiles``, NaN on land.
+
+        Parameters
+        ----------
+        n_draws : int
+            Number of evenly thinned posterior draws mixed (law of total variance).
+        quantiles : tuple of float
+            Probabilities of the mixture quantiles reported.
+        """
+        grid = self.model.grid
+        means, variances = self._smoothed_moments(self._draws(n_draws))
+        mean = means.mean(axis=0)
+        var = variances.mean(axis=0) + means.var(axis=0)
+        sd = jnp.sqrt(jnp.clip(var, 0.0, None))
+        qs = _mixture_quantiles(means, jnp.sqrt(jnp.clip(variances, 0.0, None)), quantiles)
+        ydim, xdim = grid.dims
+        dims = ("time", ydim, xdim)
+        coords = {"time": self.times, **grid.coordinates()}
+        units = getattr(self.obs, "units", None) or "1"
+        ds = xr.Dataset(coords=coords)
+        ds["mean"] = (dims, grid.to_field(np.asarray(mean)),
+                      {"long_name": "posterior mean of the tracer", "units": units})
+        ds["sd"] = (dims, grid.to_field(np.asarray(sd)),
+                    {"long_name": "posterior standard deviation of the tracer", "units": units})
+        ds["quantiles"] = (("quantile", *dims), grid.to_field(np.asarray(qs)),
+                          {"long_name": "posterior quantiles of the tracer", "units": units})
+        ds = ds.assign_coords(quantile=("quantile", np.asarray(quantiles),
+                                        {"long_name": "probability"}))
+        ds["mask"] = ((ydim, xdim), grid.mask.astype(np.int8),
+                      {"long_name": "water mask (1 on water, 0 on land)"})
+        ds.attrs.update({"method": self.method, "n_draws_mixed": int(means.shape[0])})
+        return ds
+
+    def sample_maps(self, n: int, key: jax.Array) -> xr.DataArray:
+        """``n`` joint posterior samples of the whole map sequence, (sample, time, lat, lon).
+
+        Each sample takes a random parameter draw and a joint draw of the trajectory given
+        it (forward filtering, backward sampling).
+        """
+        grid = self.model.grid
+        flat = self.flat_samples()
+        total = next(iter(flat.values())).shape[0]
+        k_pick, k_traj = jax.random.split(key)
+        picks = np.asarray(jax.random.randint(k_pick, (n,), 0, total))
+        phi = jnp.asarray(self.model.basis.vectors)
+
+        def one(args):
+            index, k = args
+            params = {name: jnp.asarray(v)[index] for name, v in flat.items()}
+            ssm = self.model.state_space(params, self.data)
+            z = sample_smoothed(k, ssm, self._padded(params), 1)[0]
+            return z @ phi.T
+
+        states = jax.lax.map(one, (jnp.asarray(picks), jax.random.split(k_traj, n)))
+        ydim, xdim = grid.dims
+        return xr.DataArray(grid.to_field(np.asarray(states)),
+                            dims=("sample", "time", ydim, xdim),
+                            coords={"time": self.times, **grid.coordinates()},
+                            name="tracer_sample")
+
+    # ------------------------------------------------------------------ diagnostics
+    def pointwise_log_likelihood(self, kind: str = "loo") -> np.ndarray:
+        """Per-observation log-likelihood terms, (chain, draw, n_obs).
+
+        ``kind="loo"``: ``log p(y_i | y_{-i}, theta)`` (for PSIS-LOO); ``kind="sequential"``:
+        ``log p(y_i | y_{<i}, theta)`` (sum to the marginal log-likelihood). See the module
+        docstring.
+        """
+        if kind not in ("loo", "sequential"):
+            raise ValueError(f"kind={kind!r}; choose 'loo' or 'sequential'")
+        valid = np.asarray(self.data.valid)
+        data = self.data
+
+        def sequential(params):
+            ssm = self.model.state_space(params, data)
+            return kalman_filter(ssm, self._padded(params)).log_likelihood_terms
+
+        def loo(params):
+            padded = self._padded(params)
+            sm = rts_smoother(self.model.state_space(params, data), padded)
+            mean = jnp.einsum("tmk,tk->tm", data.operators, sm.smoothed_means)
+            var = jnp.einsum("tmk,tkl,tml->tm", data.operators, sm.smoothed_covs,
+                             data.operators)
+            r = padded.variances
+            precision = 1.0 / var - 1.0 / r  # of the cavity p(f_i | y_{-i})
+            cavity_var = 1.0 / precision
+            cavity_mean = (mean / var - data.values / r) * cavity_var
+            s = cavity_var + r
+            return -0.5 * (jnp.log(2 * jnp.pi * s) + (data.values - cavity_mean) ** 2 / s)
+
+        one = loo if kind == "loo" else sequential
+        flat = {k: jnp.asarray(v) for k, v in self.flat_samples().items()}
+        terms = np.asarray(jax.lax.map(jax.jit(one), flat))  # (S, T, m)
+        terms = terms[:, valid]
+        return terms.reshape(self.num_chains, self.num_draws, -1)
+
+    def posterior_predictive(self, key: jax.Array) -> np.ndarray:
+        """Replicated observations ``y_rep`` at the observed points, (chain, draw, n_obs).
+
+        For every posterior draw ``theta_s``: a trajectory ``c ~ p(c | y, theta_s)`` (forward
+        filtering, backward sampling), then ``y_rep = H c + e`` with
+        ``e ~ N(0, (error_scale * error)^2)``: draws of ``p(y_rep | y)`` for posterior
+        predictive checks (ArviZ ``plot_ppc``, LOO-PIT).
+        """
+        valid = np.asarray(self.data.valid)
+        flat = {k: jnp.asarray(v) for k, v in self.flat_samples().items()}
+        total = next(iter(flat.values())).shape[0]
+
+        def one(args):
+            params, k = args
+            k_state, k_error = jax.random.split(k)
+            padded = self._padded(params)
+            ssm = self.model.state_space(params, self.data)
+            z = sample_smoothed(k_state, ssm, padded, 1)[0]  # (T, K)
+            mean = jnp.einsum("tmk,tk->tm", self.data.operators, z)
+            noise = jax.random.normal(k_error, mean.shape, mean.dtype)
+            return mean + jnp.sqrt(padded.variances) * noise
+
+        reps = np.asarray(jax.lax.map(jax.jit(one), (flat, jax.random.split(key, total))))
+        return reps[:, valid].reshape(self.num_chains, self.num_draws, -1)
+
+    def to_inference_data(self, posterior_predictive: bool = True,
+                          key: jax.Array | None = None) -> az.InferenceData:
+        """ArviZ InferenceData: posterior, sample_stats, log_likelihood, observed_data and
+        (by default) posterior_predictive at the observations.
+
+        ``key`` seeds the posterior predictive draws (default: ``jax.random.key(seed)`` with
+        the sampler's seed, so the result is reproducible).
+        """
+        if self._idata is not None and (posterior_predictive == ("posterior_predictive"
+                                                               in self._idata.groups())):
+            return self._idata
+        valid = np.asarray(self.data.valid)
+        observed = np.asarray(self.data.values)[valid]
+        stats = {("diverging" if k == "diverging" else k): v
+                 for k, v in self.sample_stats.items()}
+        if "potential_energy" in stats:
+            stats["lp"] = -stats.pop("potential_energy")
+        if "num_steps" in stats:
+            stats["n_steps"] = stats.pop("num_steps")
+        if "accept_prob" in stats:
+            stats["acceptance_rate"] = stats.pop("accept_prob")
+        predictive = None
+        if posterior_predictive:
+            if key is None:
+                key = jax.random.key(int(self.settings.get("seed", 0)))
+            predictive = {"y": self.posterior_predictive(key)}
+        idata = az.from_dict(
+            posterior=self.samples,
+            posterior_predictive=predictive,
+            sample_stats=stats,
+            log_likelihood={"y": self.pointwise_log_likelihood()},
+            observed_data={"y": observed},
+            dims={"y": ["obs"]},
+            attrs={"inference_method": self.method,
+                   **{f"setting_{k}": str(v) for k, v in self.settings.items()}},
+        )
+        self._idata = idata
+        return idata
+
+    def parameter_table(self) -> pd.DataFrame:
+        """Posterior mean, sd and 5%/95% quantiles of every scalar parameter."""
+        return parameter_summary(self.samples)
+
+    def to_netcdf(self, path: Any, *, units: str | None = None,
+                  long_name: str = "tracer concentration", standard_name: str | None = None,
+                  n_draws: int = 100, **attributes: Any) -> xr.Dataset:
+        """Write the maps as CF-1.10 NetCDF (atomically) and return the dataset written.
+
+        ``units`` (UDUNITS; default the observations' units or "1"), ``long_name`` and
+        ``standard_name`` describe the tracer; other keywords (title, history,
+        config_text, institution, references) go to :func:`tracerbayes.io.netcdf.cf_dataset`.
+        The parameters' posterior summary is stored as global attributes.
+        """
+        from tracerbayes.io.netcdf import cf_dataset, write_netcdf
+
+        units = units or getattr(self.obs, "units", None) or "1"
+        ds = cf_dataset(self.maps(n_draws=n_draws), units=units, tracer_long_name=long_name,
+                        tracer_standard_name=standard_name, method=self.method,
+                        parameter_summary=self.parameter_table(), **attributes)
+        write_netcdf(ds, path)
+        return ds
+
+    def summary(self) -> Any:
+        """ArviZ summary table of the parameters (mean, sd, HDI, ESS, R-hat)."""
+        return az.summary(az.from_dict(posterior=self.samples))
+
+    def check_diagnostics(self, rhat_max: float = 1.01, ess_min: float = 400) -> list[str]:
+        """Human-readable problems with the sampler's output, each with what to try."""
+        problems = []
+        div = self.sample_stats.get("diverging")
+        if div is not None and int(np.sum(div)) > 0:
+            problems.append(
+                f"{int(np.sum(div))} divergent transitions: the posterior has regions NUTS "
+                "cannot explore; raise target_accept (e.g. 0.95) or tighten the priors"
+            )
+        worst, low = chain_diagnostics(self.samples)
+        if worst > rhat_max:
+            problems.append(f"R-hat up to {worst:.3f} (> {rhat_max}): chains disagree; "
+                            "run longer (num_warmup, num_samples) or check priors")
+        if low < ess_min:
+            problems.append(f"bulk ESS as low as {low:.0f} (< {ess_min:g}): draw more samples "
+                            "(num_samples) or chains")
+        return problems
+
+
+def chain_diagnostics(samples: dict[str, np.ndarray]) -> tuple[float, float]:
+    """The largest rank-normalised R-hat (NaN for one chain) and the lowest bulk ESS over
+    every parameter of ``{name: (chain, draw, ...)}``."""
+    idata = az.from_dict(posterior=samples)
+    worst = float("nan")
+    if next(iter(samples.values())).shape[0] > 1:
+        rhat = az.rhat(idata)
+        worst = max(float(rhat[v].max()) for v in rhat.data_vars)
+    ess = az.ess(idata, method="bulk")
+    return worst, min(float(ess[v].min()) for v in ess.data_vars)
+
+
+def parameter_summary(samples: dict[str, np.ndarray]) -> pd.DataFrame:
+    """Mean, sd and 5%/95% quantiles of every scalar in ``{name: (chain, draw, ...)}``; a
+    vector parameter gives one row per element, labelled ``name[j]``."""
+    rows = {}
+    for name, draws in samples.items():
+        draws = np.asarray(draws)
+        flat = draws.reshape(draws.shape[0] * draws.shape[1], -1)
+        for j in range(flat.shape[1]):
+            label = name if flat.shape[1] == 1 else f"{name}[{j}]"
+            d = flat[:, j]
+            rows[label] = {"mean": d.mean(), "sd": d.std(ddof=1),
+                           "q5": np.quantile(d, 0.05), "q95": np.quantile(d, 0.95)}
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def _mixture_quantiles(means: jax.Array, sds: jax.Array, probs: tuple[float, ...],
+                       iterations: int = 60) -> jax.Array:
+    """Quantiles of equal-weight Gaussian mixtures over axis 0, by bisection on the CDF.
+
+    ``means, sds``: (S, ...) -> (len(probs), ...).
+    """
+    sds = jnp.maximum(sds, 1e-300)
+    lo = jnp.min(means - 10.0 * sds, axis=0)
+    hi = jnp.max(means + 10.0 * sds, axis=0)
+
+    def solve(p):
+        def body(_, bounds):
+            a, b = bounds
+            mid = 0.5 * (a + b)
+            cdf = jnp.mean(ndtr((mid - means) / sds), axis=0)
+            return jnp.where(cdf < p, mid, a), jnp.where(cdf < p, b, mid)
+
+        a, b = jax.lax.fori_loop(0, iterations, body, (lo, hi))
+        return 0.5 * (a + b)
+
+    return jnp.stack([solve(p) for p in probs])

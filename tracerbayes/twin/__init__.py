@@ -1,0 +1,3 @@
+"""Twin experiments: synthetic truths, observing platforms, scenarios (never imported by the
+numerics).
+"""
