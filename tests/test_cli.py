@@ -131,9 +131,9 @@ def test_island_inputs_are_reproduced_by_make_inputs(tmp_path):
             # Regenerated floats differ in the last bits from machine to machine (BLAS, libm):
             # compare values to float64 round-off, and names, attributes and coordinates exactly.
             xr.testing.assert_allclose(new, committed, rtol=1e-12, atol=1e-15)
-            assert new.attrs == committed.attrs
+            np.testing.assert_equal(new.attrs, committed.attrs)
             for name in new.variables:
-                assert new[name].attrs == committed[name].attrs, name
+                np.testing.assert_equal(new[name].attrs, committed[name].attrs, err_msg=name)
                 assert new[name].dims == committed[name].dims, name
 
 
