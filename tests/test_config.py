@@ -379,3 +379,68 @@ def test_letkf_options_and_whether_fit_accepts_them(tmp_path, rng):
     assert [p.path for p in problems] == (["method.name"] if missing else [])
     if missing:
         assert f"fit() options {missing}" in problems[0].message
+
+
+# ------------------------------------------------------------------------------ times
+@pytest.mark.parametrize(("times", "expected"), [
+    # 'up to and including end': never past it, even when end is off the step
+    ("{start: 2020-01-01, end: 2020-01-04T20:00, step: 1 day}",
+     ["2020-01-01", "2020-01-02", "2020-01-03", "2020-01-04"]),
+    ("{start: 2020-01-01, end: 2020-01-05, step: 2 days}",
+     ["2020-01-01", "2020-01-03", "2020-01-05"]),
+    # monthly: the same day of every calendar month (the last day in shorter ones)
+    ("{start: 2019-11-30, end: 2020-03-30, step: monthly}",
+     ["2019-11-30", "2019-12-30", "2020-01-30", "2020-02-29", "2020-03-30"]),
+    ("{list: [2020-01-01, 2020-01-02T12:00, 2020-01-05]}",
+     ["2020-01-01T00:00", "2020-01-02T12:00", "2020-01-05T00:00"]),
+])
+def test_analysis_times_regular_monthly_and_listed(tmp_path, rng, times, expected):
+    _inputs(tmp_path, rng)
+    cfg = load_config(_write(tmp_path, BASE.replace(
+        "{start: 2020-01-01, end: 2020-01-05, step: 1 day}", times)))
+    got = build_times(cfg)
+    np.testing.assert_array_equal(got, np.array(expected, dtype="datetime64[ns]"))
+
+
+def test_analysis_times_from_the_observations(tmp_path, rng):
+    _inputs(tmp_path, rng)
+    cfg = load_config(_write(tmp_path, BASE.replace(
+        "{start: 2020-01-01, end: 2020-01-05, step: 1 day}", "{from_observations: true}")))
+    obs = build_observations(cfg)
+    days = np.unique(np.asarray(obs.time).astype("datetime64[D]")).astype("datetime64[ns]")
+    np.testing.assert_array_equal(build_times(cfg), days)
+    np.testing.assert_array_equal(build_times(cfg, obs), days)
+    assert validate_config(tmp_path / "run.yaml") == []
+
+
+@pytest.mark.parametrize(("times", "path", "message"), [
+    ("{start: 2020-01-01, step: 1 day}", "times.end", "start and end go together"),
+    ("{start: 2020-01-01, end: 2020-01-05, list: [2020-01-01]}", "times",
+     "give exactly one of: start and end (with step), list, or from_observations"),
+    ("{list: [2020-01-02, 2020-01-01]}", "times.list",
+     "strictly increasing: item 1 (2020-01-01T00:00:00.000000000) is not after item 0"),
+    ("{start: 2020-01-01, end: 2020-01-05, step: weekly}", "times.step",
+     "'weekly' is not a number followed by a unit"),
+])
+def test_bad_analysis_times_say_what_to_write(tmp_path, rng, times, path, message):
+    _inputs(tmp_path, rng)
+    (problem,) = _problems(tmp_path, BASE.replace(
+        "{start: 2020-01-01, end: 2020-01-05, step: 1 day}", times))
+    assert problem.path == path
+    assert message in problem.message
+
+
+def test_tracer_not_conserved_builds_the_damped_model(tmp_path, rng):
+    _inputs(tmp_path, rng)
+    text = (BASE.replace("tracer: {name: temp, units: degC}",
+                         "tracer: {name: temp, units: degC, conserved: false}")
+            .replace("  smoothness: 5/2\n", "  smoothness: 5/2\n  damping: {lognormal: "
+                     "{median: 2 weeks, sigma: 0.5}}\n  source_sd: {halfnormal: {scale: 0.3}}\n"))
+    cfg = load_config(_write(tmp_path, text))
+    grid = build_grid(cfg)
+    model = build_model(cfg, grid, build_observations(cfg), velocity=build_velocity(cfg, grid))
+    assert not model.conserved
+    assert float(model.damping_prior().icdf(0.5)) == pytest.approx(14.0)
+    assert float(model.source_prior().scale) == pytest.approx(0.3)
+    plain = load_config(_write(tmp_path, BASE, "plain.yaml"))
+    assert build_model(plain, grid, velocity=build_velocity(plain, grid)).conserved

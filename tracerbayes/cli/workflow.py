@@ -143,8 +143,8 @@ def run_config(path: str | Path, output: str | Path | None = None, seed: int | N
     if problems:
         raise tbc.ConfigError(problems, path)
     grid = tbc.build_grid(cfg)
-    times = tbc.build_times(cfg)
     obs = tbc.build_observations(cfg)
+    times = tbc.build_times(cfg, obs)
     model = tbc.build_model(cfg, grid, obs)
     options = tbc.fit_options(cfg)
     if seed is not None:

@@ -330,9 +330,13 @@ class _CycleConfig(NamedTuple):
 def forecast_step(transition: Callable, inflation: Callable | None, forecast_first: bool,
                   k: jax.Array, key: jax.Array, E: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Cycle ``k``'s forecast: split ``key`` three ways, advance ``E`` (kept as is at
-    ``k = 0`` unless ``forecast_first``) and inflate it; returns it and the analysis key."""
+    ``k = 0`` unless ``forecast_first``) and inflate it; returns it and the analysis key.
+    A transition with ``per_step = True`` is called as ``transition(key, E, k)``."""
     k_model, k_infl, k_anal = jax.random.split(key, 3)
-    moved = transition(k_model, E)
+    if getattr(transition, "per_step", False):
+        moved = transition(k_model, E, k)
+    else:
+        moved = transition(k_model, E)
     E_f = moved if forecast_first else jnp.where(k > 0, moved, E)
     if inflation is not None:
         E_f = inflation(k_infl, E_f)

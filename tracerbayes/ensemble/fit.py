@@ -65,6 +65,10 @@ def _parameter_priors(model: Any) -> dict[str, Any]:
               "noise_lengthscale_km": pri.noise_lengthscale_km, "initial_sd": pri.initial_sd,
               "initial_lengthscale_km": pri.initial_lengthscale_km,
               "error_scale": pri.error_scale}
+    if pri.source_sd is not None or not getattr(model, "conserved", True):
+        priors["source_sd"] = model.source_prior()
+    if not getattr(model, "conserved", True):
+        priors["damping_days"] = model.damping_prior()
     vel = model.velocity
     if isinstance(vel, GivenVelocity) and vel.scale_prior is not None:
         priors["velocity_scale"] = vel.scale_prior
@@ -99,15 +103,17 @@ def point_parameters(model: Any, parameters: Any = None) -> dict[str, Any]:
     return values
 
 
-def _uniform_step(times: np.ndarray) -> float:
+def _intervals(times: np.ndarray) -> Any:
+    """The analysis intervals in seconds: one float when they are equal (or there is a
+    single time), else the (T - 1,) array."""
     seconds = ((times - times[0]) / np.timedelta64(1, "s") if np.issubdtype(
         times.dtype, np.datetime64) else times.astype(float))
     steps = np.diff(seconds)
-    if steps.size and not np.allclose(steps, steps[0], rtol=1e-9):
-        raise ValueError("the ensemble methods need equally spaced analysis times; the "
-                         f"intervals range from {steps.min():g} to {steps.max():g} s. Use "
-                         "a regular time axis (e.g. daily) or method='nuts'")
-    return float(steps[0]) if steps.size else DAY
+    if not steps.size:
+        return DAY
+    if np.allclose(steps, steps[0], rtol=1e-9):
+        return float(steps[0])
+    return steps
 
 
 def fit_ensemble(model: Any, obs: Any, times: Any, method: str, *, ensemble_size: int = 64,
@@ -129,7 +135,7 @@ def fit_ensemble(model: Any, obs: Any, times: Any, method: str, *, ensemble_size
                          f"weight nodes; 1 = every cell), got {weight_stride}")
     grid = model.grid
     times = np.asarray(times)
-    dt = _uniform_step(times)
+    dt = _intervals(times)
     prepared = obs.prepare(grid, times, drop_invalid=drop_invalid)
     T, N, n = len(times), int(ensemble_size), grid.n_wet
     if lag is None and T * N * n * 8 > WINDOW_BYTES:
@@ -137,8 +143,11 @@ def fit_ensemble(model: Any, obs: Any, times: Any, method: str, *, ensemble_size
     params = point_parameters(model, parameters)
     velocity = model.face_velocity({k: jnp.asarray(v) for k, v in params.items()})
     noise = noise_field(grid, float(params["noise_lengthscale_km"]) * 1e3)
-    transition = tracer_transition(grid, velocity, float(params["diffusivity"]), dt, noise,
-                                   float(params["noise_sd"]))
+    transition = tracer_transition(
+        grid, velocity, float(params["diffusivity"]), dt, noise, float(params["noise_sd"]),
+        damping_rate=(1.0 / (float(params["damping_days"]) * DAY)
+                      if "damping_days" in params else 0.0),
+        source_sd=float(params.get("source_sd", 0.0)))
     k_init, k_run = jax.random.split(jax.random.key(seed))
     E0 = initial_ensemble(k_init, grid, N, float(np.mean(prepared.value)),
                           float(model.priors.mean_sd), float(params["initial_sd"]),
@@ -170,7 +179,7 @@ def fit_ensemble(model: Any, obs: Any, times: Any, method: str, *, ensemble_size
                            progress=progress)
     settings = {"ensemble_size": N, "localisation_km": float(localisation_km),
                 "inflation": float(inflation), "lag": "window" if lag is None else int(lag),
-                "mass_safe": bool(mass_safe), "seed": int(seed), "dt_s": dt,
+                "mass_safe": bool(mass_safe), "seed": int(seed), "dt_s": dt if np.ndim(dt) == 0 else f"{np.min(dt):g}..{np.max(dt):g}",
                 "substeps": int(transition.substeps), "weight_stride": int(weight_stride)}
     return EnsemblePosterior.from_window(model, obs, times, prepared, observations, params,
                                          result, method=method, settings=settings)

@@ -15,6 +15,12 @@ total is therefore kept exactly by the forecast; the mass-safe inflation and loc
 :mod:`tracerbayes.ensemble.inflation` and :mod:`tracerbayes.ensemble.localisation` keep it
 through the analysis.
 
+A tracer that is not conserved (``damping_rate > 0`` or ``source_sd > 0``) follows the same
+Ornstein-Uhlenbeck anomaly model as the exact path (:mod:`tracerbayes.exact.model`): after
+each move, every member's departure from its basin-mean level is damped by
+``exp(-dt / tau)``, and each basin's mean level takes a random step of sd
+``source_sd sqrt(dt / 1 day)``.
+
 Observations enter as interpolation stencils (:class:`~tracerbayes.ensemble.cycle.Stencil`,
 four wet cells and weights per observation), never as dense ``(m, n)`` matrices, so memory
 grows like the number of cells, not its square.
@@ -38,6 +44,8 @@ from tracerbayes.grid.core import CoordinateSystem, Grid
 
 __all__ = [
     "NoiseField",
+    "basin_levels",
+    "damp_anomalies",
     "initial_ensemble",
     "noise_field",
     "sample_noise",
@@ -115,28 +123,79 @@ def sample_noise(key: jax.Array, field: NoiseField, n: int, scale: Any, *,
     return eps
 
 
-def tracer_transition(grid: Grid, velocity: physics.FaceVelocity, diffusivity: Any, dt: float,
-                      noise: NoiseField, noise_sd: float, *, courant: float = 0.9):
+def basin_levels(key: jax.Array, basins: np.ndarray, n: int, sd: Any, dtype: Any = None
+                 ) -> jax.Array:
+    """``n`` fields (n, n_wet), each uniform within every basin: independent N(0, sd^2)
+    levels per member and basin (the basin-scale part of the forcing)."""
+    labels = np.asarray(basins)
+    levels = jax.random.normal(key, (int(n), int(labels.max()) + 1), dtype or float)
+    return sd * levels[:, labels]
+
+
+def damp_anomalies(E: jax.Array, factor: Any, cell_area: Any, basins: np.ndarray) -> jax.Array:
+    """Every member's departure from its basin-mean level multiplied by ``factor``: the
+    basin totals are unchanged."""
+    anomaly = project_mass_free(E, jnp.asarray(cell_area, E.dtype), basins)
+    return E - (1.0 - factor) * anomaly
+
+
+def tracer_transition(grid: Grid, velocity: physics.FaceVelocity, diffusivity: Any, dt: Any,
+                      noise: NoiseField, noise_sd: float, *, courant: float = 0.9,
+                      damping_rate: float = 0.0, source_sd: float = 0.0):
     """The ensemble transition ``(key, E) -> E`` over ``dt`` seconds.
 
     ``E`` (N_e, n_wet); velocity in m/s (steady faces), diffusivity in m^2/s, ``noise_sd`` the
     process-noise sd accumulated over one day (tracer units per sqrt(day)), so each step adds
     mass-free noise of sd ``noise_sd * sqrt(dt / day)``. Sub-steps are fixed from the
-    concrete inputs here, so the function jit-compiles once.
-    """
-    if not dt > 0:
-        raise ValueError(f"dt must be > 0 s, got {dt}")
-    substeps = physics.substeps_for(grid, velocity, diffusivity, dt, courant)
-    step_sd = float(noise_sd) * np.sqrt(float(dt) / DAY)
-    velocity = physics.FaceVelocity(jnp.asarray(velocity.east), jnp.asarray(velocity.north))
+    concrete inputs here, so the function jit-compiles once. ``damping_rate`` (1/s) and
+    ``source_sd`` (tracer units per sqrt(day)) make the tracer not conserved (module
+    docstring); both 0 (default) keep every member's total exactly.
 
-    def transition(key: jax.Array, E: jax.Array) -> jax.Array:
-        moved = physics.propagate(grid, E, velocity, diffusivity, dt, substeps=substeps)
-        if step_sd == 0:
-            return moved
-        return moved + sample_noise(key, noise, E.shape[0], step_sd, dtype=E.dtype)
+    Irregular analysis times: ``dt`` an array of the intervals (T - 1,) gives a transition
+    ``(key, E, k) -> E`` that moves ``E`` from analysis time ``k - 1`` to ``k``
+    (``transition.per_step`` is True; the ensemble engine passes ``k``). Its sub-steps are
+    those of the longest interval, so every interval is stepped stably with one compiled
+    function.
+    """
+    steps = np.atleast_1d(np.asarray(dt, dtype=float))
+    if steps.size == 0 or not np.all(steps > 0):
+        raise ValueError(f"dt must be > 0 s, got {dt}")
+    if not (damping_rate >= 0 and source_sd >= 0):
+        raise ValueError(f"damping_rate (1/s) and source_sd must be >= 0, got {damping_rate} "
+                         f"and {source_sd}")
+    per_step = np.ndim(dt) > 0
+    area = np.asarray(grid.wet_area)
+    substeps = physics.substeps_for(grid, velocity, diffusivity, float(steps.max()), courant)
+    velocity = physics.FaceVelocity(jnp.asarray(velocity.east), jnp.asarray(velocity.north))
+    damped, sources, noisy = damping_rate != 0, source_sd != 0, noise_sd != 0
+
+    def move(key: jax.Array, E: jax.Array, h: Any) -> jax.Array:
+        moved = physics.propagate(grid, E, velocity, diffusivity, h, substeps=substeps)
+        if damped:
+            moved = damp_anomalies(moved, jnp.exp(-damping_rate * h), area, noise.basins)
+        # one key for the smooth noise (as for a conserved tracer), split only for levels
+        k_noise, k_level = jax.random.split(key) if sources else (key, key)
+        if noisy:
+            sd = noise_sd * jnp.sqrt(h / DAY)
+            moved = moved + sample_noise(k_noise, noise, E.shape[0], sd, dtype=E.dtype)
+        if sources:
+            sd = source_sd * jnp.sqrt(h / DAY)
+            moved = moved + basin_levels(k_level, noise.basins, E.shape[0], sd, E.dtype)
+        return moved
+
+    if per_step:
+        intervals = jnp.asarray(steps)
+
+        def transition(key: jax.Array, E: jax.Array, k: Any) -> jax.Array:
+            return move(key, E, intervals[jnp.clip(k - 1, 0, steps.size - 1)])
+    else:
+        h0 = float(steps[0])
+
+        def transition(key: jax.Array, E: jax.Array) -> jax.Array:
+            return move(key, E, h0)
 
     transition.substeps = substeps  # for reports
+    transition.per_step = per_step
     return transition
 
 

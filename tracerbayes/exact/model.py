@@ -16,6 +16,17 @@ zero area-weighted total, and since ``e_0^T A L = 0`` the dynamics never change 
 either. The initial mean level ``mu`` is integrated out analytically (it is the mass mode of
 ``z_0``, prior sd ``mean_sd``).
 
+Tracers that are not conserved (``conserved=False``: SST, oxygen, chlorophyll) follow an
+Ornstein-Uhlenbeck anomaly model about the basin-mean level ``m`` (the constant mode(s))::
+
+    dc/dt = -div(u c) + div(kappa grad c) - (c - m) / tau + f
+
+every non-constant mode is damped at the rate ``1 / tau`` (``damping_days``), and the forcing
+``f`` has a smooth part (the process noise above) and a basin-scale part: each basin's mean
+level ``m`` random-walks with sd ``source_sd`` per sqrt(day), so the total is free to follow
+a seasonal cycle, and ``var(m_k) = mean_sd^2 + source_sd^2 (t_k - t_0) / 1 day`` without
+observations. Conserved tracers (the default) keep the total exactly.
+
 ``transition="projected"`` replaces ``expm(L_K dt_k)`` by the basis advected on the full grid
 and projected back, with exact diffusion split around it (:mod:`tracerbayes.exact.projection`).
 
@@ -57,6 +68,12 @@ __all__ = [
 
 DAY = 86400.0
 KM = 1000.0
+#: Prior of the damping time (days) of a tracer that is not conserved: median 30 days,
+#: 4 to 220 days at +-2 sd (mixed-layer temperature and oxygen anomalies live weeks to months).
+DEFAULT_DAMPING_DAYS = dist.LogNormal(np.log(30.0), 1.0)
+#: Prior scale of ``source_sd`` for a tracer that is not conserved, in units of the data's
+#: spread per sqrt(day): HalfNormal(0.2 s) lets a basin mean move by ~1 s in a month.
+DEFAULT_SOURCE_SD = 0.2
 
 
 # ------------------------------------------------------------------------------- velocity
@@ -135,7 +152,14 @@ class Priors:
         Optional source/sink term: the sd of the random change per day of each basin's
         area-mean level (tracer units per sqrt(day)), i.e. process-noise variance on the
         constant mode(s), which frees the total. ``None`` (default): every innovation has
-        exactly zero total and a closed basin keeps its tracer.
+        exactly zero total and a closed basin keeps its tracer; for a model with
+        ``conserved=False``, ``None`` means :data:`DEFAULT_SOURCE_SD` times ``data_sd``.
+    damping_days : Distribution or None
+        ``conserved=False`` only: the damping time ``tau`` (days) of the anomalies about the
+        basin-mean level. ``None``: :data:`DEFAULT_DAMPING_DAYS`.
+    data_sd : float
+        The spread of the data that the defaults are relative to (set by
+        :meth:`for_observations`; 1 otherwise).
     smoothness : Smoothness
         Matérn smoothness of both fields.
     """
@@ -149,14 +173,17 @@ class Priors:
     mean_sd: float = 10.0
     smoothness: Smoothness = Smoothness.THREE_HALVES
     source_sd: Any = None
+    damping_days: Any = None
+    data_sd: float = 1.0
 
     @classmethod
     def for_observations(cls, obs: Observations, **overrides: Any) -> Priors:
         """Defaults scaled to the spread of the data (``s`` = sd of the values):
-        initial_sd ~ HalfNormal(2 s), noise_sd ~ HalfNormal(s / 2), mean_sd = 10 s."""
+        initial_sd ~ HalfNormal(2 s), noise_sd ~ HalfNormal(s / 2), mean_sd = 10 s, and for a
+        tracer that is not conserved source_sd ~ HalfNormal(0.2 s) (per sqrt(day))."""
         s = float(np.std(obs.value)) or 1.0
         base = {"initial_sd": dist.HalfNormal(2.0 * s), "noise_sd": dist.HalfNormal(0.5 * s),
-                "mean_sd": 10.0 * s}
+                "mean_sd": 10.0 * s, "data_sd": s}
         base.update(overrides)
         return cls(**base)
 
@@ -211,6 +238,10 @@ class AdvectionDiffusionModel:
         variance is lost as in the full-grid model (:meth:`projected_transition`; for a
         :class:`GivenVelocity` tabulated once per interval length, then about as cheap as
         Galerkin; otherwise ``K`` full-grid advections per likelihood evaluation).
+    conserved : bool
+        True (default): the total is kept exactly (a passive dye). False: the
+        Ornstein-Uhlenbeck anomaly model of the module docstring, with a free basin mean
+        (``source_sd``) and damping (``damping_days``) among the parameters.
     max_speed : float, optional
         ``"projected"`` only: the fastest current (m/s) any parameter draw may give, which
         fixes the advection sub-steps (differentiable, no recompilation) or the table's end.
@@ -223,7 +254,7 @@ class AdvectionDiffusionModel:
 
     def __init__(self, grid: Grid, velocity: Any = None, priors: Priors | None = None,
                  n_modes: int = 100, *, transition: str = "galerkin",
-                 max_speed: float | None = None):
+                 conserved: bool = True, max_speed: float | None = None):
         if transition not in ("galerkin", "projected"):
             raise ValueError(f"transition must be 'galerkin' or 'projected', got {transition!r}")
         self.grid = grid
@@ -231,6 +262,7 @@ class AdvectionDiffusionModel:
         self.priors = Priors() if priors is None else priors
         self.n_modes = int(min(n_modes, grid.n_wet))
         self.transition = transition
+        self.conserved = bool(conserved)
         self.basis: SpectralBasis = spectral_basis(grid, self.n_modes)
         self._pre = self._precompute()
         if isinstance(self.velocity, StreamfunctionVelocity):
@@ -384,16 +416,30 @@ class AdvectionDiffusionModel:
             return diffusion + params.get("velocity_scale", 1.0) * pre.given
         return diffusion + self._project(self.face_velocity(params))
 
+    def damping_rates(self, params: dict[str, Any]) -> jax.Array:
+        """(K,) damping rate of each mode, 1/s: ``1 / tau`` on every non-constant mode of a
+        tracer that is not conserved, 0 on the constant mode(s) and for conserved tracers."""
+        rates = jnp.zeros(self.n_modes)
+        if self.conserved:
+            return rates
+        return rates.at[self.basis.n_basins:].set(1.0 / (params["damping_days"] * DAY))
+
     def state_space(self, params: dict[str, Any], data: ModelData) -> LinearGaussianSSM:
         """The reduced linear-Gaussian state-space model for a parameter draw."""
         pri = self.priors
         dts = data.dts
         if self.transition == "projected":
             transition = self._projected_transitions(params, dts)
-        elif _uniform(dts):
-            transition = expm(self.reduced_operator(params) * dts[0])
+            if not self.conserved:  # damping commutes with nothing: split it off (Lie)
+                decay = jnp.exp(-self.damping_rates(params)
+                                * (dts[0] if _uniform(dts) else dts[:, None]))
+                transition = decay[..., :, None] * transition
         else:
-            transition = expm(self.reduced_operator(params) * dts[:, None, None])
+            operator = self.reduced_operator(params) - jnp.diag(self.damping_rates(params))
+            if _uniform(dts):
+                transition = expm(operator * dts[0])
+            else:
+                transition = expm(operator * dts[:, None, None])
         day_fraction = dts[0] / DAY if _uniform(dts) else (dts / DAY)[:, None, None]
         q = spectral_variances(self.basis, pri.smoothness,
                                params["noise_lengthscale_km"] * KM, params["noise_sd"] ** 2)
@@ -429,10 +475,25 @@ class AdvectionDiffusionModel:
                                                      pri.initial_lengthscale_km),
             "error_scale": numpyro.sample("error_scale", pri.error_scale),
         }
-        if pri.source_sd is not None:
-            params["source_sd"] = numpyro.sample("source_sd", pri.source_sd)
+        if pri.source_sd is not None or not self.conserved:
+            params["source_sd"] = numpyro.sample("source_sd", self.source_prior())
+        if not self.conserved:
+            params["damping_days"] = numpyro.sample("damping_days", self.damping_prior())
         params.update(self.velocity.sample())
         return params
+
+    def source_prior(self) -> Any:
+        """The prior of ``source_sd`` (the given one, or the default of a tracer that is not
+        conserved, relative to the data's spread)."""
+        pri = self.priors
+        if pri.source_sd is not None:
+            return pri.source_sd
+        return dist.HalfNormal(DEFAULT_SOURCE_SD * pri.data_sd)
+
+    def damping_prior(self) -> Any:
+        """The prior of ``damping_days``."""
+        pri = self.priors
+        return DEFAULT_DAMPING_DAYS if pri.damping_days is None else pri.damping_days
 
     def likelihood(self, params: dict[str, Any], data: ModelData) -> LinearGaussianStateSpace:
         """The marginal distribution of all observations given the parameters."""

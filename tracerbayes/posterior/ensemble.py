@@ -203,7 +203,8 @@ class EnsemblePosterior(Posterior):
                     "the process noise (parameters={'noise_sd': ...}), or for LETKF shorten "
                     "localisation_km")
         for kind, drift in self.mass_drift.items():
-            if self.settings.get("mass_safe") and drift > 1e-8:
+            conserved = getattr(self.model, "conserved", True)  # else totals move by design
+            if conserved and self.settings.get("mass_safe") and drift > 1e-8:
                 problems.append(f"{kind} mass drift {drift:.1e} (relative): the mass-safe "
                                 "defaults should keep totals to round-off; report this")
         return problems

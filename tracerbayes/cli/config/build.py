@@ -101,9 +101,12 @@ def build_grid(cfg: RunConfig) -> Grid:
     return grid
 
 
-def build_times(cfg: RunConfig) -> np.ndarray:
-    """The analysis times, ``datetime64[ns]``."""
-    return cfg.times.values()
+def build_times(cfg: RunConfig, obs: Observations | None = None) -> np.ndarray:
+    """The analysis times, ``datetime64[ns]`` (``obs`` is needed for
+    ``times.from_observations``)."""
+    if cfg.times.from_observations and obs is None:
+        obs = build_observations(cfg)
+    return cfg.times.values(None if obs is None else obs.time)
 
 
 def _read_source(cfg: RunConfig, k: int) -> Observations:
@@ -158,7 +161,8 @@ def to_distribution(spec: PriorSpec) -> Any:
 #: Config prior name -> :class:`~tracerbayes.exact.model.Priors` field.
 PRIOR_FIELDS = {"diffusivity": "diffusivity", "noise_sd": "noise_sd",
                 "noise_lengthscale": "noise_lengthscale_km", "initial_sd": "initial_sd",
-                "initial_lengthscale": "initial_lengthscale_km", "error_scale": "error_scale"}
+                "initial_lengthscale": "initial_lengthscale_km", "error_scale": "error_scale",
+                "source_sd": "source_sd", "damping": "damping_days"}
 
 
 def build_priors(cfg: RunConfig, obs: Observations | None = None) -> Priors:
@@ -217,7 +221,8 @@ def build_model(cfg: RunConfig, grid: Grid, obs: Observations | None = None,
     velocity = build_velocity(cfg, grid) if velocity is None else velocity
     return AdvectionDiffusionModel(grid, velocity=velocity, priors=build_priors(cfg, obs),
                                    n_modes=cfg.model.n_modes,
-                                   transition=cfg.model.transition)
+                                   transition=cfg.model.transition,
+                                   conserved=cfg.tracer.conserved)
 
 
 def fit_options(cfg: RunConfig) -> dict[str, Any]:

@@ -116,13 +116,18 @@ def validate_config(path: str | os.PathLike) -> list[Problem]:
 
     problems.extend(_unsupported_options(cfg))
     grid = attempt("grid", lambda: build.build_grid(cfg))
-    times = build.build_times(cfg)
     if grid is None:
         return problems
     attempt("velocity", lambda: build.build_velocity(cfg, grid))
+    obs = None
     if cfg.observations:
         obs = attempt("observations", lambda: build.build_observations(cfg))
-        if obs is not None:
-            drop = build.fit_options(cfg)["drop_invalid"]
-            attempt("observations", lambda: obs.prepare(grid, times, drop_invalid=drop))
+    if cfg.times.from_observations and obs is None:
+        return problems  # the observations' problems are reported already
+    times = attempt("times", lambda: build.build_times(cfg, obs))
+    if times is not None and len(times) == 0:
+        problems.append(Problem("times", "no analysis times: check start, end and step"))
+    elif times is not None and obs is not None:
+        drop = build.fit_options(cfg)["drop_invalid"]
+        attempt("observations", lambda: obs.prepare(grid, times, drop_invalid=drop))
     return problems

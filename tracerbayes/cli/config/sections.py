@@ -22,6 +22,7 @@ from tracerbayes.cli.config.schema import (
     Float,
     Folder,
     Int,
+    ListOf,
     Optional,
     Quantity,
     Range,
@@ -163,6 +164,9 @@ class TracerConfig:
     standard_name: str | None = setting(Optional(Str()), "CF standard name", None)
     long_name: str = setting(Str(), "human-readable name", "tracer concentration")
     units: str = setting(Str(), "units of values and errors (the 'tracer units')", "1")
+    conserved: bool = setting(Bool(), "true: the total is kept exactly (a passive dye); false: "
+                              "sources and sinks (SST, oxygen, chlorophyll): anomalies are "
+                              "damped toward the basin mean, which is free to move", True)
 
 
 @_frozen
@@ -219,25 +223,96 @@ class GridConfig:
         return problems
 
 
+class Step:
+    """An interval (a time quantity) or ``monthly``."""
+
+    doc = "a duration ('1 day', '6 h') or 'monthly' (the same day of every calendar month)"
+
+    def read(self, value: Any, ctx: Context, path: str) -> Any:
+        if value == "monthly":
+            return "monthly"
+        return Quantity("time", "s", low=0.0, open_low=True).read(value, ctx, path)
+
+
 @_frozen
 class TimesConfig:
-    """Analysis times ``start, start + step, ...`` up to and including ``end``."""
+    """Analysis times: ``start, start + step, ...`` up to and including ``end`` (``step``
+    a duration or ``monthly``); or an explicit ``list``; or ``from_observations`` (every
+    distinct observation time, floored to ``round``)."""
 
     section: ClassVar[str] = "times"
-    start: Any = setting(Time(), "first analysis time")
-    end: Any = setting(Time(), "last analysis time (included if on the step)")
-    step: float = setting(Quantity("time", "s", low=0.0, open_low=True),
-                          "interval between analysis times, s ('1 day', '6 h')", 86400.0)
+    start: Any = setting(Optional(Time()), "first analysis time (with end and step)", None)
+    end: Any = setting(Optional(Time()), "last analysis time: included when it falls on the "
+                       "step, otherwise the last time is the one before it", None)
+    step: Any = setting(Step(), Step.doc, 86400.0)
+    list: tuple | None = setting(Optional(ListOf(Time(), low=1)),
+                                 "explicit analysis times, strictly increasing", None)
+    from_observations: bool = setting(Bool(), "the analysis times are the distinct "
+                                      "observation times, floored to 'round'", False)
+    round: float = setting(Quantity("time", "s", low=0.0, open_low=True),
+                           "with from_observations: observation times are floored to this "
+                           "interval (default 1 day) before taking the distinct ones", 86400.0)
 
     def check(self) -> list[tuple[str, str]]:
-        if self.start > self.end:
+        ways = [self.start is not None or self.end is not None, self.list is not None,
+                self.from_observations]
+        if sum(ways) != 1:
+            return [("", "give exactly one of: start and end (with step), list, or "
+                         "from_observations: true")]
+        if ways[0] and (self.start is None or self.end is None):
+            missing = "start" if self.start is None else "end"
+            return [(missing, f"missing required key {missing!r} (start and end go together)")]
+        if ways[0] and self.start > self.end:
             return [("start", f"start {self.start} is after end {self.end}")]
+        if self.list is not None:
+            values = np.asarray(self.list, dtype="datetime64[ns]")
+            bad = np.flatnonzero(np.diff(values) <= np.timedelta64(0, "ns"))
+            if bad.size:
+                k = int(bad[0])
+                return [("list", f"times must be strictly increasing: item {k + 1} "
+                                 f"({values[k + 1]}) is not after item {k} ({values[k]})")]
         return []
 
-    def values(self) -> np.ndarray:
-        """The analysis times as ``datetime64[ns]``."""
+    def values(self, observation_times: Any = None) -> np.ndarray:
+        """The analysis times as ``datetime64[ns]`` (``observation_times`` are needed for
+        ``from_observations``)."""
+        if self.list is not None:
+            return np.asarray(self.list, dtype="datetime64[ns]")
+        if self.from_observations:
+            if observation_times is None:
+                raise ValueError("times.from_observations needs the observation times")
+            t = np.asarray(observation_times).astype("datetime64[ns]")
+            step = np.timedelta64(int(round(self.round * 1e9)), "ns")
+            epoch = np.datetime64("1970-01-01", "ns")
+            floored = epoch + ((t - epoch) // step) * step
+            return np.unique(floored)
+        if self.step == "monthly":
+            return _monthly(self.start, self.end)
         step = np.timedelta64(int(round(self.step * 1e9)), "ns")
-        return np.arange(self.start, self.end + step // 2, step).astype("datetime64[ns]")
+        # up to and including `end`: never past it
+        return np.arange(self.start, self.end + np.timedelta64(1, "ns"),
+                         step).astype("datetime64[ns]")
+
+
+def _monthly(start: Any, end: Any) -> np.ndarray:
+    """``start`` and the same day and time of every later calendar month up to ``end``
+    (the month's last day when it is shorter)."""
+    import calendar
+
+    first = np.datetime64(start, "ns").astype("datetime64[us]").item()
+    last = np.datetime64(end, "ns")
+    out = []
+    year, month = first.year, first.month
+    while True:
+        day = min(first.day, calendar.monthrange(year, month)[1])
+        t = np.datetime64(first.replace(year=year, month=month, day=day), "ns")
+        if t > last:
+            break
+        out.append(t)
+        month += 1
+        if month == 13:
+            year, month = year + 1, 1
+    return np.asarray(out, dtype="datetime64[ns]")
 
 
 @_frozen
@@ -337,6 +412,14 @@ class PriorsConfig:
                                                     "lengthscale of the first map, km", None)
     error_scale: PriorSpec | None = setting(Optional(Prior(None, "1")),
                                             "multiplier of the observation errors", None)
+    source_sd: PriorSpec | None = setting(
+        Optional(Prior(None, "tracer units")),
+        "sd of the basin-mean level's change per sqrt(day), tracer units (free total; "
+        "default for tracer.conserved: false: halfnormal 0.2 x the data's sd)", None)
+    damping: PriorSpec | None = setting(
+        Optional(Prior("time", "day")),
+        "damping time of the anomalies, days (tracer.conserved: false; default lognormal, "
+        "median 30 days, sigma 1)", None)
     mean_sd: float | None = setting(Optional(Float(low=0.0, open_low=True)),
                                     "prior sd of the mean level, tracer units", None)
     smoothness: Smoothness = setting(SmoothnessKind(), "Matérn smoothness of both fields",

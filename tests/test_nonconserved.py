@@ -1,0 +1,230 @@
+"""Tracers that are not conserved: the Ornstein-Uhlenbeck anomaly model, exactly.
+
+References:
+
+* Reduced model with a complete basis (``K = N``): the transition equals the full-grid
+  ``expm((L - D / tau) dt)`` with ``D = I - 1 a^T / (1^T a)`` the projection onto departures
+  from the area-weighted basin mean (scipy's ``expm`` of the dense operator).
+* The basin-mean level random-walks: without observations its variance grows as
+  ``mean_sd^2 + source_sd^2 (t_k - t_0) / 1 day`` (closed form), through the model's own
+  state-space recursion ``P_{k+1} = F P F^T + Q``, for irregular intervals.
+* Full-grid ensemble transition: with no noise, the basin totals are those of the
+  conserved move and the departures from the basin mean shrink by ``exp(-dt / tau)`` (1e-12);
+  the basin-level forcing is uniform in each basin with sd ``source_sd sqrt(dt / day)``
+  (sampling tolerance).
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+import pandas as pd
+import pytest
+import scipy.linalg
+
+from tracerbayes import physics
+from tracerbayes.ensemble import tracer
+from tracerbayes.exact.model import AdvectionDiffusionModel, ConstantVelocity, Priors
+from tracerbayes.grid.core import Grid
+from tracerbayes.observations.core import Observations
+
+DAY = 86400.0
+PARAMS = {"diffusivity": 400.0, "noise_sd": 0.1, "noise_lengthscale_km": 200.0,
+          "initial_sd": 0.6, "initial_lengthscale_km": 250.0, "error_scale": 1.0,
+          "u": 0.12, "v": -0.07, "source_sd": 0.05, "damping_days": 7.0}
+
+
+def island_grid() -> Grid:
+    mask = np.ones((8, 9), dtype=bool)
+    mask[3:5, 4:6] = False
+    return Grid.regular(lon=(-30.0, -21.0), lat=(30.0, 38.0), resolution=1.0, mask=mask)
+
+
+def two_basin_grid() -> Grid:
+    mask = np.ones((5, 8), dtype=bool)
+    mask[:, 4] = False  # a wall: two closed basins
+    return Grid.cartesian(x=(0.0, 80e3), y=(0.0, 50e3), resolution=10e3, mask=mask)
+
+
+def observations(grid: Grid, days: int = 5) -> Observations:
+    rng = np.random.default_rng(3)
+    wet = np.argwhere(grid.mask)
+    rows = []
+    for day in range(days):
+        for j, i in wet[rng.choice(len(wet), 3, replace=False)]:
+            rows.append({"time": day * DAY, "lon": grid.x[i], "lat": grid.y[j],
+                         "value": 2.0 + rng.normal(), "error": 0.1})
+    return Observations.from_dataframe(pd.DataFrame(rows))
+
+
+def model_for(grid, n_modes=None, **priors) -> AdvectionDiffusionModel:
+    return AdvectionDiffusionModel(grid, ConstantVelocity(0.1), Priors(**priors),
+                                   n_modes=grid.n_wet if n_modes is None else n_modes,
+                                   conserved=False)
+
+
+def test_complete_basis_transition_is_damped_full_grid_expm():
+    grid = island_grid()
+    model = model_for(grid)
+    data = model.prepare(observations(grid), np.arange(5) * DAY)
+    reduced = np.asarray(model.state_space(PARAMS, data).transition)
+    basis = model.basis
+    full_from_reduced = basis.vectors @ reduced @ (basis.vectors.T * basis.cell_area)
+    velocity = physics.constant_velocity(grid, PARAMS["u"], PARAMS["v"])
+    L = np.asarray(physics.operator_matrix(grid, velocity, PARAMS["diffusivity"]))
+    a = grid.wet_area
+    departure = np.eye(grid.n_wet) - np.outer(np.ones(grid.n_wet), a) / a.sum()
+    expected = scipy.linalg.expm((L - departure / (PARAMS["damping_days"] * DAY)) * DAY)
+    conserved = scipy.linalg.expm(L * DAY)
+    assert np.max(np.abs(expected - conserved)) > 0.05  # the damping is not negligible
+    err = np.max(np.abs(full_from_reduced - expected)) / np.max(np.abs(expected))
+    assert err < 1e-9
+    # the total is still moved by nothing but the forcing: a^T M = a^T
+    np.testing.assert_allclose(a @ full_from_reduced, a, rtol=1e-10)
+
+
+def test_basin_mean_variance_grows_as_a_random_walk():
+    grid = island_grid()
+    mean_sd = 0.8
+    model = model_for(grid, n_modes=15, mean_sd=mean_sd)
+    times = np.array([0.0, 1.0, 2.5, 3.0, 4.5]) * DAY
+    data = model.prepare(observations(grid), times)
+    ssm = model.state_space(PARAMS, data)
+    basis = model.basis
+    mean_of = basis.cell_area @ basis.vectors / grid.wet_area.sum()  # area mean of Phi z
+    P = np.asarray(ssm.initial_cov)
+    F, Q = np.asarray(ssm.transition), np.asarray(ssm.process_cov)
+    variances = [mean_of @ P @ mean_of]
+    for k in range(len(times) - 1):
+        P = F[k] @ P @ F[k].T + Q[k]
+        variances.append(mean_of @ P @ mean_of)
+    expected = mean_sd**2 + PARAMS["source_sd"] ** 2 * (times - times[0]) / DAY
+    np.testing.assert_allclose(variances, expected, rtol=1e-10)
+
+
+def test_nonconserved_model_samples_damping_and_source():
+    grid = island_grid()
+    model = model_for(grid, n_modes=10)
+    trace = numpyro.handlers.trace(numpyro.handlers.seed(model.sample_parameters, 0)).get_trace()
+    assert "damping_days" in trace and "source_sd" in trace
+    # the default source prior is relative to the data's spread
+    scaled = AdvectionDiffusionModel(grid, ConstantVelocity(0.1),
+                                     Priors.for_observations(observations(grid)), n_modes=10,
+                                     conserved=False)
+    s = float(np.std(observations(grid).value))
+    assert float(scaled.source_prior().scale) == pytest.approx(0.2 * s)
+    conserved = AdvectionDiffusionModel(grid, ConstantVelocity(0.1), Priors(), n_modes=10)
+    trace = numpyro.handlers.trace(
+        numpyro.handlers.seed(conserved.sample_parameters, 0)).get_trace()
+    assert "damping_days" not in trace and "source_sd" not in trace
+
+
+def test_ensemble_transition_damps_departures_and_keeps_basin_totals(key):
+    grid = two_basin_grid()
+    cx, cy = physics.corner_coordinates(grid)
+    psi = 2e3 * np.sin(np.pi * cx / cx.max()) * np.sin(np.pi * cy / cy.max())
+    velocity = physics.velocity_from_streamfunction(grid, psi)
+    field = tracer.noise_field(grid, 15e3)
+    tau = 5.0 * DAY
+    damped = tracer.tracer_transition(grid, velocity, 300.0, DAY, field, 0.0,
+                                      damping_rate=1.0 / tau)
+    plain = tracer.tracer_transition(grid, velocity, 300.0, DAY, field, 0.0)
+    E = jax.random.normal(key, (6, grid.n_wet)) + 10.0
+    moved, reference = np.asarray(damped(key, E)), np.asarray(plain(key, E))
+    onehot = (field.basins[:, None] == np.arange(2)) * grid.wet_area[:, None]
+    np.testing.assert_allclose(moved @ onehot, reference @ onehot, rtol=1e-12)
+    means = (reference @ onehot) / onehot.sum(0)
+    departure = reference - means[:, field.basins]
+    expected = means[:, field.basins] + np.exp(-DAY / tau) * departure
+    np.testing.assert_allclose(moved, expected, rtol=0, atol=1e-12)
+
+
+def test_ensemble_basin_forcing_is_uniform_per_basin_with_its_sd(key):
+    grid = two_basin_grid()
+    velocity = physics.constant_velocity(grid, 0.0, 0.0)
+    field = tracer.noise_field(grid, 15e3)
+    source_sd, dt = 0.3, 0.5 * DAY
+    step = tracer.tracer_transition(grid, velocity, 0.0, dt, field, 0.0, source_sd=source_sd)
+    n = 4000
+    E = jnp.full((n, grid.n_wet), 5.0)
+    change = np.asarray(step(key, E)) - 5.0
+    for b in range(2):
+        cells = change[:, field.basins == b]
+        np.testing.assert_allclose(cells, cells[:, :1] * np.ones_like(cells), atol=1e-12)
+        sd = cells[:, 0].std()
+        expected = source_sd * np.sqrt(dt / DAY)
+        assert abs(sd / expected - 1) < 5 / np.sqrt(2 * n)  # 5 standard errors of an sd
+    # independent between basins
+    assert abs(np.corrcoef(change[:, field.basins == 0][:, 0],
+                           change[:, field.basins == 1][:, 0])[0, 1]) < 5 / np.sqrt(n)
+
+
+def test_ensemble_transition_rejects_negative_rates():
+    grid = two_basin_grid()
+    field = tracer.noise_field(grid, 15e3)
+    velocity = physics.constant_velocity(grid, 0.0, 0.0)
+    with pytest.raises(ValueError, match="damping_rate"):
+        tracer.tracer_transition(grid, velocity, 0.0, DAY, field, 0.0, damping_rate=-1.0)
+
+
+def test_point_parameters_include_damping_and_source():
+    from tracerbayes.ensemble.fit import point_parameters
+
+    grid = island_grid()
+    model = model_for(grid, n_modes=10, damping_days=dist.LogNormal(np.log(12.0), 0.5))
+    values = point_parameters(model)
+    assert values["damping_days"] == pytest.approx(12.0)
+    assert values["source_sd"] == pytest.approx(float(dist.HalfNormal(0.2).icdf(0.5)))
+
+
+def test_irregular_intervals_move_each_step_by_its_own_length(key):
+    """Per-step transition: step k moves by dts[k-1] with the longest interval's sub-steps
+    (noise off: equal to propagate to round-off), and its noise variance grows like dt."""
+    grid = two_basin_grid()
+    cx, cy = physics.corner_coordinates(grid)
+    psi = 2e3 * np.sin(np.pi * cx / cx.max()) * np.sin(np.pi * cy / cy.max())
+    velocity = physics.velocity_from_streamfunction(grid, psi)
+    field = tracer.noise_field(grid, 15e3)
+    dts = np.array([1.0, 2.5, 0.5]) * DAY
+    quiet = tracer.tracer_transition(grid, velocity, 300.0, dts, field, 0.0,
+                                     damping_rate=1 / (4 * DAY))
+    assert quiet.per_step
+    E = jax.random.normal(key, (3, grid.n_wet)) + 10.0
+    for k in (1, 2, 3):
+        expected = physics.propagate(grid, E, velocity, 300.0, dts[k - 1],
+                                     substeps=quiet.substeps)
+        expected = tracer.damp_anomalies(expected, np.exp(-dts[k - 1] / (4 * DAY)),
+                                         grid.wet_area, field.basins)
+        np.testing.assert_allclose(quiet(key, E, k), expected, rtol=0, atol=1e-12)
+    noisy = tracer.tracer_transition(grid, physics.constant_velocity(grid, 0.0, 0.0), 0.0,
+                                     dts, field, 0.3, source_sd=0.2)
+    n = 3000
+    E = jnp.zeros((n, grid.n_wet))
+    for k in (1, 2, 3):
+        change = np.asarray(noisy(jax.random.fold_in(key, k), E, k))
+        level = change[:, field.basins == 0] @ grid.wet_area[field.basins == 0]
+        level = level / grid.wet_area[field.basins == 0].sum()
+        expected = 0.2 * np.sqrt(dts[k - 1] / DAY)
+        assert abs(level.std() / expected - 1) < 5 / np.sqrt(2 * n)
+
+
+def test_letkf_fit_accepts_irregular_times(key):
+    import tracerbayes as tb
+
+    grid = two_basin_grid()
+    rng = np.random.default_rng(5)
+    wet = np.argwhere(grid.mask)
+    times = np.array([0.0, 1.0, 3.0, 3.5]) * DAY
+    rows = [{"time": t, "x": grid.x[i], "y": grid.y[j], "value": 10 + rng.normal(),
+             "error": 0.3}
+            for t in times for j, i in wet[rng.choice(len(wet), 5, replace=False)]]
+    obs = Observations.from_dataframe(pd.DataFrame(rows), x="x", y="y")
+    model = AdvectionDiffusionModel(grid, ConstantVelocity(0.05), Priors(), n_modes=8,
+                                    conserved=False)
+    post = tb.fit(model, obs, times, method="letkf", ensemble_size=10, localisation_km=30,
+                  progress=False)
+    assert post.settings["dt_s"] == "43200..172800"
+    maps = post.maps()
+    assert maps["mean"].shape == (4, 5, 8)
+    assert np.isfinite(maps["mean"].values[:, grid.mask]).all()
