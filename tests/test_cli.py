@@ -33,7 +33,8 @@ observations:
 velocity: {kind: given, file: currents.nc, u: u, v: v,
            scale_prior: {lognormal: {median: 1.0, sigma: 0.5}}}
 model: {n_modes: 10}
-method: {name: nuts, num_warmup: 20, num_samples: 20, num_chains: 1, seed: 1}
+method: {name: nuts, num_warmup: 20, num_samples: 20, num_chains: 1, seed: 1,
+         allow_unconverged: true}
 output: {directory: out, maps: png}
 simulate:
   seed: 3
@@ -312,3 +313,22 @@ def test_temporaries_are_hidden_and_only_dead_writers_ones_are_removed(tmp_path)
         path.write_text("x")
     assert remove_stale_temporaries(tmp_path) == [stale]
     assert sorted((tmp_path / "a").iterdir()) == sorted([mine, other])
+
+
+def test_unconverged_run_writes_outputs_then_exits_3_with_one_paragraph(tmp_path, capsys):
+    """20 warm-up + 20 draws of one chain cannot pass the ESS check: without
+    allow_unconverged the run says so in one paragraph and exits 3, outputs written."""
+    config = tiny_config(tmp_path)
+    assert main(["simulate", str(config), "-q"]) == 0
+    config.write_text(config.read_text().replace("         allow_unconverged: true}\n", "}\n")
+                      .replace("seed: 1,\n}", "seed: 1}"))
+    capsys.readouterr()
+    assert main(["run", str(config), "-q"]) == 3
+    err = capsys.readouterr().err
+    err = err[err.index("tracerbayes: "):]  # after ArviZ's own one-chain notice
+    assert err.startswith("tracerbayes: NUTS did not converge, so the maps and their "
+                          "uncertainty should not be used as they are: ")
+    assert "bulk ESS as low as" in err
+    assert "method.allow_unconverged: true" in err
+    assert len(err.strip().splitlines()) == 1  # one paragraph
+    assert (tmp_path / "out" / "posterior.nc").exists()

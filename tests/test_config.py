@@ -160,7 +160,8 @@ def test_valid_config_builds_grid_times_observations_priors_model(tmp_path, rng)
     options = fit_options(cfg)
     assert options == {"method": "nuts", "num_warmup": 10, "num_samples": 20, "num_chains": 2,
                        "seed": 3, "target_accept": 0.8, "max_tree_depth": 8,
-                       "dense_mass": False, "chain_method": "auto", "drop_invalid": False}
+                       "dense_mass": True, "chain_method": "auto", "init": "mode",
+                       "drop_invalid": False}
     assert set(options) <= set(inspect.signature(tb.fit).parameters)
     assert validate_config(tmp_path / "run.yaml") == []
 
@@ -208,7 +209,7 @@ def test_unknown_key_gives_full_path_valid_keys_and_closest(tmp_path, rng):
     text = BASE.replace("  diffusivity: {lognormal", "  difusivity: {lognormal")
     (problem,) = _problems(tmp_path, text)
     assert problem.path == "priors.difusivity"
-    assert "valid keys here: ['diffusivity', 'error_scale'," in problem.message
+    assert "valid keys here: ['damping', 'diffusivity', 'error_scale'," in problem.message
     assert problem.message.endswith("did you mean 'diffusivity'?")
     assert problem.line == 16
 

@@ -41,3 +41,24 @@ def test_starts_come_from_different_prior_draws_and_end_no_worse():
     assert ends.min() < -1.5 and ends.max() > 1.5
     with pytest.raises(ValueError, match="n_starts must be >= 1"):
         optimised_starts(jax.random.key(1), bimodal, 0)
+
+
+def test_posterior_pushed_past_a_prior_edge_is_reported():
+    from tracerbayes.exact.model import AdvectionDiffusionModel, ConstantVelocity, Priors
+    from tracerbayes.grid.core import Grid
+    from tracerbayes.posterior.exact import prior_edge_problems
+
+    grid = Grid.cartesian(x=(0.0, 50e3), y=(0.0, 40e3), resolution=10e3,
+                          mask=np.ones((4, 5), bool))
+    model = AdvectionDiffusionModel(grid, ConstantVelocity(0.1), Priors(), n_modes=6)
+    rng = np.random.default_rng(0)
+    samples = {"diffusivity": np.exp(rng.normal(np.log(3e4), 0.1, (2, 50))),  # 99.9%: 6.6e3
+               "error_scale": np.exp(rng.normal(0.0, 0.1, (2, 50))),
+               "u": rng.normal(0.0, 0.01, (2, 50))}
+    (problem,) = prior_edge_problems(model, samples)
+    upper = float(Priors().diffusivity.icdf(0.999))
+    median = np.median(samples["diffusivity"])
+    assert problem.startswith(f"diffusivity: posterior median {median:.4g} is above its "
+                              f"prior's upper 0.1% quantile ({upper:.4g})")
+    samples["diffusivity"] = np.full((2, 50), 300.0)
+    assert prior_edge_problems(model, samples) == []

@@ -26,7 +26,7 @@ from tracerbayes.exact.model import AdvectionDiffusionModel
 from tracerbayes.observations.core import Observations
 from tracerbayes.posterior.exact import Posterior
 
-__all__ = ["fit", "SamplingWarning", "ChainMethod"]
+__all__ = ["fit", "SamplingWarning", "ConvergenceError", "ChainMethod", "convergence_paragraph"]
 
 #: Allowed values of ``chain_method``.
 ChainMethod = ("auto", "parallel", "vectorized", "sequential")
@@ -34,6 +34,22 @@ ChainMethod = ("auto", "parallel", "vectorized", "sequential")
 
 class SamplingWarning(UserWarning):
     """The sampler's diagnostics say the posterior may not be trustworthy."""
+
+
+class ConvergenceError(RuntimeError):
+    """A run whose diagnostics failed (raised by the command line unless the config sets
+    ``method.allow_unconverged: true``); its message is one paragraph for the user."""
+
+
+def convergence_paragraph(method: str, problems: list[str]) -> str:
+    """One paragraph that says the fit is not to be trusted, why, and what to try."""
+    what = {"nuts": "NUTS did not converge", "eki": "the ensemble Kalman sampler did not "
+            "settle"}.get(method, f"the {method.upper()} ensemble is not trustworthy")
+    reasons = "; ".join(p.rstrip(".") for p in problems)
+    return (f"{what}, so the maps and their uncertainty should not be used as they are: "
+            f"{reasons}. The outputs were written for inspection (diagnostics/ holds the "
+            "traces and the cycle statistics). Set method.allow_unconverged: true to accept "
+            "such a run.")
 
 
 def fit(

@@ -182,6 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:  # one line for scripts; the traceback with TRACERBAYES_DEBUG
         if os.environ.get("TRACERBAYES_DEBUG"):
             raise
+        if type(err).__name__ == "ConvergenceError":  # a paragraph, not a one-liner
+            print(f"tracerbayes: {err}", file=sys.stderr)
+            return 3
         problems = getattr(err, "problems", None)
         if problems:  # a ConfigError: one line per problem, as validate prints them
             for problem in problems:

@@ -135,7 +135,7 @@ def run_config(path: str | Path, output: str | Path | None = None, seed: int | N
                quiet: bool = False) -> dict[str, Any]:
     """``tracerbayes run CONFIG``: load and check the config, fit, write the outputs."""
     from tracerbayes.cli import config as tbc
-    from tracerbayes.fitting import fit
+    from tracerbayes.fitting import ConvergenceError, convergence_paragraph, fit
 
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
     cfg = tbc.load_config(path)
@@ -162,10 +162,14 @@ def run_config(path: str | Path, output: str | Path | None = None, seed: int | N
                            config_text=Path(path).read_text(), maps_format=cfg.output.maps,
                            netcdf=cfg.output.netcdf, zarr=cfg.output.zarr,
                            diagnostics=cfg.output.diagnostics, say=say)
-    for message in post.check_diagnostics():
-        say(f"  note: {message}")
+    problems = post.check_diagnostics()
     say(f"  wrote {len(result['paths'])} files under {out}")
     result["posterior"] = post
+    if problems:
+        paragraph = convergence_paragraph(options["method"], problems)
+        if not getattr(cfg.method, "allow_unconverged", False):
+            raise ConvergenceError(paragraph)
+        say(f"  warning (allowed by method.allow_unconverged): {paragraph}")
     return result
 
 

@@ -179,7 +179,8 @@ def fit_ensemble(model: Any, obs: Any, times: Any, method: str, *, ensemble_size
                            progress=progress)
     settings = {"ensemble_size": N, "localisation_km": float(localisation_km),
                 "inflation": float(inflation), "lag": "window" if lag is None else int(lag),
-                "mass_safe": bool(mass_safe), "seed": int(seed), "dt_s": dt if np.ndim(dt) == 0 else f"{np.min(dt):g}..{np.max(dt):g}",
+                "mass_safe": bool(mass_safe), "seed": int(seed), "dt_s": (dt if np.ndim(dt) == 0
+                                                 else f"{np.min(dt):g}..{np.max(dt):g}"),
                 "substeps": int(transition.substeps), "weight_stride": int(weight_stride)}
     return EnsemblePosterior.from_window(model, obs, times, prepared, observations, params,
                                          result, method=method, settings=settings)

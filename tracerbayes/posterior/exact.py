@@ -48,7 +48,7 @@ from tracerbayes.exact.kalman import (
     sample_smoothed,
 )
 
-__all__ = ["Posterior", "parameter_summary"]
+__all__ = ["Posterior", "parameter_summary", "prior_edge_problems"]
 
 _NON_PARAMETERS = ("y",)
 
@@ -331,7 +331,43 @@ class Posterior:
         if low < ess_min:
             problems.append(f"bulk ESS as low as {low:.0f} (< {ess_min:g}): draw more samples "
                             "(num_samples) or chains")
+        problems.extend(prior_edge_problems(self.model, self.samples))
         return problems
+
+
+def prior_edge_problems(model: Any, samples: dict[str, np.ndarray],
+                        tail: float = 1e-3) -> list[str]:
+    """Scalar parameters whose posterior median lies beyond the ``tail`` or ``1 - tail``
+    quantile of its prior: the data push it where the prior says it should not be, which
+    usually means the model is missing something (each with what to check)."""
+    import numpyro
+
+    sample_parameters = getattr(model, "sample_parameters", None)
+    if sample_parameters is None:
+        return []
+    trace = numpyro.handlers.trace(numpyro.handlers.seed(sample_parameters, 0)).get_trace()
+    problems = []
+    for name, site in trace.items():
+        prior = site.get("fn")
+        draws = samples.get(name)
+        if site.get("type") != "sample" or draws is None or np.ndim(draws) != 2:
+            continue
+        try:
+            low, high = (float(prior.icdf(tail)), float(prior.icdf(1 - tail)))
+        except (NotImplementedError, AttributeError, TypeError):
+            continue
+        median = float(np.median(draws))
+        if median < low or median > high:
+            side = "below" if median < low else "above"
+            edge = low if median < low else high
+            problems.append(
+                f"{name}: posterior median {median:.4g} is {side} its prior's "
+                f"{'lower' if side == 'below' else 'upper'} {tail:.1%} quantile ({edge:.4g}): "
+                "the data push it where the prior says it should not be; check the units of "
+                "the data and errors, whether the tracer is conserved (tracer.conserved), and "
+                "whether the basis resolves the field (model.n_modes), before widening the "
+                "prior")
+    return problems
 
 
 def chain_diagnostics(samples: dict[str, np.ndarray]) -> tuple[float, float]:

@@ -233,7 +233,7 @@ def fit_options(cfg: RunConfig) -> dict[str, Any]:
         return {"method": "nuts", "num_warmup": m.num_warmup, "num_samples": m.num_samples,
                 "num_chains": m.num_chains, "seed": m.seed, "target_accept": m.target_accept,
                 "max_tree_depth": m.max_tree_depth, "dense_mass": m.dense_mass,
-                "chain_method": m.chain_method, "drop_invalid": drop}
+                "chain_method": m.chain_method, "init": m.init, "drop_invalid": drop}
     return {"method": "letkf", "ensemble_size": m.ensemble_size,
             "localisation_km": m.localisation, "inflation": m.inflation, "seed": m.seed,
             "weight_stride": m.weight_stride, "drop_invalid": drop}

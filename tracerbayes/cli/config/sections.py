@@ -448,10 +448,16 @@ class NutsConfig:
     num_chains: int = setting(Int(1), "chains", 4)
     target_accept: float = setting(Float(0.0, 1.0, open_low=True), "target acceptance", 0.8)
     max_tree_depth: int = setting(Int(1), "maximum tree depth", 8)
-    dense_mass: bool = setting(Bool(), "adapt a dense mass matrix", False)
+    dense_mass: bool = setting(Bool(), "adapt a dense mass matrix", True)
     chain_method: str = setting(Str(("auto", "parallel", "vectorized", "sequential")),
                                 "how chains run", "auto")
+    init: str = setting(Str(("mode", "prior")), "chains start at optimised posterior modes "
+                        "(one per chain, from its own prior draw) or at prior draws", "mode")
     seed: int = setting(Int(0), "random seed", 0)
+    allow_unconverged: bool = setting(Bool(), "write the outputs and exit 0 even when R-hat, "
+                                      "ESS, divergences or prior edges say the run is not to "
+                                      "be trusted (default: exit 3 with a paragraph why)",
+                                      False)
 
 
 @_frozen
@@ -466,6 +472,9 @@ class LetkfConfig:
     weight_stride: int = setting(Int(1), "solve the local analyses every this many cells and "
                                  "interpolate between (1 = every cell)", 1)
     seed: int = setting(Int(0), "random seed", 0)
+    allow_unconverged: bool = setting(Bool(), "write the outputs and exit 0 even when the "
+                                      "ensemble collapsed (default: exit 3 with a paragraph "
+                                      "why)", False)
 
 
 METHODS = {"nuts": NutsConfig, "letkf": LetkfConfig}
