@@ -1,5 +1,6 @@
 """The command line: simulate -> validate -> run, example configs, exit codes."""
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -321,7 +322,9 @@ def test_unconverged_run_writes_outputs_then_exits_3_with_one_paragraph(tmp_path
     config = tiny_config(tmp_path)
     assert main(["simulate", str(config), "-q"]) == 0
     config.write_text(config.read_text().replace("         allow_unconverged: true}\n", "}\n")
-                      .replace("seed: 1,\n}", "seed: 1}"))
+                      .replace("seed: 1,\n}", "seed: 1}")
+                      .replace("output: {", "validation: {holdout: 0.2, by: platform}\n"
+                                            "output: {"))
     capsys.readouterr()
     assert main(["run", str(config), "-q"]) == 3
     err = capsys.readouterr().err
@@ -332,3 +335,6 @@ def test_unconverged_run_writes_outputs_then_exits_3_with_one_paragraph(tmp_path
     assert "method.allow_unconverged: true" in err
     assert len(err.strip().splitlines()) == 1  # one paragraph
     assert (tmp_path / "out" / "posterior.nc").exists()
+    record = json.loads((tmp_path / "out" / "diagnostics" / "validation.json").read_text())
+    assert record["by"] == "platform" and record["n"] == len(record["held_out_rows"]) > 0
+    assert record["summary"].startswith(f"held-out validation ({record['n']} observations")

@@ -81,6 +81,8 @@ def fit(
     weight_stride: int = 1,
     blas_threads: int | None = 1,
     init: str = "mode",
+    holdout: float | None = None,
+    holdout_by: str = "random",
 ) -> Posterior:
     """Fit ``model`` to ``obs`` at the analysis ``times``.
 
@@ -159,11 +161,26 @@ def fit(
         mode found by BFGS from its own prior draw (:mod:`tracerbayes.exact.mode`), so warm-up
         begins where the posterior mass is and chains that find different modes disagree
         (R-hat says so); ``'prior'`` starts them at prior draws.
+    holdout : float, optional
+        Keep this fraction of the observations out of the fit and score the posterior's
+        prediction of them (noise included): ``post.validation`` holds ``n``, ``rmse``,
+        ``crps``, ``coverage`` (of the 90% predictive interval) and ``interval_width``;
+        ``post.holdout`` the split (:mod:`tracerbayes.posterior.validation`). The split is
+        drawn from ``seed``.
+    holdout_by : {'random', 'platform', 'block'}
+        How the held-out observations are chosen: single rows, whole platforms, or whole
+        spatial blocks (the map away from the data).
     """
     from threadpoolctl import threadpool_limits
 
+    split = None
+    if holdout is not None:
+        from tracerbayes.posterior.validation import split_holdout
+
+        split = split_holdout(obs, holdout, holdout_by, seed=seed)
+        obs = split.train
     with threadpool_limits(limits=blas_threads):
-        return _fit(model, obs, times, method, num_warmup=num_warmup, num_samples=num_samples,
+        post = _fit(model, obs, times, method, num_warmup=num_warmup, num_samples=num_samples,
                     num_chains=num_chains, seed=seed, target_accept=target_accept,
                     max_tree_depth=max_tree_depth, dense_mass=dense_mass,
                     chain_method=chain_method, progress=progress, drop_invalid=drop_invalid,
@@ -172,6 +189,13 @@ def fit(
                     eki_iterations=eki_iterations, eks_iterations=eks_iterations,
                     eks_burn_in=eks_burn_in, importance_draws=importance_draws,
                     weight_stride=weight_stride, init=init)
+        if split is not None:
+            from tracerbayes.posterior.validation import holdout_scores
+
+            post.holdout = split
+            post.validation = holdout_scores(post, split.test)
+            post.settings.update({"holdout": float(holdout), "holdout_by": holdout_by})
+    return post
 
 
 def _fit(model, obs, times, method, *, num_warmup, num_samples, num_chains, seed,

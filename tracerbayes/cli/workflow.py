@@ -32,6 +32,14 @@ class TracerInfo:
     standard_name: str | None = None
 
 
+def validation_line(scores: dict[str, Any], units: str) -> str:
+    """The held-out scores in one line (the number a user can trust on real data)."""
+    return (f"held-out validation ({scores['n']} observations kept out of the fit): RMSE "
+            f"{scores['rmse']:.4g} {units}, CRPS {scores['crps']:.4g} {units}, "
+            f"{scores['level']:.0%} predictive interval coverage {scores['coverage']:.1%} "
+            f"(mean width {scores['interval_width']:.4g} {units})")
+
+
 def write_outputs(post: Any, out: Path, tracer: TracerInfo, *, title: str,
                   config_text: str | None = None, maps_format: str = "png",
                   netcdf: bool = True, zarr: bool = False, diagnostics: bool = True,
@@ -88,7 +96,11 @@ def write_outputs(post: Any, out: Path, tracer: TracerInfo, *, title: str,
         wall[name], cpu[name] = time.perf_counter() - w, time.process_time() - c
 
     paths: list[Path] = []
-    say(f"  posterior maps from {n_draws} parameter draws (RTS smoother per draw) ...")
+    if getattr(post, "members", None) is not None:
+        say(f"  posterior maps from the {post.members.shape[1]} smoothed ensemble members "
+            f"({post.method.upper()}) ...")
+    else:
+        say(f"  posterior maps from {n_draws} parameter draws (RTS smoother per draw) ...")
     with timed("maps"):
         maps = post.maps(n_draws=n_draws)
     with timed("netcdf"):
@@ -128,6 +140,8 @@ def write_outputs(post: Any, out: Path, tracer: TracerInfo, *, title: str,
             with atomic_path(diag / "inference_data.nc") as tmp:
                 idata.to_netcdf(str(tmp))
             paths.append(diag / "inference_data.nc")
+            if getattr(post, "validation", None) is not None:
+                paths.append(_write_validation(post, diag, tracer.units))
     return {"maps": maps, "paths": paths, "wall": wall, "cpu": cpu}
 
 
@@ -156,6 +170,8 @@ def run_config(path: str | Path, output: str | Path | None = None, seed: int | N
     say(f"tracerbayes run {path}: {grid}, {len(times)} times, {len(obs)} observations, "
         f"method {options['method']}")
     post = fit(model, obs, times, progress=not quiet, **options)
+    if post.validation is not None:
+        say(f"  {validation_line(post.validation, cfg.tracer.units)}")
     tracer = TracerInfo(cfg.tracer.name, cfg.tracer.long_name, cfg.tracer.units,
                         cfg.tracer.standard_name)
     result = write_outputs(post, out, tracer, title=cfg.title or f"tracerbayes run of {path}",
@@ -269,3 +285,17 @@ def simulate_config(path: str | Path, output: str | Path | None = None, seed: in
         + ", ".join(f"{n} {name}" for name, n in counts.items()) + ")")
     return {"truth": truth, "observations": frame, "truth_path": truth_path,
             "observations_path": csv, "drift": drift}
+
+
+def _write_validation(post: Any, diag: Path, units: str) -> Path:
+    """diagnostics/validation.json: the held-out scores, the split and the units."""
+    import json
+
+    record = {**post.validation, "units": units, "by": post.holdout.by,
+              "fraction": post.holdout.fraction,
+              "held_out_rows": [int(r) for r in post.holdout.test_rows],
+              "summary": validation_line(post.validation, units)}
+    path = diag / "validation.json"
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(record, indent=1) + "\n")
+    return path

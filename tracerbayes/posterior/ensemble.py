@@ -121,6 +121,25 @@ class EnsemblePosterior(Posterior):
                          "mass_drift_smoothed": self.mass_drift["smoothed"]})
         return ds
 
+    def predict_observations(self, obs: Any, n_draws: int | None = None
+                             ) -> tuple[np.ndarray, np.ndarray]:
+        """Predictive mean and sd (1, n) of new observations ``obs``: the smoothed members
+        interpolated to each observation at its analysis time (mean and ddof-1 variance),
+        plus the observation error times ``error_scale``; in the order of
+        :meth:`predicted_values`. ``n_draws`` is ignored."""
+        prepared = obs.prepare(self.model.grid, self.times)
+        idx, w = prepared.operator.indices, prepared.operator.weights  # (m, 4)
+        at_time = self.members[prepared.time_index]  # (m, N_e, n)
+        values = np.einsum("mc,mec->me", w,
+                           np.take_along_axis(at_time, idx[:, None, :], axis=2))
+        scale = float(np.ravel(self.samples.get("error_scale", np.ones(1)))[0])
+        var = values.var(axis=1, ddof=1) + (scale * prepared.error) ** 2
+        return values.mean(axis=1)[None], np.sqrt(var)[None]
+
+    def predicted_values(self, obs: Any) -> np.ndarray:
+        """The values of ``obs`` in the order :meth:`predict_observations` uses."""
+        return obs.prepare(self.model.grid, self.times).value
+
     def sample_maps(self, n: int, key: jax.Array) -> xr.DataArray:
         """``n`` smoothed members picked at random (with replacement), (sample, time, ...)."""
         grid = self.model.grid

@@ -77,6 +77,10 @@ class Posterior:
         self.method = method
         self.settings = settings
         self._idata: az.InferenceData | None = None
+        #: Held-out validation scores (``fit(..., holdout=...)``), else None.
+        self.validation: dict[str, float] | None = None
+        #: The held-out split (:class:`~tracerbayes.posterior.validation.Holdout`), else None.
+        self.holdout: Any = None
 
     @classmethod
     def from_mcmc(cls, model: Any, obs: Any, times: Any, data: Any, mcmc: Any, method: str,
@@ -160,6 +164,31 @@ class Posterior:
                       {"long_name": "water mask (1 on water, 0 on land)"})
         ds.attrs.update({"method": self.method, "n_draws_mixed": int(means.shape[0])})
         return ds
+
+    def predict_observations(self, obs: Any, n_draws: int = 100
+                             ) -> tuple[np.ndarray, np.ndarray]:
+        """Posterior predictive of new observations ``obs`` (same grid and analysis times):
+        per parameter draw, the mean and sd (observation error, times ``error_scale``,
+        included) of each value, (S, n) each, in the order of :meth:`predicted_values`."""
+        new = self.model.prepare(obs, self.times)
+        draws = self._draws(n_draws)
+
+        def one(params):
+            sm = rts_smoother(self.model.state_space(params, self.data), self._padded(params))
+            mean = jnp.einsum("tmk,tk->tm", new.operators, sm.smoothed_means)
+            var = jnp.einsum("tmk,tkl,tml->tm", new.operators, sm.smoothed_covs,
+                             new.operators)
+            return mean, var + (params["error_scale"] * new.errors) ** 2
+
+        means, variances = jax.lax.map(jax.jit(one), draws)
+        valid = np.asarray(new.valid)
+        return (np.asarray(means)[:, valid],
+                np.sqrt(np.clip(np.asarray(variances)[:, valid], 0.0, None)))
+
+    def predicted_values(self, obs: Any) -> np.ndarray:
+        """The values of ``obs`` in the order :meth:`predict_observations` uses."""
+        new = self.model.prepare(obs, self.times)
+        return np.asarray(new.values)[np.asarray(new.valid)]
 
     def sample_maps(self, n: int, key: jax.Array) -> xr.DataArray:
         """``n`` joint posterior samples of the whole map sequence, (sample, time, lat, lon).

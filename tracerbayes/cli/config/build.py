@@ -229,14 +229,17 @@ def fit_options(cfg: RunConfig) -> dict[str, Any]:
     """Keyword arguments for :func:`tracerbayes.fit` (after ``model, obs, times``)."""
     m = cfg.method
     drop = any(s.drop_invalid for s in cfg.observations)
+    checks = ({} if cfg.validation.holdout is None else
+              {"holdout": cfg.validation.holdout, "holdout_by": cfg.validation.by})
     if isinstance(m, NutsConfig):
         return {"method": "nuts", "num_warmup": m.num_warmup, "num_samples": m.num_samples,
                 "num_chains": m.num_chains, "seed": m.seed, "target_accept": m.target_accept,
                 "max_tree_depth": m.max_tree_depth, "dense_mass": m.dense_mass,
-                "chain_method": m.chain_method, "init": m.init, "drop_invalid": drop}
+                "chain_method": m.chain_method, "init": m.init, "drop_invalid": drop,
+                **checks}
     return {"method": "letkf", "ensemble_size": m.ensemble_size,
             "localisation_km": m.localisation, "inflation": m.inflation, "seed": m.seed,
-            "weight_stride": m.weight_stride, "drop_invalid": drop}
+            "weight_stride": m.weight_stride, "drop_invalid": drop, **checks}
 
 
 def build_platforms(cfg: RunConfig) -> list[simulate.Platform]:

@@ -30,6 +30,7 @@ from tracerbayes.cli.config.sections import (
     PriorsConfig,
     TimesConfig,
     TracerConfig,
+    ValidationConfig,
 )
 
 _frozen = dataclasses.dataclass(frozen=True, kw_only=True)
@@ -146,6 +147,8 @@ class RunConfig:
     priors: PriorsConfig = setting(Section(PriorsConfig), "priors", PriorsConfig())
     model: ModelConfig = setting(Section(ModelConfig), "the model", ModelConfig())
     method: Any = setting(Tagged("name", METHODS), "inference method", NutsConfig())
+    validation: ValidationConfig = setting(Section(ValidationConfig),
+                                           "held-out validation", ValidationConfig())
     output: OutputConfig = setting(Section(OutputConfig), "outputs", OutputConfig())
     simulate: SimulateConfig | None = setting(Optional(Section(SimulateConfig)),
                                               "twin-experiment settings", None)

@@ -481,6 +481,19 @@ METHODS = {"nuts": NutsConfig, "letkf": LetkfConfig}
 
 
 @_frozen
+class ValidationConfig:
+    """Held-out validation: observations kept out of the fit and scored (RMSE, CRPS and 90%
+    interval coverage, observation noise included); the first line of the run's summary."""
+
+    section: ClassVar[str] = "validation"
+    holdout: float | None = setting(Optional(Float(0.0, 0.9, open_low=True)),
+                                    "fraction of the observations held out (null: none)",
+                                    None)
+    by: str = setting(Str(("random", "platform", "block")), "random rows, whole platforms, "
+                      "or whole spatial blocks (the map away from the data)", "random")
+
+
+@_frozen
 class OutputConfig:
     """What a run writes, and where."""
 
