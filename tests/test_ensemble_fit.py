@@ -128,7 +128,7 @@ def test_smoothed_ensemble_matches_the_dense_posterior(rng, method):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", tb.SamplingWarning)
         post = tb.fit(model, obs, times, method=method, ensemble_size=N, parameters=params,
-                      localisation_km=1e6, seed=1, progress=False)
+                      localisation_km=1e6, seed=1, progress=False, inflation=1.0)
     members = post.members  # (T, N, n)
     got_mean, got_var = members.mean(1), members.var(1, ddof=1)
     # The analysis mean's sampling error comes from the sampled prior (through the gain),

@@ -70,7 +70,7 @@ def fit(
     drop_invalid: bool = False,
     ensemble_size: int | None = None,
     localisation_km: float = 300.0,
-    inflation: float = 1.0,
+    inflation: Any = "adaptive",
     parameters: Any = None,
     lag: int | None = None,
     mass_safe: bool = True,
@@ -122,8 +122,11 @@ def fit(
         Ensemble members (default 64 for the state methods, 48 for ``eki``).
     localisation_km : float
         LETKF Gaspari-Cohn half-width in km (weights vanish at twice this distance).
-    inflation : float
-        Multiplicative inflation of the forecast anomalies (1 = none); of their mass-free
+    inflation : 'adaptive' or float
+        ``'adaptive'`` (default): each forecast's covariance inflation is estimated from its
+        innovations and smoothed in time (Li et al. 2009; ``post.cycle["inflation"]``), so the
+        spread follows what the observations say it misses. A number: fixed multiplicative
+        inflation of the forecast anomalies (1 = none); of their mass-free
         part when ``mass_safe``.
     parameters : dict or Posterior, optional
         Physical parameter values for the state methods (default: prior medians), e.g. the

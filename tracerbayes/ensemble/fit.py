@@ -37,7 +37,7 @@ from tracerbayes.ensemble.tracer import (
     tracer_transition,
     weight_nodes,
 )
-from tracerbayes.ensemble.window import GlobalUpdate, LocalUpdate, smooth_window
+from tracerbayes.ensemble.window import AdaptiveSpec, GlobalUpdate, LocalUpdate, smooth_window
 from tracerbayes.exact.kalman import PaddedObservations
 from tracerbayes.exact.model import ConstantVelocity, GivenVelocity, StreamfunctionVelocity
 from tracerbayes.posterior.ensemble import EnsemblePosterior, InversionPosterior
@@ -117,7 +117,7 @@ def _intervals(times: np.ndarray) -> Any:
 
 
 def fit_ensemble(model: Any, obs: Any, times: Any, method: str, *, ensemble_size: int = 64,
-                 localisation_km: float = 300.0, inflation: float = 1.0,
+                 localisation_km: float = 300.0, inflation: Any = "adaptive",
                  parameters: Any = None, lag: int | None = None, mass_safe: bool = True,
                  seed: int = 0, progress: bool = True, drop_invalid: bool = False,
                  batch_size: int | None = None, weight_stride: int = 1) -> EnsemblePosterior:
@@ -128,8 +128,11 @@ def fit_ensemble(model: Any, obs: Any, times: Any, method: str, *, ensemble_size
         raise ValueError(f"ensemble_size must be >= 2, got {ensemble_size}")
     if not localisation_km > 0:
         raise ValueError(f"localisation_km must be > 0 km, got {localisation_km}")
-    if not inflation >= 1.0:
-        raise ValueError(f"inflation must be >= 1 (1 = none), got {inflation}")
+    adaptive = isinstance(inflation, str)
+    if adaptive and inflation != "adaptive":
+        raise ValueError(f"inflation={inflation!r}; give 'adaptive' or a factor >= 1")
+    if not adaptive and not inflation >= 1.0:
+        raise ValueError(f"inflation must be 'adaptive' or >= 1 (1 = none), got {inflation}")
     if int(weight_stride) != weight_stride or weight_stride < 1:
         raise ValueError(f"weight_stride must be an integer >= 1 (cells between the LETKF's "
                          f"weight nodes; 1 = every cell), got {weight_stride}")
@@ -166,8 +169,15 @@ def fit_ensemble(model: Any, obs: Any, times: Any, method: str, *, ensemble_size
                                                                                 weight_stride))
     else:
         update = GlobalUpdate(method)
-    infl = None
-    if inflation != 1.0:
+    infl, spec = None, None
+    if adaptive:
+        if mass_safe:
+            def apply(E, factor):
+                return mass_free_multiplicative(E, factor, area, basins)
+        else:
+            apply = multiplicative
+        spec = AdaptiveSpec(apply)
+    elif inflation != 1.0:
         if mass_safe:
             def infl(key, E):
                 return mass_free_multiplicative(E, inflation, area, basins)
@@ -176,9 +186,10 @@ def fit_ensemble(model: Any, obs: Any, times: Any, method: str, *, ensemble_size
                 return multiplicative(E, inflation)
     result = smooth_window(k_run, transition, E0, observations, update, lag=lag,
                            inflation=infl, forecast_first=False, cell_area=area,
-                           progress=progress)
+                           progress=progress, adaptive=spec)
     settings = {"ensemble_size": N, "localisation_km": float(localisation_km),
-                "inflation": float(inflation), "lag": "window" if lag is None else int(lag),
+                "inflation": inflation if adaptive else float(inflation),
+                "lag": "window" if lag is None else int(lag),
                 "mass_safe": bool(mass_safe), "seed": int(seed), "dt_s": (dt if np.ndim(dt) == 0
                                                  else f"{np.min(dt):g}..{np.max(dt):g}"),
                 "substeps": int(transition.substeps), "weight_stride": int(weight_stride)}

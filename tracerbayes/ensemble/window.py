@@ -43,6 +43,7 @@ from tracerbayes.ensemble.analysis import (
     etkf_transform,
     etkf_weights,
     interpolate_transforms,
+    observe,
 )
 from tracerbayes.ensemble.analysis import enkf_transform as _enkf_transform
 from tracerbayes.ensemble.cycle import (
@@ -53,9 +54,10 @@ from tracerbayes.ensemble.cycle import (
     forecast_step,
     operator_of,
 )
+from tracerbayes.ensemble.inflation import AdaptiveInflation, adaptive_inflation_update
 from tracerbayes.ensemble.localisation import gaspari_cohn, restore_totals
 
-__all__ = ["WindowResult", "GlobalUpdate", "LocalUpdate", "smooth_window"]
+__all__ = ["AdaptiveSpec", "WindowResult", "GlobalUpdate", "LocalUpdate", "smooth_window"]
 
 
 class WindowResult(NamedTuple):
@@ -73,6 +75,13 @@ class WindowResult(NamedTuple):
         As in :class:`~tracerbayes.ensemble.cycle.CycleResult`.
     forecast_totals, member_totals : Array, shape (T, N_e) or None
         Area-weighted totals of every forecast and analysis member (with ``cell_area``).
+    innovation_chi2 : Array, shape (T,)
+        Normalised innovation chi-square per observation, ``mean_i d_i^2 / (s_i^2 + r_i)``
+        (``d`` the innovation, ``s^2`` the forecast spread and ``r`` the error variance at
+        each observation): about 1 when the ensemble's spread is honest, above when it is
+        too confident.
+    inflation : Array, shape (T,)
+        Covariance inflation ``lambda`` applied to each forecast (1 without adaptation).
     """
 
     smoothed: jax.Array
@@ -85,6 +94,24 @@ class WindowResult(NamedTuple):
     analysis_rmse_obs: jax.Array
     forecast_totals: jax.Array | None
     member_totals: jax.Array | None
+    innovation_chi2: jax.Array
+    inflation: jax.Array
+
+
+class AdaptiveSpec(NamedTuple):
+    """Adaptive covariance inflation for :func:`smooth_window` (Li et al. 2009, Sec. 2c).
+
+    Each forecast's inflation is ``lambda_k = (1 - weight) lambda_{k-1} + weight
+    lambda_obs`` clipped to ``bounds`` (:func:`~tracerbayes.ensemble.inflation.
+    adaptive_inflation_update`; a time without observations keeps ``lambda_{k-1}``), and
+    ``apply(E, sqrt(lambda))`` inflates the forecast anomalies (e.g. mass-free
+    multiplicative inflation).
+    """
+
+    apply: Callable
+    weight: float = 0.1
+    bounds: tuple[float, float] = (1.0, 5.0)
+    initial: float = 1.0
 
 
 class GlobalUpdate(NamedTuple):
@@ -183,15 +210,32 @@ class _Config(NamedTuple):
     observe: Callable | None
     forecast_first: bool
     lag: int
+    adaptive: AdaptiveSpec | None = None
+
+
+def _innovation_chi2(E_f, ob: ObsAtTime, H):
+    used = ob.valid
+    HE = observe(E_f, H)
+    d = jnp.where(used, ob.values - HE.mean(axis=0), 0.0)
+    s = HE.var(axis=0, ddof=1) + jnp.where(used, ob.sd, 1.0) ** 2
+    return jnp.sum(jnp.where(used, d**2 / s, 0.0)) / jnp.maximum(used.sum(), 1)
 
 
 def _step(config: _Config, area, carry, inputs):
-    E, buffer = carry
+    E, buffer, factor = carry
     k, key, ob = inputs
     ob = ObsAtTime(*ob)
     H = operator_of(ob, config.observe)
     E_f, k_anal = forecast_step(config.transition, config.inflation, config.forecast_first,
                                 k, key, E)
+    spec = config.adaptive
+    if spec is not None:
+        estimate = adaptive_inflation_update(AdaptiveInflation(factor), E_f, ob.values, H,
+                                             ob.sd, valid=ob.valid, weight=spec.weight,
+                                             bounds=spec.bounds).factor
+        factor = jnp.where(ob.valid.any(), estimate, factor)
+        E_f = spec.apply(E_f, jnp.sqrt(factor))
+    chi2 = _innovation_chi2(E_f, ob, H)
     E_a, buffer = config.update(k_anal, E_f, buffer, ob, H)
     stats = _obs_stats(E_f, E_a, ob, H)
     out = dict(filtered_mean=E_a.mean(0), filtered_spread=E_a.std(0, ddof=1),
@@ -199,12 +243,13 @@ def _step(config: _Config, area, carry, inputs):
                innovation_mean=stats[0], innovation_rmse=stats[1],
                innovation_spread=stats[2], analysis_rmse_obs=stats[3],
                forecast_totals=None if area is None else E_f @ area,
-               member_totals=None if area is None else E_a @ area)
+               member_totals=None if area is None else E_a @ area,
+               innovation_chi2=chi2, inflation=factor)
     if config.lag == 0:
-        return (E_a, buffer), (E_a, out)
+        return (E_a, buffer, factor), (E_a, out)
     oldest = buffer[0]
     buffer = jnp.concatenate([buffer[1:], E_a[None]])
-    return (E_a, buffer), (oldest, out)
+    return (E_a, buffer, factor), (oldest, out)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -218,7 +263,8 @@ def smooth_window(key: jax.Array, transition: Callable[[jax.Array, jax.Array], j
                   inflation: Callable[[jax.Array, jax.Array], jax.Array] | None = None,
                   observe: Callable | None = None, forecast_first: bool = True,
                   cell_area: Any = None, progress: bool = True,
-                  chunk_size: int | None = None) -> WindowResult:
+                  chunk_size: int | None = None,
+                  adaptive: AdaptiveSpec | None = None) -> WindowResult:
     """Filter and smooth ``T`` times from the initial ensemble ``E0`` (N_e, n).
 
     Parameters
@@ -239,6 +285,8 @@ def smooth_window(key: jax.Array, transition: Callable[[jax.Array, jax.Array], j
         Cell areas (m^2), for the member totals.
     progress : bool
         tqdm bar over chunks of cycles.
+    adaptive : AdaptiveSpec, optional
+        Adaptive inflation of every forecast (after ``inflation``), from the innovations.
     """
     E0 = check_cycle_inputs(E0, observations, observe)
     T = observations.values.shape[0]
@@ -248,8 +296,10 @@ def smooth_window(key: jax.Array, transition: Callable[[jax.Array, jax.Array], j
     obs = tuple(jax.tree.map(jnp.asarray, observations._replace(
         valid=jnp.asarray(observations.valid, bool))))
     area = None if cell_area is None else jnp.asarray(cell_area, E0.dtype)
-    config = _Config(transition, update, inflation, observe, forecast_first, min(L, T))
-    carry = (E0, jnp.zeros((config.lag,) + E0.shape, E0.dtype))
+    config = _Config(transition, update, inflation, observe, forecast_first, min(L, T),
+                     adaptive)
+    start = 1.0 if adaptive is None else float(adaptive.initial)
+    carry = (E0, jnp.zeros((config.lag,) + E0.shape, E0.dtype), jnp.asarray(start, E0.dtype))
     keys, ks = jax.random.split(key, T), jnp.arange(T)
     size = T if not progress else (chunk_size or max(1, -(-T // 10)))
     pieces = []

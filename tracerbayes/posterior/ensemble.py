@@ -85,7 +85,13 @@ class EnsemblePosterior(Posterior):
             "analysis_rms_obs": np.asarray(result.analysis_rmse_obs),
             "forecast_spread_state": np.asarray(result.forecast_spread),
             "total_spread": analysis.std(axis=1, ddof=1),
+            "innovation_chi2": np.asarray(result.innovation_chi2),
+            "inflation": np.asarray(result.inflation),
         })
+        # spread/skill: the forecast's predicted innovation sd over the realised one
+        cycle["spread_skill"] = (np.sqrt(cycle["forecast_spread_obs"] ** 2
+                                         + cycle["obs_error_rms"] ** 2)
+                                 / cycle["innovation_rms"])
         samples = {k: np.asarray(v, float)[None, None] for k, v in params.items()}
         settings = {**settings, "mass_drift_forecast": drift["forecast"],
                     "mass_drift_smoothed": drift["smoothed"]}

@@ -234,6 +234,19 @@ class Step:
         return Quantity("time", "s", low=0.0, open_low=True).read(value, ctx, path)
 
 
+class Inflation:
+    """``adaptive`` or a number >= 1."""
+
+    doc = "'adaptive' or a number >= 1"
+
+    def read(self, value: Any, ctx: Context, path: str) -> Any:
+        if value == "adaptive":
+            return "adaptive"
+        if isinstance(value, str):
+            return ctx.error(path, f"expected {self.doc}, got {value!r}")
+        return Float(low=1.0).read(value, ctx, path)
+
+
 @_frozen
 class TimesConfig:
     """Analysis times: ``start, start + step, ...`` up to and including ``end`` (``step``
@@ -468,7 +481,8 @@ class LetkfConfig:
     ensemble_size: int = setting(Int(2), "ensemble members", 64)
     localisation: float = setting(Quantity("length", "km", low=0.0, open_low=True),
                                   "localisation radius, km", 300.0)
-    inflation: float = setting(Float(low=1.0), "multiplicative inflation", 1.0)
+    inflation: Any = setting(Inflation(), "'adaptive' (from the innovations, Li et al. "
+                             "2009) or a fixed multiplicative factor >= 1", "adaptive")
     weight_stride: int = setting(Int(1), "solve the local analyses every this many cells and "
                                  "interpolate between (1 = every cell)", 1)
     seed: int = setting(Int(0), "random seed", 0)
