@@ -374,12 +374,23 @@ def test_letkf_options_and_whether_fit_accepts_them(tmp_path, rng):
     path = _write(tmp_path, text)
     options = fit_options(load_config(path))
     assert options == {"method": "letkf", "ensemble_size": 32, "localisation_km": 150.0,
-                       "inflation": 1.05, "seed": 0, "weight_stride": 3, "drop_invalid": False}
+                       "inflation": 1.05, "seed": 0, "weight_stride": 3, "drop_invalid": False,
+                       "parameters": "auto"}
     missing = sorted(set(options) - set(inspect.signature(tb.fit).parameters))
     problems = validate_config(path)
     assert [p.path for p in problems] == (["method.name"] if missing else [])
     if missing:
         assert f"fit() options {missing}" in problems[0].message
+    for given, expected in [("parameters: prior", None), ("inflation: adaptive", "adaptive"),
+                            ("parameters: {diffusivity: 500, noise_sd: 0.1}",
+                             {"diffusivity": 500.0, "noise_sd": 0.1})]:
+        key = given.split(":")[0]
+        edited = _write(tmp_path, text.replace("weight_stride: 3}", f"weight_stride: 3, {given}}}"),
+                        "edited.yaml")
+        assert fit_options(load_config(edited))[key] == expected
+    (problem,) = _problems(tmp_path, text.replace("weight_stride: 3}",
+                                                  "weight_stride: 3, inflation: lots}"))
+    assert problem.path == "method.inflation" and "'adaptive' or a number >= 1" in problem.message
 
 
 # ------------------------------------------------------------------------------ times

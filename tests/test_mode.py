@@ -1,6 +1,7 @@
 """Optimised NUTS starting points (tracerbayes.exact.mode) against closed-form modes."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
@@ -62,3 +63,43 @@ def test_posterior_pushed_past_a_prior_edge_is_reported():
                               f"prior's upper 0.1% quantile ({upper:.4g})")
     samples["diffusivity"] = np.full((2, 50), 300.0)
     assert prior_edge_problems(model, samples) == []
+
+
+def test_ensemble_parameters_auto_are_the_exact_models_posterior_mode():
+    """parameters='auto': the constrained point where the exact reduced model's potential
+    energy is stationary (zero gradient in the unconstrained space), below the energy at
+    the prior medians."""
+    import pandas as pd
+    from numpyro.infer.util import potential_energy, unconstrain_fn
+
+    from tracerbayes.ensemble.fit import mode_parameters, point_parameters
+    from tracerbayes.exact.model import AdvectionDiffusionModel, ConstantVelocity, Priors
+    from tracerbayes.grid.core import Grid
+    from tracerbayes.observations.core import Observations
+
+    grid = Grid.cartesian(x=(0.0, 60e3), y=(0.0, 50e3), resolution=10e3,
+                          mask=np.ones((5, 6), bool))
+    rng = np.random.default_rng(1)
+    rows = [{"time": d * 86400.0, "x": rng.uniform(0, 60e3), "y": rng.uniform(0, 50e3),
+             "value": 3 + np.sin(d / 2) + 0.3 * rng.normal(), "error": 0.2}
+            for d in range(5) for _ in range(6)]
+    obs = Observations.from_dataframe(pd.DataFrame(rows), x="x", y="y")
+    times = np.arange(5) * 86400.0
+    model = AdvectionDiffusionModel(grid, ConstantVelocity(0.05), Priors.for_observations(obs),
+                                    n_modes=8)
+    found = mode_parameters(model, obs, times, progress=False)
+    data = model.prepare(obs, times)
+
+    def numpyro_model():
+        model(data)
+
+    z = unconstrain_fn(numpyro_model, (), {}, {k: jnp.asarray(v) for k, v in found.items()})
+
+    def energy(z):
+        return potential_energy(numpyro_model, (), {}, z)
+
+    grads = jax.grad(energy)(z)
+    assert max(float(jnp.max(jnp.abs(g))) for g in grads.values()) < 1e-4
+    medians = point_parameters(model)
+    z0 = unconstrain_fn(numpyro_model, (), {}, {k: jnp.asarray(v) for k, v in medians.items()})
+    assert float(energy(z)) < float(energy(z0))

@@ -128,9 +128,10 @@ def fit(
         spread follows what the observations say it misses. A number: fixed multiplicative
         inflation of the forecast anomalies (1 = none); of their mass-free
         part when ``mass_safe``.
-    parameters : dict or Posterior, optional
+    parameters : 'auto', dict or Posterior, optional
         Physical parameter values for the state methods (default: prior medians), e.g. the
-        result of ``fit(..., method="eki")``.
+        result of ``fit(..., method="eki")``; ``'auto'``: the posterior mode of the exact
+        reduced model (BFGS from two prior draws), the config's default.
     lag : int, optional
         Smoother lag in analysis times (default: the whole window when it fits in memory).
     mass_safe : bool

@@ -42,7 +42,8 @@ from tracerbayes.exact.kalman import PaddedObservations
 from tracerbayes.exact.model import ConstantVelocity, GivenVelocity, StreamfunctionVelocity
 from tracerbayes.posterior.ensemble import EnsemblePosterior, InversionPosterior
 
-__all__ = ["ENSEMBLE_METHODS", "fit_ensemble", "fit_eki", "point_parameters", "eki_forward",
+__all__ = ["ENSEMBLE_METHODS", "fit_ensemble", "fit_eki", "point_parameters", "mode_parameters",
+           "eki_forward",
            "eki_log_posterior", "eki_priors"]
 
 ENSEMBLE_METHODS = ("enkf", "etkf", "letkf")
@@ -103,6 +104,36 @@ def point_parameters(model: Any, parameters: Any = None) -> dict[str, Any]:
     return values
 
 
+def mode_parameters(model: Any, obs: Any, times: Any, *, seed: int = 0, n_starts: int = 2,
+                    drop_invalid: bool = False, progress: bool = True) -> dict[str, Any]:
+    """The parameters at the posterior mode of the exact reduced model (``parameters='auto'``).
+
+    BFGS from ``n_starts`` prior draws (:func:`tracerbayes.exact.mode.optimised_starts`) on
+    the Kalman filter's marginal likelihood times the priors, in NumPyro's unconstrained
+    space; the start with the lowest potential energy wins. Far cheaper than NUTS, and the
+    right scale for the full-grid ensemble's point parameters.
+    """
+    from tracerbayes.exact.mode import constrained, optimised_starts
+
+    data = model.prepare(obs, times, drop_invalid=drop_invalid)
+
+    def numpyro_model() -> None:
+        model(data)
+
+    if progress:
+        print(f"parameters: posterior mode of the exact {model.n_modes}-mode model "
+              f"({n_starts} BFGS starts) ...", flush=True)
+    starts = optimised_starts(jax.random.fold_in(jax.random.key(seed), 7), numpyro_model,
+                              n_starts)
+    best = int(np.argmin(starts.energy))
+    values = constrained(numpyro_model, {k: v[best] for k, v in starts.params.items()})
+    out = {k: np.asarray(v) for k, v in values.items()}
+    if progress:
+        shown = ", ".join(f"{k} {float(v):.4g}" for k, v in out.items() if np.ndim(v) == 0)
+        print(f"  mode: {shown}", flush=True)
+    return out
+
+
 def _intervals(times: np.ndarray) -> Any:
     """The analysis intervals in seconds: one float when they are equal (or there is a
     single time), else the (T - 1,) array."""
@@ -143,6 +174,12 @@ def fit_ensemble(model: Any, obs: Any, times: Any, method: str, *, ensemble_size
     T, N, n = len(times), int(ensemble_size), grid.n_wet
     if lag is None and T * N * n * 8 > WINDOW_BYTES:
         lag = max(1, WINDOW_BYTES // (N * n * 8) - 1)
+    if isinstance(parameters, str):
+        if parameters != "auto":
+            raise ValueError(f"parameters={parameters!r}; give 'auto', a dict, a Posterior "
+                             "or None (prior medians)")
+        parameters = mode_parameters(model, obs, times, seed=seed, progress=progress,
+                                     drop_invalid=drop_invalid)
     params = point_parameters(model, parameters)
     velocity = model.face_velocity({k: jnp.asarray(v) for k, v in params.items()})
     noise = noise_field(grid, float(params["noise_lengthscale_km"]) * 1e3)

@@ -239,7 +239,10 @@ def fit_options(cfg: RunConfig) -> dict[str, Any]:
                 **checks}
     return {"method": "letkf", "ensemble_size": m.ensemble_size,
             "localisation_km": m.localisation, "inflation": m.inflation, "seed": m.seed,
-            "weight_stride": m.weight_stride, "drop_invalid": drop, **checks}
+            "weight_stride": m.weight_stride, "drop_invalid": drop,
+            "parameters": ({"auto": "auto", "prior": None}[m.parameters]
+                           if isinstance(m.parameters, str) else dict(m.parameters)),
+            **checks}
 
 
 def build_platforms(cfg: RunConfig) -> list[simulate.Platform]:

@@ -234,6 +234,26 @@ class Step:
         return Quantity("time", "s", low=0.0, open_low=True).read(value, ctx, path)
 
 
+class PointParameters:
+    """``auto``, ``prior`` or a mapping of parameter names to numbers."""
+
+    doc = ("'auto' (the posterior mode of the exact reduced model), 'prior' (the prior "
+           "medians) or a mapping {name: value} in physical units")
+
+    def read(self, value: Any, ctx: Context, path: str) -> Any:
+        if value in ("auto", "prior"):
+            return value
+        if isinstance(value, dict):
+            out = {}
+            for name, number in value.items():
+                if isinstance(number, bool) or not isinstance(number, int | float):
+                    ctx.error(join(path, str(name)), f"expected a number, got {number!r}")
+                else:
+                    out[str(name)] = float(number)
+            return tuple(sorted(out.items())) if len(out) == len(value) else INVALID
+        return ctx.error(path, f"expected {self.doc}, got {value!r}")
+
+
 class Inflation:
     """``adaptive`` or a number >= 1."""
 
@@ -485,6 +505,7 @@ class LetkfConfig:
                              "2009) or a fixed multiplicative factor >= 1", "adaptive")
     weight_stride: int = setting(Int(1), "solve the local analyses every this many cells and "
                                  "interpolate between (1 = every cell)", 1)
+    parameters: Any = setting(PointParameters(), PointParameters.doc, "auto")
     seed: int = setting(Int(0), "random seed", 0)
     allow_unconverged: bool = setting(Bool(), "write the outputs and exit 0 even when the "
                                       "ensemble collapsed (default: exit 3 with a paragraph "
