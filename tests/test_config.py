@@ -269,7 +269,7 @@ def test_unit_mistake_names_the_setting(tmp_path, rng):
     ("num_chains: 2", "num_chains: 0", "method.num_chains", "expected an integer >= 1, got 0"),
     ("step: 1 day", "step: 1 km", "times.step", "'1 km' is a length; a duration is expected"),
     ("name: nuts", "name: nutz", "method.name",
-     "'nutz' is not one of ['nuts', 'letkf']; did you mean 'nuts'?"),
+     "'nutz' is not one of ['auto', 'nuts', 'laplace', 'letkf']; did you mean 'nuts'?"),
     ("resolution: 10 km", "resolution: 8 km", "grid.resolution",
      "the y extent [0, 100000] is not a whole number of cells of 8000 (12.5)"),
     ("value: temp, platform", "value: temp, error: err, platform", "observations[0].error",

@@ -83,6 +83,8 @@ def fit(
     init: str = "mode",
     holdout: float | None = None,
     holdout_by: str = "random",
+    map_modes: Any = "auto",
+    map_draws: int = 50,
 ) -> Posterior:
     """Fit ``model`` to ``obs`` at the analysis ``times``.
 
@@ -171,6 +173,12 @@ def fit(
         ``crps``, ``coverage`` (of the 90% predictive interval) and ``interval_width``;
         ``post.holdout`` the split (:mod:`tracerbayes.posterior.validation`). The split is
         drawn from ``seed``.
+    map_modes : 'auto' or int
+        ``method="laplace"``: basis vectors of the maps (default: enough for 95% of the
+        fitted noise field's variance, at most 400).
+    map_draws : int
+        ``method="laplace"``: parameter draws from the Gaussian about the mode mixed into the
+        maps.
     holdout_by : {'random', 'platform', 'block'}
         How the held-out observations are chosen: single rows, whole platforms, or whole
         spatial blocks (the map away from the data).
@@ -192,7 +200,8 @@ def fit(
                     inflation=inflation, parameters=parameters, lag=lag, mass_safe=mass_safe,
                     eki_iterations=eki_iterations, eks_iterations=eks_iterations,
                     eks_burn_in=eks_burn_in, importance_draws=importance_draws,
-                    weight_stride=weight_stride, init=init)
+                    weight_stride=weight_stride, init=init, map_modes=map_modes,
+                    map_draws=map_draws)
         if split is not None:
             from tracerbayes.posterior.validation import holdout_scores
 
@@ -202,11 +211,45 @@ def fit(
     return post
 
 
+#: Largest estimated NUTS work (chains x iterations x 30 leapfrog steps x T x K^3) that
+#: ``method="auto"`` still gives to NUTS: one Kalman-filter gradient took about 1e-9 s per
+#: T K^3 on one core here (30 ms at K = 100, T = 30), so this is about ten minutes.
+NUTS_BUDGET = 6e11
+
+
+def choose_method(model: Any, obs: Any, times: Any, *, num_warmup: int = 500,
+                  num_samples: int = 500, num_chains: int = 4) -> tuple[str, str]:
+    """``method="auto"``: NUTS when its estimated work fits :data:`NUTS_BUDGET`, otherwise
+    the Laplace fit (parameters at the exact model's posterior mode, maps on a basis fine
+    enough for the field). Returns the method and the reason, in words."""
+    T, K = len(np.asarray(times)), model.n_modes
+    work = num_chains * (num_warmup + num_samples) * 30 * T * K**3
+    if work <= NUTS_BUDGET:
+        return "nuts", (f"{K} modes x {T} times: NUTS's estimated work {work:.1e} is "
+                        f"within the budget {NUTS_BUDGET:.0e}")
+    return "laplace", (f"{K} modes x {T} times: NUTS's estimated work {work:.1e} exceeds "
+                       f"the budget {NUTS_BUDGET:.0e}; parameters at the posterior mode with a "
+                       "Gaussian about it, maps on a basis fine enough for the field")
+
+
 def _fit(model, obs, times, method, *, num_warmup, num_samples, num_chains, seed,
          target_accept, max_tree_depth, dense_mass, chain_method, progress, drop_invalid,
          ensemble_size, localisation_km, inflation, parameters, lag, mass_safe,
          eki_iterations, eks_iterations, eks_burn_in, importance_draws,
-         weight_stride, init) -> Posterior:
+         weight_stride, init, map_modes, map_draws) -> Posterior:
+    if method == "auto":
+        method, reason = choose_method(model, obs, times, num_warmup=num_warmup,
+                                       num_samples=num_samples, num_chains=num_chains)
+        if progress:
+            print(f"method auto: {method} ({reason})", flush=True)
+    if method == "laplace":
+        from tracerbayes.exact.laplace import fit_laplace
+
+        post = fit_laplace(model, obs, times, draws=map_draws, map_modes=map_modes, seed=seed,
+                           progress=progress, drop_invalid=drop_invalid)
+        for message in post.check_diagnostics():
+            warnings.warn(message, SamplingWarning, stacklevel=3)
+        return post
     if method in ("enkf", "etkf", "letkf", "eki"):
         from tracerbayes.ensemble import fit as ensemble_fit
 
@@ -227,7 +270,8 @@ def _fit(model, obs, times, method, *, num_warmup, num_samples, num_chains, seed
             warnings.warn(message, SamplingWarning, stacklevel=3)
         return post
     if method != "nuts":
-        raise ValueError(f"method={method!r}; choose 'nuts', 'enkf', 'etkf', 'letkf' or 'eki'")
+        raise ValueError(f"method={method!r}; choose 'auto', 'nuts', 'laplace', 'enkf', 'etkf', "
+                         "'letkf' or 'eki'")
     if chain_method not in ChainMethod:
         raise ValueError(f"chain_method={chain_method!r}; choose one of {ChainMethod}")
     if init not in ("mode", "prior"):

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro.distributions as dist
 
+from tracerbayes import physics
 from tracerbayes.ensemble import importance, inversion, localisation
 from tracerbayes.ensemble.inflation import mass_free_multiplicative, multiplicative
 from tracerbayes.ensemble.tracer import (
@@ -182,6 +183,10 @@ def fit_ensemble(model: Any, obs: Any, times: Any, method: str, *, ensemble_size
                                      drop_invalid=drop_invalid)
     params = point_parameters(model, parameters)
     velocity = model.face_velocity({k: jnp.asarray(v) for k, v in params.items()})
+    if getattr(model.velocity, "time_varying", False):  # one field per interval
+        faces = model.velocity.at_intervals(times)
+        scale = float(params.get("velocity_scale", 1.0))
+        velocity = physics.FaceVelocity(faces.east * scale, faces.north * scale)
     noise = noise_field(grid, float(params["noise_lengthscale_km"]) * 1e3)
     transition = tracer_transition(
         grid, velocity, float(params["diffusivity"]), dt, noise, float(params["noise_sd"]),

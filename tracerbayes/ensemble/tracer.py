@@ -155,7 +155,8 @@ def tracer_transition(grid: Grid, velocity: physics.FaceVelocity, diffusivity: A
     ``(key, E, k) -> E`` that moves ``E`` from analysis time ``k - 1`` to ``k``
     (``transition.per_step`` is True; the ensemble engine passes ``k``). Its sub-steps are
     those of the longest interval, so every interval is stepped stably with one compiled
-    function.
+    function. A time-varying flow (``velocity`` faces with a leading axis of one field per
+    interval, T - 1) is per-step too: interval ``k - 1`` moves with field ``k - 1``.
     """
     steps = np.atleast_1d(np.asarray(dt, dtype=float))
     if steps.size == 0 or not np.all(steps > 0):
@@ -163,14 +164,25 @@ def tracer_transition(grid: Grid, velocity: physics.FaceVelocity, diffusivity: A
     if not (damping_rate >= 0 and source_sd >= 0):
         raise ValueError(f"damping_rate (1/s) and source_sd must be >= 0, got {damping_rate} "
                          f"and {source_sd}")
-    per_step = np.ndim(dt) > 0
+    varying = np.ndim(velocity.east) == 3
+    per_step = np.ndim(dt) > 0 or varying
+    n_steps = np.shape(velocity.east)[0] if varying else steps.size
+    if varying and steps.size not in (1, n_steps):
+        raise ValueError(f"{n_steps} velocity fields for {steps.size} intervals")
+    steps = np.broadcast_to(steps, (n_steps,)) if per_step else steps
     area = np.asarray(grid.wet_area)
-    substeps = physics.substeps_for(grid, velocity, diffusivity, float(steps.max()), courant)
+    fields = ([physics.FaceVelocity(e, n) for e, n in zip(velocity.east, velocity.north,
+                                                          strict=True)]
+              if varying else [velocity])
+    substeps = max(physics.substeps_for(grid, f, diffusivity, float(steps.max()), courant)
+                   for f in fields)
     velocity = physics.FaceVelocity(jnp.asarray(velocity.east), jnp.asarray(velocity.north))
     damped, sources, noisy = damping_rate != 0, source_sd != 0, noise_sd != 0
 
-    def move(key: jax.Array, E: jax.Array, h: Any) -> jax.Array:
-        moved = physics.propagate(grid, E, velocity, diffusivity, h, substeps=substeps)
+    def move(key: jax.Array, E: jax.Array, h: Any, j: Any = None) -> jax.Array:
+        flow = (physics.FaceVelocity(velocity.east[j], velocity.north[j]) if varying
+                else velocity)
+        moved = physics.propagate(grid, E, flow, diffusivity, h, substeps=substeps)
         if damped:
             moved = damp_anomalies(moved, jnp.exp(-damping_rate * h), area, noise.basins)
         # one key for the smooth noise (as for a conserved tracer), split only for levels
@@ -187,7 +199,8 @@ def tracer_transition(grid: Grid, velocity: physics.FaceVelocity, diffusivity: A
         intervals = jnp.asarray(steps)
 
         def transition(key: jax.Array, E: jax.Array, k: Any) -> jax.Array:
-            return move(key, E, intervals[jnp.clip(k - 1, 0, steps.size - 1)])
+            j = jnp.clip(k - 1, 0, steps.size - 1)
+            return move(key, E, intervals[j], j)
     else:
         h0 = float(steps[0])
 

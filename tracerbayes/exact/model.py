@@ -95,11 +95,61 @@ class ConstantVelocity:
 class GivenVelocity:
     """A known face velocity (e.g. from a model), optionally multiplied by an unknown scale.
 
-    ``scale_prior=None`` keeps the field as given.
+    ``scale_prior=None`` keeps the field as given. A field that varies in time has a leading
+    time axis on ``velocity.east`` and ``velocity.north`` and its ``times`` (datetime64, or
+    seconds like the analysis times); each analysis interval then moves with the field
+    interpolated linearly in time to the interval's midpoint (the nearest end outside the
+    field's times).
     """
 
     velocity: physics.FaceVelocity
     scale_prior: Any = None
+    times: Any = None
+
+    def __post_init__(self) -> None:
+        steady = np.ndim(self.velocity.east) == 2
+        if self.times is None and not steady:
+            raise ValueError("a given velocity with a time axis needs its times "
+                             "(GivenVelocity(velocity, times=...))")
+        if self.times is not None:
+            t = np.asarray(self.times)
+            if steady or np.shape(self.velocity.east)[0] != t.size:
+                raise ValueError(f"GivenVelocity: {t.size} times for a field of shape "
+                                 f"{np.shape(self.velocity.east)}; give one time per field")
+            if t.size > 1 and not np.all(t[1:] > t[:-1]):
+                raise ValueError("GivenVelocity times must be strictly increasing")
+
+    @property
+    def time_varying(self) -> bool:
+        return self.times is not None
+
+    def at_intervals(self, times: Any) -> physics.FaceVelocity:
+        """The field at the midpoint of every analysis interval, (T - 1, ...) faces."""
+        times = np.asarray(times)
+        field_t = np.asarray(self.times)
+        if np.issubdtype(times.dtype, np.datetime64) != np.issubdtype(field_t.dtype,
+                                                                     np.datetime64):
+            raise ValueError("the velocity's times and the analysis times must both be "
+                             "datetimes or both be seconds")
+        if np.issubdtype(times.dtype, np.datetime64):
+            origin = times[0]
+            times = (times - origin) / np.timedelta64(1, "s")
+            field_t = (field_t - origin) / np.timedelta64(1, "s")
+        mid = 0.5 * (times[1:] + times[:-1]).astype(float)
+        field_t = field_t.astype(float)
+        j = np.clip(np.searchsorted(field_t, mid) - 1, 0, max(field_t.size - 2, 0))
+        if field_t.size == 1:
+            w = np.zeros_like(mid)
+        else:
+            w = np.clip((mid - field_t[j]) / (field_t[j + 1] - field_t[j]), 0.0, 1.0)
+        k = np.minimum(j + 1, field_t.size - 1)
+
+        def blend(a):
+            a = np.asarray(a)
+            shape = (-1,) + (1,) * (a.ndim - 1)
+            return (1 - w).reshape(shape) * a[j] + w.reshape(shape) * a[k]
+
+        return physics.FaceVelocity(blend(self.velocity.east), blend(self.velocity.north))
 
     def sample(self) -> dict[str, Any]:
         if self.scale_prior is None:
@@ -203,6 +253,9 @@ class ModelData(NamedTuple):
         Intervals between analysis times, seconds.
     mean_level : float
         Centre of the prior of the mean level (mean of the observations).
+    given : (T - 1, K, K) or None
+        For a time-varying :class:`GivenVelocity`: the projected advection
+        ``Phi^T A L(u_k, 0) Phi`` of every interval's field (1/s).
     """
 
     values: Any
@@ -211,6 +264,7 @@ class ModelData(NamedTuple):
     operators: Any
     dts: Any
     mean_level: Any
+    given: Any = None
 
 
 class _Precomputed(NamedTuple):
@@ -257,6 +311,9 @@ class AdvectionDiffusionModel:
                  conserved: bool = True, max_speed: float | None = None):
         if transition not in ("galerkin", "projected"):
             raise ValueError(f"transition must be 'galerkin' or 'projected', got {transition!r}")
+        if transition == "projected" and getattr(velocity, "time_varying", False):
+            raise ValueError("transition='projected' needs a steady velocity; a time-varying "
+                             "given field works with transition='galerkin'")
         self.grid = grid
         self.velocity = ConstantVelocity() if velocity is None else velocity
         self.priors = Priors() if priors is None else priors
@@ -277,6 +334,13 @@ class AdvectionDiffusionModel:
             self._max_rate = self._rate_bound()
             self._tables: dict[float, Any] = {}  # GivenVelocity: advection per interval
 
+    def with_modes(self, n_modes: int) -> AdvectionDiffusionModel:
+        """The same model (grid, velocity, priors, transition, conservation) on ``n_modes``
+        basis vectors."""
+        return AdvectionDiffusionModel(self.grid, self.velocity, self.priors, n_modes,
+                                       transition=self.transition, conserved=self.conserved,
+                                       max_speed=self.max_speed)
+
     # ---------------------------------------------------------------- set-up
     def _project(self, velocity: physics.FaceVelocity, diffusivity: Any = 0.0) -> jax.Array:
         """``Phi^T A L Phi`` (K, K) for the given face velocity and diffusivity."""
@@ -289,7 +353,7 @@ class AdvectionDiffusionModel:
         units = [physics.constant_velocity(g, 1.0, 0.0), physics.constant_velocity(g, -1.0, 0.0),
                  physics.constant_velocity(g, 0.0, 1.0), physics.constant_velocity(g, 0.0, -1.0)]
         advection = jnp.stack([self._project(v) for v in units])
-        if isinstance(self.velocity, GivenVelocity):
+        if isinstance(self.velocity, GivenVelocity) and not self.velocity.time_varying:
             given = self._project(self.velocity.velocity)
         else:
             given = jnp.zeros((self.n_modes, self.n_modes))
@@ -306,6 +370,13 @@ class AdvectionDiffusionModel:
             seconds = (times - times[0]) / np.timedelta64(1, "s")
         else:
             seconds = times.astype(float)
+        given = None
+        if isinstance(self.velocity, GivenVelocity) and self.velocity.time_varying:
+            if len(times) < 2:
+                raise ValueError("a time-varying velocity needs at least two analysis times")
+            faces = self.velocity.at_intervals(times)
+            given = jnp.stack([self._project(physics.FaceVelocity(e, n))
+                               for e, n in zip(faces.east, faces.north, strict=True)])
         return ModelData(
             values=jnp.asarray(padded.values),
             errors=jnp.sqrt(jnp.asarray(padded.variances)),
@@ -313,6 +384,7 @@ class AdvectionDiffusionModel:
             operators=jnp.asarray(operators),
             dts=jnp.asarray(np.diff(seconds)),
             mean_level=float(np.mean(prepared.value)),
+            given=given,
         )
 
     # ---------------------------------------------------------------- physics
@@ -403,10 +475,14 @@ class AdvectionDiffusionModel:
         moved = jnp.stack([self.projected_transition(params, d) for d in unique])
         return moved[0] if unique.size == 1 else moved[which]
 
-    def reduced_operator(self, params: dict[str, Any]) -> jax.Array:
-        """``L_K = Phi^T A L Phi`` (K, K) in 1/s for a parameter draw."""
+    def reduced_operator(self, params: dict[str, Any], data: ModelData | None = None
+                         ) -> jax.Array:
+        """``L_K = Phi^T A L Phi`` (K, K) in 1/s for a parameter draw; (T - 1, K, K), one per
+        interval, for a time-varying given velocity (``data`` from :meth:`prepare`)."""
         pre = self._pre
         diffusion = -params["diffusivity"] * jnp.diag(pre.eigenvalues)
+        if data is not None and data.given is not None:
+            return diffusion + params.get("velocity_scale", 1.0) * data.given
         if isinstance(self.velocity, ConstantVelocity):
             u, v = params["u"], params["v"]
             coeffs = jnp.stack([jnp.maximum(u, 0), jnp.maximum(-u, 0),
@@ -435,8 +511,11 @@ class AdvectionDiffusionModel:
                                 * (dts[0] if _uniform(dts) else dts[:, None]))
                 transition = decay[..., :, None] * transition
         else:
-            operator = self.reduced_operator(params) - jnp.diag(self.damping_rates(params))
-            if _uniform(dts):
+            operator = (self.reduced_operator(params, data)
+                        - jnp.diag(self.damping_rates(params)))
+            if data.given is not None:
+                transition = expm(operator * dts[:, None, None])
+            elif _uniform(dts):
                 transition = expm(operator * dts[0])
             else:
                 transition = expm(operator * dts[:, None, None])

@@ -35,6 +35,8 @@ from tracerbayes.grid.core import CoordinateSystem, Grid
 from tracerbayes.physics.operator import corner_coordinates
 
 __all__ = [
+    "modes_needed",
+    "resolved_fraction",
     "Smoothness",
     "matern_kernel",
     "matern_spectral_density",
@@ -196,3 +198,36 @@ def streamfunction_basis(grid: Grid, n_modes: int) -> StreamfunctionBasis:
     p, q, k = p.ravel()[order], q.ravel()[order], k[order]
     modes = np.sin(np.pi * p[:, None, None] * s) * np.sin(np.pi * q[:, None, None] * t)
     return StreamfunctionBasis(modes, k, float(lx * ly))
+
+
+def resolved_fraction(n_modes: int, wet_area: float, lengthscale: float,
+                      smoothness: Smoothness | float) -> float:
+    """Fraction of a stationary Matérn field's variance that the first ``n_modes`` Neumann
+    modes of a domain of ``wet_area`` m^2 carry (lengthscale in m).
+
+    Weyl's law puts the ``K``-th eigenvalue of the Laplacian at ``k^2 = 4 pi K / area``; the
+    2-D Matérn spectral density ``(2 nu / l^2 + k^2)^-(nu + 1)`` integrates (in ``k dk``)
+    below ``k`` to ``1 - (a / (a + k^2))^nu`` of its total, ``a = 2 nu / l^2``; the Gaussian
+    (heat-kernel) field of kernel sd ``s`` has ``exp(-k^2 s^2)`` and ``1 - exp(-k^2 s^2)``.
+    """
+    nu = smoothness.value if isinstance(smoothness, Smoothness) else float(smoothness)
+    k2 = 4.0 * np.pi * float(n_modes) / float(wet_area)
+    if np.isinf(nu):
+        return float(1.0 - np.exp(-k2 * lengthscale**2))
+    a = 2.0 * nu / lengthscale**2
+    return float(1.0 - (a / (a + k2)) ** nu)
+
+
+def modes_needed(wet_area: float, lengthscale: float, smoothness: Smoothness | float,
+                 fraction: float = 0.95) -> int:
+    """The fewest Neumann modes that carry ``fraction`` of the variance of a Matérn field of
+    ``lengthscale`` (m) on ``wet_area`` (m^2): :func:`resolved_fraction` solved for ``K``."""
+    nu = smoothness.value if isinstance(smoothness, Smoothness) else float(smoothness)
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"fraction must be in (0, 1), got {fraction}")
+    if np.isinf(nu):
+        k2 = -np.log(1.0 - fraction) / lengthscale**2
+    else:
+        a = 2.0 * nu / lengthscale**2
+        k2 = a * ((1.0 - fraction) ** (-1.0 / nu) - 1.0)
+    return int(np.ceil(k2 * float(wet_area) / (4.0 * np.pi)))

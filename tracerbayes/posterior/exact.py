@@ -353,6 +353,13 @@ class Posterior:
                 f"{int(np.sum(div))} divergent transitions: the posterior has regions NUTS "
                 "cannot explore; raise target_accept (e.g. 0.95) or tighten the priors"
             )
+        if self.method == "laplace":  # independent draws from a Gaussian: no chain checks
+            if not self.settings.get("laplace_gaussian", True):
+                problems.append("the Hessian at the posterior mode is not positive definite "
+                                "(a flat or saddle direction): the maps use the mode only; "
+                                "tighten the priors or use method nuts")
+            problems.extend(prior_edge_problems(self.model, self.samples))
+            return problems
         worst, low = chain_diagnostics(self.samples)
         if worst > rhat_max:
             problems.append(f"R-hat up to {worst:.3f} (> {rhat_max}): chains disagree; "

@@ -15,8 +15,10 @@ from tracerbayes import physics
 from tracerbayes.cli.config.run import FloatsConfig, GliderConfig, RunConfig, ShipConfig
 from tracerbayes.cli.config.schema import ConfigError, Problem, suggest
 from tracerbayes.cli.config.sections import (
+    AutoConfig,
     ConstantVelocityConfig,
     GivenVelocityConfig,
+    LaplaceConfig,
     MaskFile,
     NutsConfig,
     PriorSpec,
@@ -189,15 +191,14 @@ def _given_velocity(cfg: RunConfig, v: GivenVelocityConfig, grid: Grid) -> Any:
                                                                      v.v: v_field}), v.u, v.v)
     except ValueError as err:
         raise _fail(cfg, "velocity.file", f"{v.file}: {err}") from err
+    prior = None if v.scale_prior is None else to_distribution(v.scale_prior)
     if times is not None and len(times) > 1:
-        if not v.time_mean:
-            raise _fail(cfg, "velocity.time_mean",
-                        f"the field in {v.file} has {len(times)} times; the model needs a "
-                        "steady field: set time_mean: true to average it")
+        if not v.time_mean:  # each analysis interval moves with the field at its midpoint
+            return GivenVelocity(face, scale_prior=prior,
+                                 times=np.asarray(times).astype("datetime64[ns]"))
         face = physics.FaceVelocity(face.east.mean(0), face.north.mean(0))
     elif times is not None:
         face = physics.FaceVelocity(face.east[0], face.north[0])
-    prior = None if v.scale_prior is None else to_distribution(v.scale_prior)
     return GivenVelocity(face, scale_prior=prior)
 
 
@@ -231,6 +232,10 @@ def fit_options(cfg: RunConfig) -> dict[str, Any]:
     drop = any(s.drop_invalid for s in cfg.observations)
     checks = ({} if cfg.validation.holdout is None else
               {"holdout": cfg.validation.holdout, "holdout_by": cfg.validation.by})
+    if isinstance(m, LaplaceConfig):  # and AutoConfig
+        name = "auto" if isinstance(m, AutoConfig) else "laplace"
+        return {"method": name, "map_draws": m.map_draws, "map_modes": m.map_modes,
+                "seed": m.seed, "drop_invalid": drop, **checks}
     if isinstance(m, NutsConfig):
         return {"method": "nuts", "num_warmup": m.num_warmup, "num_samples": m.num_samples,
                 "num_chains": m.num_chains, "seed": m.seed, "target_accept": m.target_accept,

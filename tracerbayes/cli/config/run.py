@@ -21,9 +21,9 @@ from tracerbayes.cli.config.schema import (
 from tracerbayes.cli.config.sections import (
     METHODS,
     VELOCITY_KINDS,
+    AutoConfig,
     GridConfig,
     ModelConfig,
-    NutsConfig,
     ObservationSource,
     OutputConfig,
     Point,
@@ -146,7 +146,7 @@ class RunConfig:
                             "the current (default: constant, inferred)", None)
     priors: PriorsConfig = setting(Section(PriorsConfig), "priors", PriorsConfig())
     model: ModelConfig = setting(Section(ModelConfig), "the model", ModelConfig())
-    method: Any = setting(Tagged("name", METHODS), "inference method", NutsConfig())
+    method: Any = setting(Tagged("name", METHODS), "inference method", AutoConfig())
     validation: ValidationConfig = setting(Section(ValidationConfig),
                                            "held-out validation", ValidationConfig())
     output: OutputConfig = setting(Section(OutputConfig), "outputs", OutputConfig())

@@ -407,7 +407,9 @@ class GivenVelocityConfig:
     scale_prior: PriorSpec | None = setting(Optional(Prior(None, "1")),
                                             "prior of a multiplier of the field (null: "
                                             "fixed)", None)
-    time_mean: bool = setting(Bool(), "average a time-varying field over time", False)
+    time_mean: bool = setting(Bool(), "average a time-varying field over time (default: "
+                              "each analysis interval moves with the field interpolated to "
+                              "its midpoint)", False)
 
 
 @_frozen
@@ -512,7 +514,45 @@ class LetkfConfig:
                                       "why)", False)
 
 
-METHODS = {"nuts": NutsConfig, "letkf": LetkfConfig}
+class MapModes:
+    """``auto`` or a number of modes >= 1."""
+
+    doc = "'auto' (enough modes for 95% of the fitted noise field's variance, at most 400) " \
+          "or a number of modes"
+
+    def read(self, value: Any, ctx: Context, path: str) -> Any:
+        if value == "auto":
+            return "auto"
+        if isinstance(value, str):
+            return ctx.error(path, f"expected {self.doc}, got {value!r}")
+        return Int(1).read(value, ctx, path)
+
+
+@_frozen
+class LaplaceConfig:
+    """The exact model's posterior mode with a Gaussian about it (Laplace); maps from the
+    Rao-Blackwellised smoother on a basis fine enough for the field."""
+
+    section: ClassVar[str] = "method (name: laplace)"
+    map_draws: int = setting(Int(1), "parameter draws mixed into the maps", 50)
+    map_modes: Any = setting(MapModes(), MapModes.doc, "auto")
+    seed: int = setting(Int(0), "random seed", 0)
+    allow_unconverged: bool = setting(Bool(), "write the outputs and exit 0 even when the "
+                                      "diagnostics fail (default: exit 3 with a paragraph why)",
+                                      False)
+
+
+@_frozen
+class AutoConfig(LaplaceConfig):
+    """The default: NUTS when its estimated work is small (about ten minutes on one core),
+    otherwise Laplace (``name: laplace``); the run says which and why. NUTS runs with the
+    ``name: nuts`` defaults."""
+
+    section: ClassVar[str] = "method (name: auto)"
+
+
+METHODS = {"auto": AutoConfig, "nuts": NutsConfig, "laplace": LaplaceConfig,
+           "letkf": LetkfConfig}
 
 
 @_frozen
