@@ -337,8 +337,6 @@ def _config_text(name: str, region: list[float], times: np.ndarray, units: str,
         "  - file: obs.csv",
         "    columns: {time: time, lon: lon, lat: lat, value: value, error: error, "
         "platform: platform}",
-        "method:",
-        "  name: nuts",
         "output:",
         "  directory: out",
         "",
