@@ -53,17 +53,22 @@ def run_gp(obs: pd.DataFrame, truth: xr.DataArray, seed: int) -> tuple[dict, dic
     return maps, gp.params, time.perf_counter() - start
 
 
+def edited_copy(config: Path, settings: list[str]) -> Path:
+    """``config`` itself, or an edited copy beside it when there are ``settings``."""
+    if not settings:
+        return config
+    edited = config.with_name("config_edited.yaml")
+    edited.write_text(config.read_text())
+    edit_config(edited, settings)
+    return edited
+
+
 def field_rows(name: str, out: Path, settings: list[str], seed: int, gp: bool,
                kelvin: bool) -> list[str]:
     from real_fields import make_problem
 
     paths = make_problem(name, None, out / name, seed=seed)
-    config = Path(paths["config"])
-    if settings:
-        edited = config.with_name("config_edited.yaml")
-        edited.write_text(config.read_text())
-        edit_config(edited, settings)
-        config = edited
+    config = edited_copy(Path(paths["config"]), settings)
     with xr.open_dataset(paths["truth"]) as ds, xr.open_dataset(paths["mask"]) as mk:
         truth = ds["sst"].load()
         held_out = (mk["mask"].values[None] == 1) & ~ds["observed"].values.astype(bool)
@@ -74,12 +79,7 @@ def field_rows(name: str, out: Path, settings: list[str], seed: int, gp: bool,
     rows.append(("tracerbayes run " + " ".join(settings), scores(target, **maps), wall, status))
     if kelvin:
         kpaths = make_problem(name, None, out / f"{name}_K", seed=seed, kelvin=True)
-        kconfig = Path(kpaths["config"])
-        if settings:
-            edited = kconfig.with_name("config_edited.yaml")
-            edited.write_text(kconfig.read_text())
-            edit_config(edited, settings)
-            kconfig = edited
+        kconfig = edited_copy(Path(kpaths["config"]), settings)
         kmaps, _, _ = run_tracerbayes(kconfig, out / f"{name}_K" / "tracerbayes")
         wet = np.isfinite(maps["mean"])
         diff_mean = np.max(np.abs(kmaps["mean"][wet] - 273.15 - maps["mean"][wet])

@@ -13,6 +13,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+from dense_reference import stacked_moments  # noqa: E402
 from scipy import stats
 
 import tracerbayes as tb
@@ -77,19 +78,7 @@ def test_split_rejects_bad_requests():
 def stacked(ssm, T):
     F = np.broadcast_to(np.asarray(ssm.transition), (T - 1,) + ssm.transition.shape[-2:])
     Q = np.broadcast_to(np.asarray(ssm.process_cov), (T - 1,) + ssm.process_cov.shape[-2:])
-    n = F.shape[1]
-    G = np.zeros((T * n, T * n))
-    for k in range(T):
-        block = np.eye(n)
-        for j in range(k, -1, -1):
-            G[k * n:(k + 1) * n, j * n:(j + 1) * n] = block
-            if j > 0:
-                block = block @ F[j - 1]
-    D = np.zeros((T * n, T * n))
-    D[:n, :n] = np.asarray(ssm.initial_cov)
-    for j in range(1, T):
-        D[j * n:(j + 1) * n, j * n:(j + 1) * n] = Q[j - 1]
-    return G[:, :n] @ np.asarray(ssm.initial_mean), G @ D @ G.T
+    return stacked_moments(ssm.initial_mean, ssm.initial_cov, F, Q)
 
 
 def rows_of(data, T):
