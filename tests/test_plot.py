@@ -102,8 +102,10 @@ def test_times_selection_pdf_and_cf_dataset(tmp_path, rng):
     for p in paths:
         data = p.read_bytes()
         assert data[:5] == b"%PDF-" and data.rstrip().endswith(b"%%EOF")
-    with pytest.raises(ValueError, match="fmt='svg'"):
-        plot.maps(ds, out_dir=tmp_path, fmt="svg")
+    (svg,) = plot.maps(ds, times=[0], out_dir=tmp_path / "svg", fmt="svg", show_progress=False)
+    assert svg.suffix == ".svg" and b"<svg" in svg.read_bytes()[:500]
+    with pytest.raises(ValueError, match="fmt='tiff'"):
+        plot.maps(ds, out_dir=tmp_path, fmt="tiff")
 
 
 def test_cartesian_grid_in_km(tmp_path, rng):

@@ -27,7 +27,7 @@ __all__ = ["LAND_COLOR", "cycle_diagnostics", "diagnostics", "map_figure", "maps
 LAND_COLOR = "#c9b99a"
 #: Where Debian's python-cartopy-data puts Natural Earth and GSHHS shapefiles.
 SYSTEM_CARTOPY_DATA = Path("/usr/share/cartopy/data")
-_FORMATS = ("png", "pdf")
+_FORMATS = ("png", "pdf", "svg")
 _MARKERS = ("o", "^", "s", "D", "v", "P", "X", "*")
 # (words in the tracer's names, cmocean map, matplotlib fallback)
 _TRACER_CMAPS = (
@@ -274,7 +274,7 @@ def maps(ds: xr.Dataset, obs: Any = None, *, times: Sequence[Any] | None = None,
         Panels, each with one colour range over all times; ``quantiles`` shows the median.
     out_dir : path, optional
         Directory of the figures (default ``./maps``).
-    fmt : {'png', 'pdf'}
+    fmt : {'png', 'pdf', 'svg'}
     cmap : colour map, optional
         For the tracer panels (default: cmocean ``thermal``, ``haline``, ``algae`` or ``oxy``
         from the tracer's names; ``amp`` for ``sd``; matplotlib maps without cmocean).

@@ -291,8 +291,7 @@ class Posterior:
             return self._idata
         valid = np.asarray(self.data.valid)
         observed = np.asarray(self.data.values)[valid]
-        stats = {("diverging" if k == "diverging" else k): v
-                 for k, v in self.sample_stats.items()}
+        stats = dict(self.sample_stats)
         if "potential_energy" in stats:
             stats["lp"] = -stats.pop("potential_energy")
         if "num_steps" in stats:
