@@ -118,3 +118,34 @@ def test_fit_laplace_through_fit_with_holdout():
     assert post.model.n_modes == 12 and post.settings["fit_modes"] == 8
     assert post.num_draws == 10 and post.validation["n"] == 8
     assert np.isfinite(post.validation["crps"])
+
+
+def test_kelvin_and_degc_give_the_same_map():
+    """fit works on the departures from the data mean: values + 273.15 give the same map
+    plus 273.15 (mean, quantiles), the same sd and the same parameters, to 1e-6 relative."""
+    model, obs, times = problem()
+    kelvin = obs.shifted(273.15)
+    posts = [tb.fit(model, o, times, method="laplace", map_draws=5, map_modes=10,
+                    progress=False) for o in (obs, kelvin)]
+    assert posts[1].offset == pytest.approx(posts[0].offset + 273.15, rel=1e-12)
+    a, b = (p.maps(n_draws=5) for p in posts)
+    np.testing.assert_allclose(b["mean"].values - 273.15, a["mean"].values, rtol=1e-6)
+    np.testing.assert_allclose(b["sd"].values, a["sd"].values, rtol=1e-6)
+    np.testing.assert_allclose(b["quantiles"].values - 273.15, a["quantiles"].values, rtol=1e-6)
+    for name, draws in posts[0].samples.items():
+        np.testing.assert_allclose(posts[1].samples[name], draws, rtol=1e-6)
+
+
+def test_priors_relative_to_the_grid_scale():
+    coarse = Grid.regular(lon=(-80.0, 0.0), lat=(10.0, 60.0), resolution=2.0,
+                          mask=np.ones((25, 40), bool))
+    model, obs, _ = problem()
+    fine = Priors.for_observations(obs, model.grid)  # 10 km cells, 60 x 50 km: defaults
+    assert float(fine.noise_lengthscale_km.icdf(0.5)) == pytest.approx(150.0)
+    assert float(fine.initial_lengthscale_km.icdf(0.5)) == pytest.approx(200.0)
+    wide = Priors.for_observations(obs, coarse)
+    area = np.asarray(coarse.wet_area)
+    scale = max(3 * np.sqrt(area.mean()), np.sqrt(area.sum()) / 10) / 1e3
+    assert scale > 500
+    assert float(wide.noise_lengthscale_km.icdf(0.5)) == pytest.approx(scale)
+    assert float(wide.initial_lengthscale_km.icdf(0.5)) == pytest.approx(4 * scale / 3)

@@ -182,7 +182,7 @@ def run_config(path: str | Path, output: str | Path | None = None, seed: int | N
     say(f"  wrote {len(result['paths'])} files under {out}")
     result["posterior"] = post
     if problems:
-        paragraph = convergence_paragraph(options["method"], problems)
+        paragraph = convergence_paragraph(post.method, problems)
         if not getattr(cfg.method, "allow_unconverged", False):
             raise ConvergenceError(paragraph)
         say(f"  warning (allowed by method.allow_unconverged): {paragraph}")

@@ -58,7 +58,7 @@ def _hessian(energy, at: jax.Array) -> np.ndarray:
     return 0.5 * (h + h.T)
 
 
-def fit_laplace(model: AdvectionDiffusionModel, obs: Any, times: Any, *, draws: int = 50,
+def fit_laplace(model: AdvectionDiffusionModel, obs: Any, times: Any, *, draws: int = 20,
                 starts: int = 2, map_modes: int | str = "auto", max_map_modes: int = 400,
                 seed: int = 0, progress: bool = True, drop_invalid: bool = False) -> Any:
     """Fit ``model`` by the Laplace method of the module docstring; a

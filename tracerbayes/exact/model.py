@@ -227,13 +227,26 @@ class Priors:
     data_sd: float = 1.0
 
     @classmethod
-    def for_observations(cls, obs: Observations, **overrides: Any) -> Priors:
+    def for_observations(cls, obs: Observations, grid: Grid | None = None,
+                         **overrides: Any) -> Priors:
         """Defaults scaled to the spread of the data (``s`` = sd of the values):
         initial_sd ~ HalfNormal(2 s), noise_sd ~ HalfNormal(s / 2), mean_sd = 10 s, and for a
-        tracer that is not conserved source_sd ~ HalfNormal(0.2 s) (per sqrt(day))."""
+        tracer that is not conserved source_sd ~ HalfNormal(0.2 s) (per sqrt(day)).
+
+        With ``grid``, the lengthscale medians are also at least the grid's scale
+        ``L = max(3 cells, extent / 10)`` (cell: the square root of the mean wet-cell area;
+        extent: of the total wet area): noise ``max(150 km, L)``, first map
+        ``max(200 km, 4 L / 3)``, so a coarse or a basin-wide grid does not ask for
+        structure it cannot hold."""
         s = float(np.std(obs.value)) or 1.0
         base = {"initial_sd": dist.HalfNormal(2.0 * s), "noise_sd": dist.HalfNormal(0.5 * s),
                 "mean_sd": 10.0 * s, "data_sd": s}
+        if grid is not None:
+            area = np.asarray(grid.wet_area)
+            scale = max(3.0 * np.sqrt(area.mean()), np.sqrt(area.sum()) / 10.0) / KM
+            base["noise_lengthscale_km"] = dist.LogNormal(np.log(max(150.0, scale)), 0.5)
+            base["initial_lengthscale_km"] = dist.LogNormal(
+                np.log(max(200.0, 4.0 * scale / 3.0)), 0.5)
         base.update(overrides)
         return cls(**base)
 

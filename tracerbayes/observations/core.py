@@ -287,6 +287,10 @@ class Observations:
         """The distinct platform names, sorted."""
         return tuple(str(p) for p in np.unique(self.platform))
 
+    def shifted(self, delta: float) -> Observations:
+        """The same observations with ``delta`` (tracer units) added to every value."""
+        return replace(self, value=self.value + float(delta))
+
     def select(self, mask: Any) -> Observations:
         """The observations of a boolean mask or integer index array (row order kept)."""
         sel = np.asarray(mask)

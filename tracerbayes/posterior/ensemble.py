@@ -105,7 +105,7 @@ class EnsemblePosterior(Posterior):
         standard deviation, ddof 1) and Gaussian ``quantiles``; NaN on land.
         ``n_draws`` is ignored (kept for :class:`Posterior`'s signature)."""
         grid = self.model.grid
-        mean = self.members.mean(axis=1)
+        mean = self.members.mean(axis=1) + self.offset
         sd = self.members.std(axis=1, ddof=1)
         qs = np.stack([mean + ndtri(p) * sd for p in quantiles])
         ydim, xdim = grid.dims
@@ -140,7 +140,7 @@ class EnsemblePosterior(Posterior):
                            np.take_along_axis(at_time, idx[:, None, :], axis=2))
         scale = float(np.ravel(self.samples.get("error_scale", np.ones(1)))[0])
         var = values.var(axis=1, ddof=1) + (scale * prepared.error) ** 2
-        return values.mean(axis=1)[None], np.sqrt(var)[None]
+        return values.mean(axis=1)[None] + self.offset, np.sqrt(var)[None]
 
     def predicted_values(self, obs: Any) -> np.ndarray:
         """The values of ``obs`` in the order :meth:`predict_observations` uses."""
@@ -150,7 +150,7 @@ class EnsemblePosterior(Posterior):
         """``n`` smoothed members picked at random (with replacement), (sample, time, ...)."""
         grid = self.model.grid
         picks = np.asarray(jax.random.randint(key, (n,), 0, self.members.shape[1]))
-        states = np.moveaxis(self.members[:, picks], 1, 0)
+        states = np.moveaxis(self.members[:, picks], 1, 0) + self.offset
         ydim, xdim = grid.dims
         return xr.DataArray(grid.to_field(states), dims=("sample", "time", ydim, xdim),
                             coords={"time": self.times, **grid.coordinates()},

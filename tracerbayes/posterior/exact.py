@@ -81,6 +81,10 @@ class Posterior:
         self.validation: dict[str, float] | None = None
         #: The held-out split (:class:`~tracerbayes.posterior.validation.Holdout`), else None.
         self.holdout: Any = None
+        #: Tracer units subtracted from every value before the fit (:func:`tracerbayes.fit`
+        #: fits the departures from the data mean, so a field near 290 K and one near 17
+        #: degC are the same problem); added back to maps, draws and predictions.
+        self.offset: float = 0.0
 
     @classmethod
     def from_mcmc(cls, model: Any, obs: Any, times: Any, data: Any, mcmc: Any, method: str,
@@ -143,10 +147,11 @@ class Posterior:
         """
         grid = self.model.grid
         means, variances = self._smoothed_moments(self._draws(n_draws))
-        mean = means.mean(axis=0)
+        mean = means.mean(axis=0) + self.offset
         var = variances.mean(axis=0) + means.var(axis=0)
         sd = jnp.sqrt(jnp.clip(var, 0.0, None))
-        qs = _mixture_quantiles(means, jnp.sqrt(jnp.clip(variances, 0.0, None)), quantiles)
+        qs = self.offset + _mixture_quantiles(means, jnp.sqrt(jnp.clip(variances, 0.0, None)),
+                                              quantiles)
         ydim, xdim = grid.dims
         dims = ("time", ydim, xdim)
         coords = {"time": self.times, **grid.coordinates()}
@@ -170,7 +175,7 @@ class Posterior:
         """Posterior predictive of new observations ``obs`` (same grid and analysis times):
         per parameter draw, the mean and sd (observation error, times ``error_scale``,
         included) of each value, (S, n) each, in the order of :meth:`predicted_values`."""
-        new = self.model.prepare(obs, self.times)
+        new = self.model.prepare(obs.shifted(-self.offset), self.times)
         draws = self._draws(n_draws)
 
         def one(params):
@@ -182,7 +187,7 @@ class Posterior:
 
         means, variances = jax.lax.map(jax.jit(one), draws)
         valid = np.asarray(new.valid)
-        return (np.asarray(means)[:, valid],
+        return (np.asarray(means)[:, valid] + self.offset,
                 np.sqrt(np.clip(np.asarray(variances)[:, valid], 0.0, None)))
 
     def predicted_values(self, obs: Any) -> np.ndarray:
@@ -211,6 +216,7 @@ class Posterior:
             return z @ phi.T
 
         states = jax.lax.map(one, (jnp.asarray(picks), jax.random.split(k_traj, n)))
+        states = states + self.offset
         ydim, xdim = grid.dims
         return xr.DataArray(grid.to_field(np.asarray(states)),
                             dims=("sample", "time", ydim, xdim),
@@ -276,6 +282,7 @@ class Posterior:
             return mean + jnp.sqrt(padded.variances) * noise
 
         reps = np.asarray(jax.lax.map(jax.jit(one), (flat, jax.random.split(key, total))))
+        reps = reps + self.offset
         return reps[:, valid].reshape(self.num_chains, self.num_draws, -1)
 
     def to_inference_data(self, posterior_predictive: bool = True,
@@ -290,7 +297,7 @@ class Posterior:
                                                                in self._idata.groups())):
             return self._idata
         valid = np.asarray(self.data.valid)
-        observed = np.asarray(self.data.values)[valid]
+        observed = np.asarray(self.data.values)[valid] + self.offset
         stats = dict(self.sample_stats)
         if "potential_energy" in stats:
             stats["lp"] = -stats.pop("potential_energy")

@@ -167,7 +167,8 @@ PRIOR_FIELDS = {"diffusivity": "diffusivity", "noise_sd": "noise_sd",
                 "source_sd": "source_sd", "damping": "damping_days"}
 
 
-def build_priors(cfg: RunConfig, obs: Observations | None = None) -> Priors:
+def build_priors(cfg: RunConfig, obs: Observations | None = None,
+                 grid: Grid | None = None) -> Priors:
     """:class:`~tracerbayes.exact.model.Priors`: the given ones, the rest package defaults
     (scaled to the spread of ``obs`` as in :meth:`Priors.for_observations` when given)."""
     p = cfg.priors
@@ -178,7 +179,9 @@ def build_priors(cfg: RunConfig, obs: Observations | None = None) -> Priors:
             overrides[target] = to_distribution(spec)
     if p.mean_sd is not None:
         overrides["mean_sd"] = p.mean_sd
-    return Priors.for_observations(obs, **overrides) if obs is not None else Priors(**overrides)
+    if obs is None:
+        return Priors(**overrides)
+    return Priors.for_observations(obs, grid, **overrides)
 
 
 def _given_velocity(cfg: RunConfig, v: GivenVelocityConfig, grid: Grid) -> Any:
@@ -220,7 +223,7 @@ def build_model(cfg: RunConfig, grid: Grid, obs: Observations | None = None,
     """The :class:`~tracerbayes.exact.model.AdvectionDiffusionModel` (velocity built if not given).
     """
     velocity = build_velocity(cfg, grid) if velocity is None else velocity
-    return AdvectionDiffusionModel(grid, velocity=velocity, priors=build_priors(cfg, obs),
+    return AdvectionDiffusionModel(grid, velocity=velocity, priors=build_priors(cfg, obs, grid),
                                    n_modes=cfg.model.n_modes,
                                    transition=cfg.model.transition,
                                    conserved=cfg.tracer.conserved)

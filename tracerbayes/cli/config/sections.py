@@ -534,7 +534,7 @@ class LaplaceConfig:
     Rao-Blackwellised smoother on a basis fine enough for the field."""
 
     section: ClassVar[str] = "method (name: laplace)"
-    map_draws: int = setting(Int(1), "parameter draws mixed into the maps", 50)
+    map_draws: int = setting(Int(1), "parameter draws mixed into the maps", 20)
     map_modes: Any = setting(MapModes(), MapModes.doc, "auto")
     seed: int = setting(Int(0), "random seed", 0)
     allow_unconverged: bool = setting(Bool(), "write the outputs and exit 0 even when the "
