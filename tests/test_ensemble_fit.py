@@ -129,7 +129,7 @@ def test_smoothed_ensemble_matches_the_dense_posterior(rng, method):
         warnings.simplefilter("ignore", tb.SamplingWarning)
         post = tb.fit(model, obs, times, method=method, ensemble_size=N, parameters=params,
                       localisation_km=1e6, seed=1, progress=False, inflation=1.0)
-    members = post.members  # (T, N, n)
+    members = post.members + post.offset  # (T, N, n); fit removed the data mean
     got_mean, got_var = members.mean(1), members.var(1, ddof=1)
     # The analysis mean's sampling error comes from the sampled prior (through the gain),
     # so it is measured against the prior variance; the variances against their own size.
@@ -261,7 +261,8 @@ def test_bad_ensemble_inputs_say_what_to_change(rng):
         tb.fit(model, obs, times, method="etkf", ensemble_size=1, progress=False)
     with pytest.raises(ValueError, match="weight_stride must be an integer >= 1"):
         tb.fit(model, obs, times, method="letkf", weight_stride=0, progress=False)
-    with pytest.raises(ValueError, match="choose 'nuts', 'enkf', 'etkf', 'letkf' or 'eki'"):
+    with pytest.raises(ValueError, match="choose 'auto', 'nuts', 'laplace', 'enkf', 'etkf', "
+                                         "'letkf' or 'eki'"):
         tb.fit(model, obs, times, method="4dvar")
 
 

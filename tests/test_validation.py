@@ -133,7 +133,7 @@ def test_ensemble_holdout_scores_equal_a_direct_computation():
     for k in range(len(times)):
         for s in np.flatnonzero(pad.valid[k]):
             values = post.members[k] @ H[k, s]  # (N_e,)
-            m.append(values.mean())
+            m.append(values.mean() + post.offset)  # fit removed the data mean
             var.append(values.var(ddof=1) + pad.variances[k, s])
     mean, sd = np.empty(len(m)), np.empty(len(m))
     mean[order], sd[order] = m, np.sqrt(var)
