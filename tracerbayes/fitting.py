@@ -96,12 +96,16 @@ def fit(
     obs : Observations
     times : array of datetime64 or float seconds
         Strictly increasing analysis times; each observation goes to the nearest one.
-    method : {'nuts', 'enkf', 'etkf', 'letkf', 'eki'}
+    method : {'nuts', 'auto', 'laplace', 'enkf', 'etkf', 'letkf', 'eki'}
         Inference method: NUTS over the parameters with the state marginalised (exact);
+        ``laplace``: the exact model's posterior mode with a Gaussian about it and maps on a
+        basis fine enough for the field (:mod:`tracerbayes.exact.laplace`); ``auto``: NUTS
+        when its estimated work is small, else ``laplace`` (:func:`choose_method`, printed);
         an ensemble filter and smoother on the full grid with fixed parameters (``enkf``
         stochastic, ``etkf`` square root, ``letkf`` localised); or ``eki``: parameters by
         ensemble Kalman inversion then the ensemble Kalman sampler against the exact
-        filter's likelihood, with Rao-Blackwellised maps.
+        filter's likelihood, with Rao-Blackwellised maps. The exact methods fit the
+        departures from the data mean (``post.offset``) and add it back to every output.
     num_warmup, num_samples, num_chains : int
         NUTS settings (per chain).
     seed : int
