@@ -223,15 +223,26 @@ class GridConfig:
         return problems
 
 
-class Step:
-    """An interval (a time quantity) or ``monthly``."""
+class WordOr:
+    """The keyword ``word`` or a value of ``kind`` (text other than the word is read by
+    ``kind`` when it reads text, as a quantity does, and is an error otherwise)."""
 
-    doc = "a duration ('1 day', '6 h') or 'monthly' (the same day of every calendar month)"
+    def __init__(self, word: str, kind: Any, doc: str):
+        self.word, self.kind, self.doc = word, kind, doc
 
     def read(self, value: Any, ctx: Context, path: str) -> Any:
-        if value == "monthly":
-            return "monthly"
-        return Quantity("time", "s", low=0.0, open_low=True).read(value, ctx, path)
+        if value == self.word:
+            return self.word
+        if isinstance(value, str) and not isinstance(self.kind, Quantity):
+            return ctx.error(path, f"expected {self.doc}, got {value!r}")
+        return self.kind.read(value, ctx, path)
+
+
+STEP = WordOr("monthly", Quantity("time", "s", low=0.0, open_low=True),
+              "a duration ('1 day', '6 h') or 'monthly' (the same day of every calendar month)")
+INFLATION = WordOr("adaptive", Float(low=1.0), "'adaptive' or a number >= 1")
+MAP_MODES = WordOr("auto", Int(1), "'auto' (enough modes for 95% of the fitted noise field's "
+                   "variance, at most 400) or a number of modes")
 
 
 class PointParameters:
@@ -254,19 +265,6 @@ class PointParameters:
         return ctx.error(path, f"expected {self.doc}, got {value!r}")
 
 
-class Inflation:
-    """``adaptive`` or a number >= 1."""
-
-    doc = "'adaptive' or a number >= 1"
-
-    def read(self, value: Any, ctx: Context, path: str) -> Any:
-        if value == "adaptive":
-            return "adaptive"
-        if isinstance(value, str):
-            return ctx.error(path, f"expected {self.doc}, got {value!r}")
-        return Float(low=1.0).read(value, ctx, path)
-
-
 @_frozen
 class TimesConfig:
     """Analysis times: ``start, start + step, ...`` up to and including ``end`` (``step``
@@ -277,7 +275,7 @@ class TimesConfig:
     start: Any = setting(Optional(Time()), "first analysis time (with end and step)", None)
     end: Any = setting(Optional(Time()), "last analysis time: included when it falls on the "
                        "step, otherwise the last time is the one before it", None)
-    step: Any = setting(Step(), Step.doc, 86400.0)
+    step: Any = setting(STEP, STEP.doc, 86400.0)
     list: tuple | None = setting(Optional(ListOf(Time(), low=1)),
                                  "explicit analysis times, strictly increasing", None)
     from_observations: bool = setting(Bool(), "the analysis times are the distinct "
@@ -503,7 +501,7 @@ class LetkfConfig:
     ensemble_size: int = setting(Int(2), "ensemble members", 64)
     localisation: float = setting(Quantity("length", "km", low=0.0, open_low=True),
                                   "localisation radius, km", 300.0)
-    inflation: Any = setting(Inflation(), "'adaptive' (from the innovations, Li et al. "
+    inflation: Any = setting(INFLATION, "'adaptive' (from the innovations, Li et al. "
                              "2009) or a fixed multiplicative factor >= 1", "adaptive")
     weight_stride: int = setting(Int(1), "solve the local analyses every this many cells and "
                                  "interpolate between (1 = every cell)", 1)
@@ -514,20 +512,6 @@ class LetkfConfig:
                                       "why)", False)
 
 
-class MapModes:
-    """``auto`` or a number of modes >= 1."""
-
-    doc = "'auto' (enough modes for 95% of the fitted noise field's variance, at most 400) " \
-          "or a number of modes"
-
-    def read(self, value: Any, ctx: Context, path: str) -> Any:
-        if value == "auto":
-            return "auto"
-        if isinstance(value, str):
-            return ctx.error(path, f"expected {self.doc}, got {value!r}")
-        return Int(1).read(value, ctx, path)
-
-
 @_frozen
 class LaplaceConfig:
     """The exact model's posterior mode with a Gaussian about it (Laplace); maps from the
@@ -535,7 +519,7 @@ class LaplaceConfig:
 
     section: ClassVar[str] = "method (name: laplace)"
     map_draws: int = setting(Int(1), "parameter draws mixed into the maps", 20)
-    map_modes: Any = setting(MapModes(), MapModes.doc, "auto")
+    map_modes: Any = setting(MAP_MODES, MAP_MODES.doc, "auto")
     seed: int = setting(Int(0), "random seed", 0)
     allow_unconverged: bool = setting(Bool(), "write the outputs and exit 0 even when the "
                                       "diagnostics fail (default: exit 3 with a paragraph why)",
