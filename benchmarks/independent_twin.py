@@ -101,6 +101,25 @@ def run_gp(obs: pd.DataFrame, truth: xr.DataArray, seed: int) -> tuple[dict, dic
     return maps, gp.params, time.perf_counter() - start
 
 
+def gp_row(truth: np.ndarray, maps: dict, params: dict, wall: float) -> tuple:
+    """The GP's row of the table: label, scores against ``truth``, seconds, fitted values."""
+    return ("space-time GP (marginal likelihood)", scores(truth, **maps), wall,
+            "; ".join(f"{k} {v:.4g}" for k, v in params.items() if isinstance(v, float)))
+
+
+def table(title: str, rows: list[tuple], width: int = 58) -> list[str]:
+    """Lines of the score table: one row per (label, scores, seconds, note), then the CRPS
+    ratio of the first row to the second, then the notes."""
+    lines = [title, f"{'method':<{width}} {'RMSE':>7} {'CRPS':>7} {'cov90':>6} "
+                    f"{'mean sd':>8} {'s':>7}"]
+    for label, s, w, _ in rows:
+        lines.append(f"{label[:width]:<{width}} {s['rmse']:7.4f} {s['crps']:7.4f} "
+                     f"{s['coverage90']:6.3f} {s['mean_sd']:8.4f} {w:7.0f}")
+    if len(rows) == 2:
+        lines.append(f"CRPS ratio tracerbayes / GP: {rows[0][1]['crps'] / rows[1][1]['crps']:.3f}")
+    return lines + [f"  {label[:40]}: {note}" for label, _, _, note in rows]
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path)
@@ -133,20 +152,10 @@ def main(argv: list[str] | None = None) -> dict:
                                                      else ""), scores(truth.values, **maps),
                  wall, status))
     if not args.no_gp:
-        gmaps, params, gwall = run_gp(obs, truth, args.seed)
-        rows.append(("space-time GP (marginal likelihood)", scores(truth.values, **gmaps),
-                     gwall, "; ".join(f"{k} {v:.4g}" for k, v in params.items()
-                                      if isinstance(v, float))))
-    lines = [f"independent twin, seed {args.seed}: {int(np.isfinite(truth.values[0]).sum())} "
-             f"wet cells x {truth.sizes['time']} days, {len(obs)} observations",
-             f"{'method':<58} {'RMSE':>7} {'CRPS':>7} {'cov90':>6} {'mean sd':>8} {'s':>7}"]
-    for name, s, w, _ in rows:
-        lines.append(f"{name[:58]:<58} {s['rmse']:7.4f} {s['crps']:7.4f} "
-                     f"{s['coverage90']:6.3f} {s['mean_sd']:8.4f} {w:7.0f}")
-    if len(rows) == 2:
-        lines.append(f"CRPS ratio tracerbayes / GP: {rows[0][1]['crps'] / rows[1][1]['crps']:.3f}")
-    lines += [f"  {name[:40]}: {note}" for name, _, _, note in rows]
-    text = "\n".join(lines)
+        rows.append(gp_row(truth.values, *run_gp(obs, truth, args.seed)))
+    text = "\n".join(table(f"independent twin, seed {args.seed}: "
+                           f"{int(np.isfinite(truth.values[0]).sum())} wet cells x "
+                           f"{truth.sizes['time']} days, {len(obs)} observations", rows))
     print(text)
     (out / "scores.txt").write_text(text + "\n")
     return {"rows": rows}

@@ -30,7 +30,13 @@ import xarray as xr
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from independent_twin import edit_config, run_tracerbayes, scores  # noqa: E402
+from independent_twin import (  # noqa: E402
+    edit_config,
+    gp_row,
+    run_tracerbayes,
+    scores,
+    table,
+)
 
 
 def run_gp(obs: pd.DataFrame, truth: xr.DataArray, seed: int) -> tuple[dict, dict, float]:
@@ -89,20 +95,9 @@ def field_rows(name: str, out: Path, settings: list[str], seed: int, gp: bool,
                    f"{diff_mean:.1e} (of the kelvin value), of the sd {diff_sd:.1e}")
         rows[0] = (rows[0][0], rows[0][1], rows[0][2], status)
     if gp:
-        gmaps, params, gwall = run_gp(obs, truth, seed)
-        rows.append(("space-time GP (marginal likelihood)", scores(target, **gmaps), gwall,
-                     "; ".join(f"{k} {v:.4g}" for k, v in params.items()
-                               if isinstance(v, float))))
-    lines = [f"{name}: {int(held_out.sum())} held-out ocean cell-times, {len(obs)} "
-             "observations",
-             f"{'method':<50} {'RMSE':>7} {'CRPS':>7} {'cov90':>6} {'mean sd':>8} {'s':>6}"]
-    for label, s, w, _ in rows:
-        lines.append(f"{label[:50]:<50} {s['rmse']:7.4f} {s['crps']:7.4f} "
-                     f"{s['coverage90']:6.3f} {s['mean_sd']:8.4f} {w:6.0f}")
-    if len(rows) == 2:
-        lines.append(f"CRPS ratio tracerbayes / GP: {rows[0][1]['crps'] / rows[1][1]['crps']:.3f}")
-    lines += [f"  {label[:40]}: {note}" for label, _, _, note in rows]
-    return lines
+        rows.append(gp_row(target, *run_gp(obs, truth, seed)))
+    return table(f"{name}: {int(held_out.sum())} held-out ocean cell-times, {len(obs)} "
+                 "observations", rows, width=50)
 
 
 def main(argv: list[str] | None = None) -> None:
