@@ -114,20 +114,15 @@ def mode_parameters(model: Any, obs: Any, times: Any, *, seed: int = 0, n_starts
     space; the start with the lowest potential energy wins. Far cheaper than NUTS, and the
     right scale for the full-grid ensemble's point parameters.
     """
-    from tracerbayes.exact.mode import constrained, optimised_starts
+    from tracerbayes.exact.mode import constrained, posterior_mode
 
     data = model.prepare(obs, times, drop_invalid=drop_invalid)
-
-    def numpyro_model() -> None:
-        model(data)
-
     if progress:
         print(f"parameters: posterior mode of the exact {model.n_modes}-mode model "
               f"({n_starts} BFGS starts) ...", flush=True)
-    starts = optimised_starts(jax.random.fold_in(jax.random.key(seed), 7), numpyro_model,
-                              n_starts)
-    best = int(np.argmin(starts.energy))
-    values = constrained(numpyro_model, {k: v[best] for k, v in starts.params.items()})
+    numpyro_model, mode, _ = posterior_mode(jax.random.fold_in(jax.random.key(seed), 7),
+                                            model, data, n_starts)
+    values = constrained(numpyro_model, mode)
     out = {k: np.asarray(v) for k, v in values.items()}
     if progress:
         shown = ", ".join(f"{k} {float(v):.4g}" for k, v in out.items() if np.ndim(v) == 0)

@@ -31,7 +31,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from numpyro.infer.util import constrain_fn, potential_energy
 
-from tracerbayes.exact.mode import optimised_starts
+from tracerbayes.exact.mode import posterior_mode
 from tracerbayes.exact.model import AdvectionDiffusionModel
 from tracerbayes.exact.priors import modes_needed
 
@@ -70,16 +70,10 @@ def fit_laplace(model: AdvectionDiffusionModel, obs: Any, times: Any, *, draws: 
         raise ValueError(f"draws must be >= 1, got {draws}")
     say = print if progress else (lambda *a, **k: None)
     data = model.prepare(obs, times, drop_invalid=drop_invalid)
-
-    def numpyro_model() -> None:
-        model(data)
-
     say(f"Laplace: posterior mode of the {model.n_modes}-mode model ({starts} BFGS starts) ...",
         flush=True)
-    found = optimised_starts(jax.random.fold_in(jax.random.key(seed), 3), numpyro_model,
-                             int(starts))
-    best = int(np.argmin(found.energy))
-    mode = {k: jnp.asarray(v[best]) for k, v in found.params.items()}
+    numpyro_model, mode, mode_energy = posterior_mode(
+        jax.random.fold_in(jax.random.key(seed), 3), model, data, starts)
     flat, unravel = ravel_pytree(mode)
 
     def energy(z):
@@ -108,7 +102,7 @@ def fit_laplace(model: AdvectionDiffusionModel, obs: Any, times: Any, *, draws: 
     fine_data = fine.prepare(obs, times, drop_invalid=drop_invalid)
     settings = {"draws": int(draws), "starts": int(starts), "seed": int(seed),
                 "fit_modes": int(model.n_modes), "map_modes": int(K),
-                "potential_energy": float(found.energy[best]),
+                "potential_energy": mode_energy,
                 "hessian_min_eigenvalue": float(eigenvalues.min()),
                 "laplace_gaussian": gaussian}
     return Posterior(fine, obs, times, fine_data, samples, {}, "laplace", settings)

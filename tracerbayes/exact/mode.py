@@ -25,7 +25,7 @@ from jax.flatten_util import ravel_pytree
 from numpyro.infer import init_to_sample
 from numpyro.infer.util import initialize_model
 
-__all__ = ["ModeStarts", "optimised_starts"]
+__all__ = ["ModeStarts", "optimised_starts", "posterior_mode"]
 
 
 class ModeStarts(NamedTuple):
@@ -87,6 +87,21 @@ def optimised_starts(key: jax.Array, numpyro_model: Any, n_starts: int, *,
         iterations.append(used)
     stacked = {name: np.stack([np.asarray(p[name]) for p in params]) for name in params[0]}
     return ModeStarts(stacked, np.asarray(energies), np.asarray(ok), np.asarray(iterations))
+
+
+def posterior_mode(key: jax.Array, model: Any, data: Any, n_starts: int
+                   ) -> tuple[Any, dict[str, jax.Array], float]:
+    """The best of ``n_starts`` local modes (:func:`optimised_starts`) of the posterior of
+    the tracer ``model`` given its prepared ``data``: the NumPyro model (no arguments), the
+    unconstrained mode and its potential energy."""
+
+    def numpyro_model() -> None:
+        model(data)
+
+    found = optimised_starts(key, numpyro_model, int(n_starts))
+    best = int(np.argmin(found.energy))
+    mode = {k: jnp.asarray(v[best]) for k, v in found.params.items()}
+    return numpyro_model, mode, float(found.energy[best])
 
 
 def constrained(numpyro_model: Any, params: dict[str, Any]) -> dict[str, Any]:
