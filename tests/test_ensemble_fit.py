@@ -301,7 +301,7 @@ def test_eki_forward_is_the_negative_log_likelihood_up_to_a_constant(rng, key):
     def loglik(theta):
         p = dict(zip(names, space.to_physical(theta), strict=True))
         padded = PaddedObservations(data.values, data.operators,
-                                    (p["error_scale"] * data.errors) ** 2, data.valid)
+                                    model.observation_variances(p, data), data.valid)
         return kalman_log_likelihood(model.state_space(p, data), padded)
 
     thetas = [jnp.log(jnp.asarray([400.0, 1.0, 0.2, 15.0, 1.0, 20.0, 1.0])),

@@ -100,7 +100,7 @@ def dense_conditional(model, params, data):
     for r, (k, i) in enumerate(rows):
         H[r, k * K:(k + 1) * K] = np.asarray(data.operators)[k, i]
     y = np.asarray(data.values)[valid]
-    R = np.diag((float(params["error_scale"]) * np.asarray(data.errors)[valid]) ** 2)
+    R = np.diag(np.asarray(model.observation_variances(params, data))[valid])
     S = H @ cov @ H.T + R
     gain = np.linalg.solve(S, H @ cov).T
     post_mean = mean + gain @ (y - H @ mean)
@@ -199,8 +199,8 @@ def test_posterior_predictive_moments(fitted):
     for r, (k, i) in enumerate(np.argwhere(valid)):
         H[r, k * K:(k + 1) * K] = np.asarray(post.data.operators)[k, i]
     mean = H @ z_mean.ravel()
-    var = np.diagonal(H @ z_cov @ H.T) + (float(draws["error_scale"])
-                                          * np.asarray(post.data.errors)[valid]) ** 2
+    var = (np.diagonal(H @ z_cov @ H.T)
+           + np.asarray(model.observation_variances(draws, post.data))[valid])
     z = (reps.mean(axis=0) - mean) / np.sqrt(var / reps.shape[0])
     assert np.max(np.abs(z)) < 4.5  # 40 observations, Monte Carlo error only
     ratio = reps.var(axis=0) / var

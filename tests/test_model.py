@@ -447,7 +447,7 @@ def test_reduced_smoothed_totals_constant_in_time():
     params = params_for("constant")
     data = model.prepare(observations(), UNIFORM_TIMES)
     ssm = model.state_space(params, data)
-    variances = (params["error_scale"] * data.errors) ** 2
+    variances = model.observation_variances(params, data)
     padded = kalman.PaddedObservations(data.values, data.operators, variances, data.valid)
     result = kalman.rts_smoother(ssm, padded)
     a, phi = basis.cell_area, basis.vectors

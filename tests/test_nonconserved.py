@@ -5,6 +5,10 @@ References:
 * Reduced model with a complete basis (``K = N``): the transition equals the full-grid
   ``expm((L - D / tau) dt)`` with ``D = I - 1 a^T / (1^T a)`` the projection onto departures
   from the area-weighted basin mean (scipy's ``expm`` of the dense operator).
+* With a static mean state ``m`` (``mean_modes > 0``) and a complete basis, the augmented
+  transition equals the full-grid ``expm`` of ``d/dt [c; m] = [[L - D / tau, D / tau], [0, 0]]``
+  applied to ``[c; m]``, and the first map's prior is ``J diag(p, s) J^T`` with
+  ``z_0 = E z_m + a`` (dense algebra).
 * The basin-mean level random-walks: without observations its variance grows as
   ``mean_sd^2 + source_sd^2 (t_k - t_0) / 1 day`` (closed form), through the model's own
   state-space recursion ``P_{k+1} = F P F^T + Q``, for irregular intervals.
@@ -58,10 +62,10 @@ def observations(grid: Grid, days: int = 5) -> Observations:
     return Observations.from_dataframe(pd.DataFrame(rows))
 
 
-def model_for(grid, n_modes=None, **priors) -> AdvectionDiffusionModel:
+def model_for(grid, n_modes=None, mean_modes=0, **priors) -> AdvectionDiffusionModel:
     return AdvectionDiffusionModel(grid, ConstantVelocity(0.1), Priors(**priors),
                                    n_modes=grid.n_wet if n_modes is None else n_modes,
-                                   conserved=False)
+                                   conserved=False, mean_modes=mean_modes)
 
 
 def test_complete_basis_transition_is_damped_full_grid_expm():
@@ -82,6 +86,64 @@ def test_complete_basis_transition_is_damped_full_grid_expm():
     assert err < 1e-9
     # the total is still moved by nothing but the forcing: a^T M = a^T
     np.testing.assert_allclose(a @ full_from_reduced, a, rtol=1e-10)
+
+
+MEAN_PARAMS = {**PARAMS, "mean_state_sd": 1.5, "mean_state_lengthscale_km": 500.0}
+
+
+def test_complete_basis_relaxes_toward_the_static_mean_state():
+    grid = island_grid()
+    model = model_for(grid, mean_modes=12)
+    nb, K, M = model.basis.n_basins, model.n_modes, model.n_mean
+    assert M == 12 - nb and model.state_size == K + M
+    data = model.prepare(observations(grid), np.arange(5) * DAY)
+    assert data.operators.shape[-1] == K + M
+    reduced = np.asarray(model.state_space(MEAN_PARAMS, data).transition)
+    rng = np.random.default_rng(5)
+    z, zm = rng.normal(size=K), rng.normal(size=M)
+    phi, a = model.basis.vectors, grid.wet_area
+    c0, m = phi @ z, phi[:, nb:nb + M] @ zm
+    velocity = physics.constant_velocity(grid, PARAMS["u"], PARAMS["v"])
+    L = np.asarray(physics.operator_matrix(grid, velocity, PARAMS["diffusivity"]))
+    n = grid.n_wet
+    departure = np.eye(n) - np.outer(np.ones(n), a) / a.sum()
+    rate = 1.0 / (PARAMS["damping_days"] * DAY)
+    generator = np.block([[L - rate * departure, rate * departure],
+                          [np.zeros((n, n)), np.zeros((n, n))]])
+    expected = scipy.linalg.expm(generator * DAY) @ np.concatenate([c0, m])
+    moved = reduced @ np.concatenate([z, zm])
+    np.testing.assert_allclose(moved[K:], zm, rtol=0, atol=1e-13)  # the mean state is static
+    err = np.max(np.abs(phi @ moved[:K] - expected[:n])) / np.max(np.abs(expected[:n]))
+    assert err < 1e-9
+    # relaxing toward m is not negligible over a day
+    without = model_for(grid, mean_modes=0).state_space(PARAMS, model_for(
+        grid, mean_modes=0).prepare(observations(grid), np.arange(5) * DAY)).transition
+    gap = np.max(np.abs(phi @ (np.asarray(without) @ z) - expected[:n]))
+    assert gap / np.max(np.abs(expected[:n])) > 1e-2
+
+
+def test_first_map_is_the_mean_state_plus_an_anomaly():
+    from tracerbayes.exact.priors import spectral_variances
+
+    grid = island_grid()
+    model = model_for(grid, n_modes=20, mean_modes=8, mean_sd=0.7)
+    nb, K, M = model.basis.n_basins, model.n_modes, model.n_mean
+    data = model.prepare(observations(grid, days=3), np.arange(3) * DAY)
+    ssm = model.state_space(MEAN_PARAMS, data)
+    p = np.array(spectral_variances(model.basis, model.priors.smoothness, 250e3, 0.6**2))
+    p[:nb] = 0.7**2 * (grid.wet_area.sum())
+    s = np.asarray(spectral_variances(model.basis, model.priors.smoothness, 500e3,
+                                      1.5**2))[nb:nb + M]
+    J = np.eye(K + M)
+    J[nb + np.arange(M), K + np.arange(M)] = 1.0  # z_0 = a + E z_m, z_m = z_m
+    expected = J @ np.diag(np.concatenate([p, s])) @ J.T
+    np.testing.assert_allclose(np.asarray(ssm.initial_cov), expected, rtol=1e-12, atol=0)
+    Q = np.asarray(ssm.process_cov)
+    assert np.all(Q[K:, :] == 0) and np.all(Q[:, K:] == 0)  # no noise on the mean state
+    trace = numpyro.handlers.trace(numpyro.handlers.seed(model.sample_parameters, 0)).get_trace()
+    assert "mean_state_sd" in trace and "mean_state_lengthscale_km" in trace
+    assert model.state_vectors.shape == (grid.n_wet, K + M)
+    assert np.all(model.state_vectors[:, K:] == 0)
 
 
 def test_basin_mean_variance_grows_as_a_random_walk():

@@ -106,13 +106,19 @@ def test_exact_predictive_equals_the_dense_gaussian_conditional():
     ssm = model.state_space(PARAMS, data)
     mu, cov = stacked(ssm, len(times))
     H1, y1, e1 = rows_of(data, len(times))
-    H2, y2, e2 = rows_of(model.prepare(split.test, times), len(times))
+    test_data = model.prepare(split.test, times)
+    H2, y2, e2 = rows_of(test_data, len(times))
     es = PARAMS["error_scale"]
-    S11 = H1 @ cov @ H1.T + np.diag((es * e1) ** 2)
+    # each observation's noise also holds the variance of the modes beyond the 14 kept
+    r1 = np.asarray(model.representation_variances(PARAMS, data))[np.asarray(data.valid)]
+    r2 = np.asarray(model.representation_variances(PARAMS, test_data))[
+        np.asarray(test_data.valid)]
+    assert np.all(r1 > 0) and np.all(r2 > 0)
+    S11 = H1 @ cov @ H1.T + np.diag((es * e1) ** 2 + r1)
     S21 = H2 @ cov @ H1.T
     gain = np.linalg.solve(S11, S21.T).T
     mean = H2 @ mu + gain @ (y1 - H1 @ mu)
-    var = np.diag(H2 @ cov @ H2.T - gain @ S21.T) + (es * e2) ** 2
+    var = np.diag(H2 @ cov @ H2.T - gain @ S21.T) + (es * e2) ** 2 + r2
     np.testing.assert_allclose(means[0], mean, rtol=1e-8, atol=1e-10)
     np.testing.assert_allclose(sds[0] ** 2, var, rtol=1e-8)
     np.testing.assert_array_equal(post.predicted_values(split.test), y2)

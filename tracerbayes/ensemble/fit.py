@@ -71,6 +71,9 @@ def _parameter_priors(model: Any) -> dict[str, Any]:
         priors["source_sd"] = model.source_prior()
     if not getattr(model, "conserved", True):
         priors["damping_days"] = model.damping_prior()
+    if getattr(model, "n_mean", 0):
+        priors["mean_state_sd"] = model.mean_state_prior()
+        priors["mean_state_lengthscale_km"] = pri.mean_state_lengthscale_km
     vel = model.velocity
     if isinstance(vel, GivenVelocity) and vel.scale_prior is not None:
         priors["velocity_scale"] = vel.scale_prior
@@ -262,7 +265,7 @@ def eki_forward(model: Any, data: Any, names: tuple[str, ...], space: Any,
         params = {name: physical[i] for i, name in enumerate(names)}
         ssm = model.state_space(params, data)
         padded = PaddedObservations(data.values, data.operators,
-                                    (params["error_scale"] * data.errors) ** 2, data.valid)
+                                    model.observation_variances(params, data), data.valid)
         return inversion.kalman_innovations(ssm, padded)
 
     def forward(theta):

@@ -23,9 +23,16 @@ Ornstein-Uhlenbeck anomaly model about the basin-mean level ``m`` (the constant 
 
 every non-constant mode is damped at the rate ``1 / tau`` (``damping_days``), and the forcing
 ``f`` has a smooth part (the process noise above) and a basin-scale part: each basin's mean
-level ``m`` random-walks with sd ``source_sd`` per sqrt(day), so the total is free to follow
-a seasonal cycle, and ``var(m_k) = mean_sd^2 + source_sd^2 (t_k - t_0) / 1 day`` without
-observations. Conserved tracers (the default) keep the total exactly.
+level random-walks with sd ``source_sd`` per sqrt(day), so the total is free to follow
+a seasonal cycle, and its variance is ``mean_sd^2 + source_sd^2 (t_k - t_0) / 1 day`` without
+observations. The mean state ``m`` is that level plus a static, smooth, unknown field (a
+climatology): its coefficients on the first ``mean_modes`` non-constant modes join the state
+(they never change; prior: the masked Matérn spectrum of ``mean_state_sd`` and
+``mean_state_lengthscale_km``), and the first map is ``m`` plus an anomaly of the initial-map
+prior. Over an interval the augmented state ``(z, z_m)`` moves by ``expm(G dt)`` with
+``G = [[L_K - 1/tau, E / tau], [0, 0]]`` (``E`` puts ``z_m`` on its modes), so advection acts
+on the whole field, damping only on its departure from ``m``. Conserved tracers (the default)
+keep the total exactly and have no mean state.
 
 ``transition="projected"`` replaces ``expm(L_K dt_k)`` by the basis advected on the full grid
 and projected back, with exact diffusion split around it (:mod:`tracerbayes.exact.projection`).
@@ -48,10 +55,15 @@ import numpyro
 import numpyro.distributions as dist
 
 from tracerbayes import physics
-from tracerbayes.exact import projection
+from tracerbayes.exact import projection, truncation
 from tracerbayes.exact.distribution import LinearGaussianStateSpace
 from tracerbayes.exact.kalman import LinearGaussianSSM
-from tracerbayes.exact.priors import Smoothness, spectral_variances, streamfunction_basis
+from tracerbayes.exact.priors import (
+    Smoothness,
+    matern_spectral_density,
+    spectral_variances,
+    streamfunction_basis,
+)
 from tracerbayes.grid.basis import SpectralBasis, spectral_basis
 from tracerbayes.grid.core import Grid
 from tracerbayes.observations.core import Observations
@@ -74,6 +86,11 @@ DEFAULT_DAMPING_DAYS = dist.LogNormal(np.log(30.0), 1.0)
 #: Prior scale of ``source_sd`` for a tracer that is not conserved, in units of the data's
 #: spread per sqrt(day): HalfNormal(0.2 s) lets a basin mean move by ~1 s in a month.
 DEFAULT_SOURCE_SD = 0.2
+#: Number of modes (the constant ones included) that carry the static mean state of a tracer
+#: that is not conserved: enough for a basin-scale climatology (about 6 x 6 wavelengths).
+DEFAULT_MEAN_MODES = 40
+#: Prior scale of ``mean_state_sd``, in units of the data's spread: HalfNormal(2 s).
+DEFAULT_MEAN_STATE_SD = 2.0
 
 
 # ------------------------------------------------------------------------------- velocity
@@ -206,7 +223,12 @@ class Priors:
         ``conserved=False``, ``None`` means :data:`DEFAULT_SOURCE_SD` times ``data_sd``.
     damping_days : Distribution or None
         ``conserved=False`` only: the damping time ``tau`` (days) of the anomalies about the
-        basin-mean level. ``None``: :data:`DEFAULT_DAMPING_DAYS`.
+        mean state. ``None``: :data:`DEFAULT_DAMPING_DAYS`.
+    mean_state_sd : Distribution or None
+        ``conserved=False`` only: sd of the static mean-state field about the basin level
+        (tracer units). ``None``: HalfNormal(:data:`DEFAULT_MEAN_STATE_SD` ``data_sd``).
+    mean_state_lengthscale_km : Distribution
+        ``conserved=False`` only: Matérn lengthscale of the mean-state field, km.
     data_sd : float
         The spread of the data that the defaults are relative to (set by
         :meth:`for_observations`; 1 otherwise).
@@ -224,6 +246,8 @@ class Priors:
     smoothness: Smoothness = Smoothness.THREE_HALVES
     source_sd: Any = None
     damping_days: Any = None
+    mean_state_sd: Any = None
+    mean_state_lengthscale_km: Any = dist.LogNormal(np.log(400.0), 0.5)
     data_sd: float = 1.0
 
     @classmethod
@@ -236,7 +260,8 @@ class Priors:
         With ``grid``, the lengthscale medians are also at least the grid's scale
         ``L = max(3 cells, extent / 10)`` (cell: the square root of the mean wet-cell area;
         extent: of the total wet area): noise ``max(150 km, L)``, first map
-        ``max(200 km, 4 L / 3)``, so a coarse or a basin-wide grid does not ask for
+        ``max(200 km, 4 L / 3)``, mean state (a tracer that is not conserved)
+        ``max(400 km, 8 L / 3)``, so a coarse or a basin-wide grid does not ask for
         structure it cannot hold."""
         s = float(np.std(obs.value)) or 1.0
         base = {"initial_sd": dist.HalfNormal(2.0 * s), "noise_sd": dist.HalfNormal(0.5 * s),
@@ -247,6 +272,8 @@ class Priors:
             base["noise_lengthscale_km"] = dist.LogNormal(np.log(max(150.0, scale)), 0.5)
             base["initial_lengthscale_km"] = dist.LogNormal(
                 np.log(max(200.0, 4.0 * scale / 3.0)), 0.5)
+            base["mean_state_lengthscale_km"] = dist.LogNormal(
+                np.log(max(400.0, 8.0 * scale / 3.0)), 0.5)
         base.update(overrides)
         return cls(**base)
 
@@ -269,6 +296,10 @@ class ModelData(NamedTuple):
     given : (T - 1, K, K) or None
         For a time-varying :class:`GivenVelocity`: the projected advection
         ``Phi^T A L(u_k, 0) Phi`` of every interval's field (1/s).
+    tail : TailQuadrature or None
+        ``(T, m, steps)`` quadrature of the left-out modes seen by each observation
+        (:mod:`tracerbayes.exact.truncation`), for the representation error; None when the
+        model has none.
     """
 
     values: Any
@@ -278,6 +309,7 @@ class ModelData(NamedTuple):
     dts: Any
     mean_level: Any
     given: Any = None
+    tail: Any = None
 
 
 class _Precomputed(NamedTuple):
@@ -308,7 +340,20 @@ class AdvectionDiffusionModel:
     conserved : bool
         True (default): the total is kept exactly (a passive dye). False: the
         Ornstein-Uhlenbeck anomaly model of the module docstring, with a free basin mean
-        (``source_sd``) and damping (``damping_days``) among the parameters.
+        (``source_sd``), damping (``damping_days``) and a static mean state
+        (``mean_state_sd``, ``mean_state_lengthscale_km``) among the parameters.
+    mean_modes : int, optional
+        ``conserved=False`` only: the number of modes (constant ones included, at most
+        ``n_modes``) that carry the static mean state; 0 damps toward the basin level alone.
+        Default :data:`DEFAULT_MEAN_MODES`. The state then has ``n_modes + mean_modes -
+        n_basins`` entries (:attr:`state_size`).
+    representation_error : bool
+        True (default): each observation's error variance also holds the prior variance of
+        the modes beyond ``n_modes`` at that observation (the first map's Matérn spectrum,
+        plus the mean state's for a tracer that is not conserved; see
+        :meth:`observation_variances` and :mod:`tracerbayes.exact.truncation`), so the
+        truncation is accounted for instead of absorbed by ``error_scale`` and the
+        diffusivity. Zero for a complete basis.
     max_speed : float, optional
         ``"projected"`` only: the fastest current (m/s) any parameter draw may give, which
         fixes the advection sub-steps (differentiable, no recompilation) or the table's end.
@@ -321,7 +366,8 @@ class AdvectionDiffusionModel:
 
     def __init__(self, grid: Grid, velocity: Any = None, priors: Priors | None = None,
                  n_modes: int = 100, *, transition: str = "galerkin",
-                 conserved: bool = True, max_speed: float | None = None):
+                 conserved: bool = True, max_speed: float | None = None,
+                 mean_modes: int | None = None, representation_error: bool = True):
         if transition not in ("galerkin", "projected"):
             raise ValueError(f"transition must be 'galerkin' or 'projected', got {transition!r}")
         if transition == "projected" and getattr(velocity, "time_varying", False):
@@ -334,6 +380,14 @@ class AdvectionDiffusionModel:
         self.transition = transition
         self.conserved = bool(conserved)
         self.basis: SpectralBasis = spectral_basis(grid, self.n_modes)
+        if mean_modes is not None and not int(mean_modes) >= 0:
+            raise ValueError(f"mean_modes must be a count >= 0, got {mean_modes}")
+        self.mean_modes = None if mean_modes is None else int(mean_modes)
+        self.representation_error = bool(representation_error)
+        wanted = DEFAULT_MEAN_MODES if mean_modes is None else int(mean_modes)
+        nb = self.basis.n_basins
+        #: number of static mean-state coefficients in the state (0 for conserved tracers)
+        self.n_mean = 0 if self.conserved else max(0, min(wanted, self.n_modes) - nb)
         self._pre = self._precompute()
         if isinstance(self.velocity, StreamfunctionVelocity):
             self._psi_basis = streamfunction_basis(grid, self.velocity.n_modes)
@@ -352,7 +406,28 @@ class AdvectionDiffusionModel:
         basis vectors."""
         return AdvectionDiffusionModel(self.grid, self.velocity, self.priors, n_modes,
                                        transition=self.transition, conserved=self.conserved,
-                                       max_speed=self.max_speed)
+                                       max_speed=self.max_speed, mean_modes=self.mean_modes,
+                                       representation_error=self.representation_error)
+
+    @property
+    def state_size(self) -> int:
+        """Length of the state: the ``n_modes`` tracer coefficients, then the ``n_mean``
+        mean-state coefficients."""
+        return self.n_modes + self.n_mean
+
+    @property
+    def state_vectors(self) -> np.ndarray:
+        """(n_wet, state_size): the tracer field is ``state_vectors @ state`` (the basis
+        vectors, zeros under the mean-state entries)."""
+        return np.pad(self.basis.vectors, ((0, 0), (0, self.n_mean)))
+
+    def mean_state_vectors(self) -> np.ndarray:
+        """(n_wet, state_size): the mean state's non-constant part is ``mean_state_vectors @
+        state`` (zeros for a model without a mean state)."""
+        out = np.zeros((self.grid.n_wet, self.state_size))
+        nb = self.basis.n_basins
+        out[:, self.n_modes:] = self.basis.vectors[:, nb:nb + self.n_mean]
+        return out
 
     # ---------------------------------------------------------------- set-up
     def _project(self, velocity: physics.FaceVelocity, diffusivity: Any = 0.0) -> jax.Array:
@@ -378,11 +453,17 @@ class AdvectionDiffusionModel:
         padded = prepared.padded()
         phi = self.basis.vectors
         operators = np.einsum("tmj,tmjk->tmk", padded.weights, phi[padded.indices])
+        operators = np.pad(operators, ((0, 0), (0, 0), (0, self.n_mean)))
         times = np.asarray(times)
         if np.issubdtype(times.dtype, np.datetime64):
             seconds = (times - times[0]) / np.timedelta64(1, "s")
         else:
             seconds = times.astype(float)
+        tail = None
+        if self.representation_error and self.n_modes < self.grid.n_wet:
+            quad = truncation.tail_quadrature(self.grid, self.basis, padded.indices,
+                                              padded.weights)
+            tail = truncation.TailQuadrature(jnp.asarray(quad.nodes), jnp.asarray(quad.weights))
         given = None
         if isinstance(self.velocity, GivenVelocity) and self.velocity.time_varying:
             if len(times) < 2:
@@ -398,6 +479,7 @@ class AdvectionDiffusionModel:
             dts=jnp.asarray(np.diff(seconds)),
             mean_level=float(np.mean(prepared.value)),
             given=given,
+            tail=tail,
         )
 
     # ---------------------------------------------------------------- physics
@@ -523,9 +605,11 @@ class AdvectionDiffusionModel:
                 decay = jnp.exp(-self.damping_rates(params)
                                 * (dts[0] if _uniform(dts) else dts[:, None]))
                 transition = decay[..., :, None] * transition
+                transition = self._with_mean_state(transition, 1.0 - decay, 1.0)
         else:
-            operator = (self.reduced_operator(params, data)
-                        - jnp.diag(self.damping_rates(params)))
+            rates = self.damping_rates(params)
+            operator = self.reduced_operator(params, data) - jnp.diag(rates)
+            operator = self._with_mean_state(operator, rates, 0.0)
             if data.given is not None:
                 transition = expm(operator * dts[:, None, None])
             elif _uniform(dts):
@@ -538,16 +622,50 @@ class AdvectionDiffusionModel:
         nb = self.basis.n_basins
         if "source_sd" in params:  # sources/sinks: the basin-mean level random-walks
             q = q.at[:nb].set(params["source_sd"] ** 2 * self._basin_areas()[:nb])
-        process_cov = jnp.diag(q) * day_fraction
+        process_cov = jnp.diag(jnp.pad(q, (0, self.n_mean))) * day_fraction
         p0 = spectral_variances(self.basis, pri.smoothness,
                                 params["initial_lengthscale_km"] * KM,
                                 params["initial_sd"] ** 2)
         # Each basin's constant mode: its mean level has sd mean_sd, i.e. the coefficient
         # (mean * sqrt(basin area)) has variance mean_sd^2 * basin area.
         p0 = p0.at[:nb].set(pri.mean_sd**2 * self._basin_areas()[:nb])
-        m0 = jnp.zeros(self.n_modes).at[: self.basis.n_basins].set(
+        m0 = jnp.zeros(self.state_size).at[: self.basis.n_basins].set(
             data.mean_level * np.sqrt(self._basin_areas()))
-        return LinearGaussianSSM(m0, jnp.diag(p0), transition, process_cov)
+        cov0 = jnp.diag(jnp.pad(p0, (0, self.n_mean)))
+        if self.n_mean:  # the first map is the mean state plus an anomaly: z_0 = E z_m + a
+            sm = self.mean_state_variances(params)
+            rows = np.arange(nb, nb + self.n_mean)
+            cols = np.arange(self.n_modes, self.state_size)
+            cov0 = (cov0.at[rows, rows].add(sm).at[rows, cols].set(sm)
+                    .at[cols, rows].set(sm).at[cols, cols].set(sm))
+        return LinearGaussianSSM(m0, cov0, transition, process_cov)
+
+    def mean_state_variances(self, params: dict[str, Any]) -> jax.Array:
+        """(n_mean,) prior variances of the mean-state coefficients (the masked Matérn
+        spectrum of ``mean_state_sd`` and ``mean_state_lengthscale_km`` on modes
+        ``n_basins ... n_basins + n_mean - 1``)."""
+        nb = self.basis.n_basins
+        spec = spectral_variances(self.basis, self.priors.smoothness,
+                                  params["mean_state_lengthscale_km"] * KM,
+                                  params["mean_state_sd"] ** 2)
+        return spec[nb:nb + self.n_mean]
+
+    def _with_mean_state(self, block: jax.Array, coupling: jax.Array, corner: float
+                         ) -> jax.Array:
+        """``[[block, C], [0, corner I]]`` (``..., state_size, state_size``), where ``C``
+        carries the mean-state coefficients onto their modes with weights ``coupling`` (K,):
+        for the generator, ``coupling = 1 / tau`` and ``corner = 0``; for a transition,
+        ``coupling = 1 - exp(-dt / tau)`` and ``corner = 1``. ``block`` unchanged without a
+        mean state."""
+        if not self.n_mean:
+            return block
+        nb, K, S = self.basis.n_basins, self.n_modes, self.state_size
+        rows = np.arange(nb, nb + self.n_mean)
+        cols = np.arange(K, S)
+        pad = [(0, 0)] * (block.ndim - 2) + [(0, self.n_mean), (0, self.n_mean)]
+        out = jnp.pad(block, pad)
+        out = out.at[..., rows, cols].set(coupling[..., rows])
+        return out.at[..., cols, cols].set(corner)
 
     def _basin_areas(self) -> np.ndarray:
         b = self.basis
@@ -571,6 +689,10 @@ class AdvectionDiffusionModel:
             params["source_sd"] = numpyro.sample("source_sd", self.source_prior())
         if not self.conserved:
             params["damping_days"] = numpyro.sample("damping_days", self.damping_prior())
+        if self.n_mean:
+            params["mean_state_sd"] = numpyro.sample("mean_state_sd", self.mean_state_prior())
+            params["mean_state_lengthscale_km"] = numpyro.sample(
+                "mean_state_lengthscale_km", pri.mean_state_lengthscale_km)
         params.update(self.velocity.sample())
         return params
 
@@ -587,9 +709,43 @@ class AdvectionDiffusionModel:
         pri = self.priors
         return DEFAULT_DAMPING_DAYS if pri.damping_days is None else pri.damping_days
 
+    def mean_state_prior(self) -> Any:
+        """The prior of ``mean_state_sd`` (the given one, or HalfNormal(2 ``data_sd``))."""
+        pri = self.priors
+        if pri.mean_state_sd is not None:
+            return pri.mean_state_sd
+        return dist.HalfNormal(DEFAULT_MEAN_STATE_SD * pri.data_sd)
+
+    def representation_variances(self, params: dict[str, Any], data: ModelData) -> Any:
+        """(T, m) prior variance of the left-out modes at each observation (zeros without
+        ``data.tail``): the first map's Matérn spectrum (``initial_sd``,
+        ``initial_lengthscale_km``) plus, with a mean state, its spectrum
+        (``mean_state_sd``, ``mean_state_lengthscale_km``), beyond mode ``n_modes``."""
+        if data.tail is None:
+            return jnp.zeros_like(data.errors)
+        smooth = self.priors.smoothness
+
+        def spectrum(lam):
+            k = jnp.sqrt(lam)
+            out = matern_spectral_density(smooth, params["initial_lengthscale_km"] * KM,
+                                          params["initial_sd"] ** 2, k)
+            if self.n_mean:
+                out = out + matern_spectral_density(
+                    smooth, params["mean_state_lengthscale_km"] * KM,
+                    params["mean_state_sd"] ** 2, k)
+            return out
+
+        return truncation.tail_variance(data.tail, spectrum)
+
+    def observation_variances(self, params: dict[str, Any], data: ModelData) -> Any:
+        """(T, m) error variance of each observation in the reduced model:
+        ``(error_scale * error)^2`` plus :meth:`representation_variances`."""
+        return ((params["error_scale"] * data.errors) ** 2
+                + self.representation_variances(params, data))
+
     def likelihood(self, params: dict[str, Any], data: ModelData) -> LinearGaussianStateSpace:
         """The marginal distribution of all observations given the parameters."""
-        variances = (params["error_scale"] * data.errors) ** 2
+        variances = self.observation_variances(params, data)
         return LinearGaussianStateSpace(self.state_space(params, data), data.operators,
                                         variances, data.valid)
 

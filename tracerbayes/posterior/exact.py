@@ -117,13 +117,13 @@ class Posterior:
 
     def _padded(self, params: dict) -> PaddedObservations:
         d = self.data
-        return PaddedObservations(d.values, d.operators, (params["error_scale"] * d.errors) ** 2,
-                                  d.valid)
+        return PaddedObservations(d.values, d.operators,
+                                  self.model.observation_variances(params, d), d.valid)
 
     # ------------------------------------------------------------------ maps
     def _smoothed_moments(self, draws: dict) -> tuple[jax.Array, jax.Array]:
         """Per-draw map means and variances on wet cells: (S, T, N) each."""
-        phi = jnp.asarray(self.model.basis.vectors)
+        phi = jnp.asarray(self.model.state_vectors)
 
         def one(params):
             ssm = self.model.state_space(params, self.data)
@@ -183,7 +183,7 @@ class Posterior:
             mean = jnp.einsum("tmk,tk->tm", new.operators, sm.smoothed_means)
             var = jnp.einsum("tmk,tkl,tml->tm", new.operators, sm.smoothed_covs,
                              new.operators)
-            return mean, var + (params["error_scale"] * new.errors) ** 2
+            return mean, var + self.model.observation_variances(params, new)
 
         means, variances = jax.lax.map(jax.jit(one), draws)
         valid = np.asarray(new.valid)
@@ -206,7 +206,7 @@ class Posterior:
         total = next(iter(flat.values())).shape[0]
         k_pick, k_traj = jax.random.split(key)
         picks = np.asarray(jax.random.randint(k_pick, (n,), 0, total))
-        phi = jnp.asarray(self.model.basis.vectors)
+        phi = jnp.asarray(self.model.state_vectors)
 
         def one(args):
             index, k = args
@@ -264,8 +264,9 @@ class Posterior:
 
         For every posterior draw ``theta_s``: a trajectory ``c ~ p(c | y, theta_s)`` (forward
         filtering, backward sampling), then ``y_rep = H c + e`` with
-        ``e ~ N(0, (error_scale * error)^2)``: draws of ``p(y_rep | y)`` for posterior
-        predictive checks (ArviZ ``plot_ppc``, LOO-PIT).
+        ``e ~ N(0, (error_scale * error)^2 + r)`` (``r``: the representation error of the
+        modes left out, see ``AdvectionDiffusionModel.observation_variances``): draws of
+        ``p(y_rep | y)`` for posterior predictive checks (ArviZ ``plot_ppc``, LOO-PIT).
         """
         valid = np.asarray(self.data.valid)
         flat = {k: jnp.asarray(v) for k, v in self.flat_samples().items()}
