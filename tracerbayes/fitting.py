@@ -36,6 +36,17 @@ class SamplingWarning(UserWarning):
     """The sampler's diagnostics say the posterior may not be trustworthy."""
 
 
+class ResolutionWarning(UserWarning):
+    """The fitted parameters say the reduced basis is too coarse for the field."""
+
+
+def _warn_resolution(post: Any) -> None:
+    from tracerbayes.exact.truncation import basis_warnings
+
+    for message in basis_warnings(post.model, post.flat_samples(), post.data):
+        warnings.warn(message, ResolutionWarning, stacklevel=4)
+
+
 class ConvergenceError(RuntimeError):
     """A run whose diagnostics failed (raised by the command line unless the config sets
     ``method.allow_unconverged: true``); its message is one paragraph for the user."""
@@ -236,7 +247,7 @@ def choose_method(model: Any, obs: Any, times: Any, *, num_warmup: int = 500,
     """``method="auto"``: NUTS when its estimated work fits :data:`NUTS_BUDGET`, otherwise
     the Laplace fit (parameters at the exact model's posterior mode, maps on a basis fine
     enough for the field). Returns the method and the reason, in words."""
-    T, K = len(np.asarray(times)), model.n_modes
+    T, K = len(np.asarray(times)), getattr(model, "state_size", model.n_modes)
     work = num_chains * (num_warmup + num_samples) * 30 * T * K**3
     if work <= NUTS_BUDGET:
         return "nuts", (f"{K} modes x {T} times: NUTS's estimated work {work:.1e} is "
@@ -263,6 +274,7 @@ def _fit(model, obs, times, method, *, num_warmup, num_samples, num_chains, seed
                            progress=progress, drop_invalid=drop_invalid)
         for message in post.check_diagnostics():
             warnings.warn(message, SamplingWarning, stacklevel=3)
+        _warn_resolution(post)
         return post
     if method in ("enkf", "etkf", "letkf", "eki"):
         from tracerbayes.ensemble import fit as ensemble_fit
@@ -323,5 +335,6 @@ def _fit(model, obs, times, method, *, num_warmup, num_samples, num_chains, seed
                                         "chain_method": chain_method, "init": init})
     for message in posterior.check_diagnostics():
         warnings.warn(message, SamplingWarning, stacklevel=3)
+    _warn_resolution(posterior)
     return posterior
 

@@ -159,7 +159,7 @@ def run_config(path: str | Path, output: str | Path | None = None, seed: int | N
     grid = tbc.build_grid(cfg)
     obs = tbc.build_observations(cfg)
     times = tbc.build_times(cfg, obs)
-    model = tbc.build_model(cfg, grid, obs)
+    model = tbc.build_model(cfg, grid, obs, n_times=len(times))
     options = tbc.fit_options(cfg)
     if seed is not None:
         options["seed"] = seed
@@ -169,6 +169,9 @@ def run_config(path: str | Path, output: str | Path | None = None, seed: int | N
         say(f"  removed {len(removed)} temporary files left in {out} by a killed run")
     say(f"tracerbayes run {path}: {grid}, {len(times)} times, {len(obs)} observations, "
         f"method {options['method']}")
+    if cfg.model.n_modes == "auto":
+        n_modes, why = tbc.model_modes(cfg, grid, model.priors, len(times))
+        say(f"model.n_modes auto: {n_modes} ({why})")
     post = fit(model, obs, times, progress=not quiet, **options)
     if post.validation is not None:
         say(f"  {validation_line(post.validation, cfg.tracer.units)}")

@@ -349,9 +349,8 @@ class AdvectionDiffusionModel:
         n_basins`` entries (:attr:`state_size`).
     representation_error : bool
         True (default): each observation's error variance also holds the prior variance of
-        the modes beyond ``n_modes`` at that observation (the first map's Matérn spectrum,
-        plus the mean state's for a tracer that is not conserved; see
-        :meth:`observation_variances` and :mod:`tracerbayes.exact.truncation`), so the
+        the modes beyond ``n_modes`` at that observation and time (:meth:`tail_spectrum`,
+        :meth:`observation_variances`, :mod:`tracerbayes.exact.truncation`), so the
         truncation is accounted for instead of absorbed by ``error_scale`` and the
         diffusivity. Zero for a complete basis.
     max_speed : float, optional
@@ -718,24 +717,42 @@ class AdvectionDiffusionModel:
 
     def representation_variances(self, params: dict[str, Any], data: ModelData) -> Any:
         """(T, m) prior variance of the left-out modes at each observation (zeros without
-        ``data.tail``): the first map's Matérn spectrum (``initial_sd``,
-        ``initial_lengthscale_km``) plus, with a mean state, its spectrum
-        (``mean_state_sd``, ``mean_state_lengthscale_km``), beyond mode ``n_modes``."""
+        ``data.tail``): ``sum_j w_j f(theta_j, t_k)`` with :meth:`tail_spectrum` at each
+        analysis time."""
         if data.tail is None:
             return jnp.zeros_like(data.errors)
+        t = jnp.concatenate([jnp.zeros(1), jnp.cumsum(jnp.asarray(data.dts))])
+        return truncation.tail_variance(
+            data.tail, lambda lam: self.tail_spectrum(params, lam, t[:, None, None]))
+
+    def tail_spectrum(self, params: dict[str, Any], lam: Any, t: Any) -> Any:
+        """Prior variance of a left-out mode of eigenvalue ``lam`` (1/m^2) at ``t`` s after
+        the first map, as the reduced model's own linear dynamics give it mode by mode
+        (advection, which only moves variance between modes, left aside)::
+
+            f(lam, t) = p(lam) e^{-2 r t} + q(lam) (1 - e^{-2 r t}) / (2 r),
+            r = diffusivity * lam + 1 / tau
+
+        ``p``: the first map's Matérn spectrum (``initial_sd``, ``initial_lengthscale_km``);
+        ``q``: the process noise's per second (``noise_sd``, ``noise_lengthscale_km``);
+        ``1 / tau`` only for a tracer that is not conserved, which also adds the static mean
+        state's spectrum (``mean_state_sd``, ``mean_state_lengthscale_km``)."""
         smooth = self.priors.smoothness
-
-        def spectrum(lam):
-            k = jnp.sqrt(lam)
-            out = matern_spectral_density(smooth, params["initial_lengthscale_km"] * KM,
-                                          params["initial_sd"] ** 2, k)
-            if self.n_mean:
-                out = out + matern_spectral_density(
-                    smooth, params["mean_state_lengthscale_km"] * KM,
-                    params["mean_state_sd"] ** 2, k)
-            return out
-
-        return truncation.tail_variance(data.tail, spectrum)
+        k = jnp.sqrt(lam)
+        p = matern_spectral_density(smooth, params["initial_lengthscale_km"] * KM,
+                                    params["initial_sd"] ** 2, k)
+        q = matern_spectral_density(smooth, params["noise_lengthscale_km"] * KM,
+                                    params["noise_sd"] ** 2, k) / DAY
+        r = params["diffusivity"] * lam
+        if not self.conserved:
+            r = r + 1.0 / (params["damping_days"] * DAY)
+        safe = jnp.where(r > 0, r, 1.0)
+        grown = jnp.where(r > 0, -jnp.expm1(-2.0 * safe * t) / (2.0 * safe), t)
+        out = p * jnp.exp(-2.0 * r * t) + q * grown
+        if self.n_mean:
+            out = out + matern_spectral_density(smooth, params["mean_state_lengthscale_km"] * KM,
+                                                params["mean_state_sd"] ** 2, k)
+        return out
 
     def observation_variances(self, params: dict[str, Any], data: ModelData) -> Any:
         """(T, m) error variance of each observation in the reduced model:

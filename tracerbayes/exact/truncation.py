@@ -32,10 +32,84 @@ import scipy.sparse as sp
 from tracerbayes.grid.basis import SpectralBasis, diffusion_stiffness
 from tracerbayes.grid.core import Grid
 
-__all__ = ["TailQuadrature", "tail_quadrature", "tail_variance", "DEFAULT_STEPS"]
+__all__ = ["TailQuadrature", "tail_quadrature", "tail_variance", "DEFAULT_STEPS",
+           "choose_n_modes", "basis_warnings", "FIT_BUDGET"]
 
 #: Lanczos steps (quadrature nodes) per observation row.
 DEFAULT_STEPS = 48
+#: Compute budget of the fit's basis, in ``T * S^3`` (analysis times times the cube of the
+#: state size) per Kalman filter: 1e8 keeps a BFGS mode search on this 2-core machine to a
+#: few minutes (30 daily maps at ~150 state entries).
+FIT_BUDGET = 1e8
+#: Fewest modes ``auto`` chooses (whatever the budget).
+MIN_MODES = 20
+KM = 1000.0
+
+
+def _median(prior: Any) -> float:
+    return float(prior.icdf(0.5))
+
+
+def choose_n_modes(grid: Grid, priors: Any, n_times: int, *, fraction: float = 0.95,
+                   budget: float = FIT_BUDGET, extra_state: int = 0) -> tuple[int, str]:
+    """``n_modes="auto"``: the modes that carry ``fraction`` of the variance of a Matérn field
+    with the shorter of the prior medians of ``initial_lengthscale_km`` and
+    ``noise_lengthscale_km`` (:func:`tracerbayes.exact.priors.modes_needed`, Weyl's law),
+    capped so that ``n_times * (K + extra_state)^3 <= budget``, at least :data:`MIN_MODES`
+    and at most the wet cells. Returns ``(K, reason)``; the representation error covers
+    what a cap leaves out."""
+    from tracerbayes.exact.priors import modes_needed
+
+    length_km = min(_median(priors.initial_lengthscale_km),
+                    _median(priors.noise_lengthscale_km))
+    area = float(np.sum(grid.wet_area))
+    needed = modes_needed(area, length_km * KM, priors.smoothness, fraction)
+    cap = int((budget / max(int(n_times), 1)) ** (1.0 / 3.0)) - int(extra_state)
+    chosen = int(min(max(min(needed, cap), MIN_MODES), grid.n_wet))
+    reason = (f"{needed} modes carry {fraction:.0%} of the variance of a {length_km:.0f} km "
+              "field")
+    if needed > cap:
+        reason += (f"; the compute budget ({n_times} times x {budget:.0e}) allows {cap}, "
+                   "the representation error covers the rest")
+    if chosen == grid.n_wet:
+        reason += "; every wet cell"
+    return chosen, reason
+
+
+def basis_warnings(model: Any, params: dict[str, Any], data: Any, n_modes: int | None = None,
+                   *, fraction: float = 0.8) -> list[str]:
+    """Signs in the fitted parameters that the basis is too coarse, each with what to do:
+    the ``n_modes`` basis (default the model's) carries less than ``fraction`` of the
+    variance of the fitted fields (the shorter fitted lengthscale), or the representation
+    error exceeds the observation error at most observations."""
+    from tracerbayes.exact.priors import modes_needed, resolved_fraction
+
+    K = int(model.n_modes if n_modes is None else n_modes)
+    if K >= model.grid.n_wet:
+        return []
+    length = min(float(np.median(params["noise_lengthscale_km"])),
+                 float(np.median(params["initial_lengthscale_km"]))) * KM
+    area = float(np.sum(model.grid.wet_area))
+    carried = resolved_fraction(K, area, length, model.priors.smoothness)
+    out = []
+    if carried < fraction:
+        want = min(modes_needed(area, length, model.priors.smoothness, 0.95), model.grid.n_wet)
+        out.append(f"the basis is too coarse for the fitted field: {K} modes carry "
+                   f"{carried:.0%} of the variance of its {length / KM:.0f} km scale; "
+                   f"{want} would carry 95% (model.n_modes, or a finer map basis: "
+                   "method.map_modes)")
+    if getattr(data, "tail", None) is not None:
+        point = {k: np.median(np.asarray(v)) for k, v in params.items() if np.ndim(v) <= 2}
+        valid = np.asarray(data.valid)
+        rep = np.asarray(model.representation_variances(point, data))[valid]
+        err = (float(point["error_scale"]) * np.asarray(data.errors)[valid]) ** 2
+        share = float(np.mean(rep > err))
+        if share > 0.5:
+            out.append(f"the representation error (the {model.n_modes}-mode fit's unresolved "
+                       f"variance) exceeds the observation error at {share:.0%} of the "
+                       "observations: the parameters are fitted on a coarse picture; raise "
+                       "model.n_modes")
+    return out
 
 
 class TailQuadrature(NamedTuple):

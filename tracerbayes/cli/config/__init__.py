@@ -18,6 +18,7 @@ from tracerbayes.cli.config.build import (
     build_truth,
     build_velocity,
     fit_options,
+    model_modes,
     to_distribution,
 )
 from tracerbayes.cli.config.load import load_config, validate_config
@@ -34,6 +35,7 @@ __all__ = [
     "UnitError",
     "build_grid",
     "build_model",
+    "model_modes",
     "build_observations",
     "build_platforms",
     "build_priors",

@@ -164,7 +164,9 @@ def to_distribution(spec: PriorSpec) -> Any:
 PRIOR_FIELDS = {"diffusivity": "diffusivity", "noise_sd": "noise_sd",
                 "noise_lengthscale": "noise_lengthscale_km", "initial_sd": "initial_sd",
                 "initial_lengthscale": "initial_lengthscale_km", "error_scale": "error_scale",
-                "source_sd": "source_sd", "damping": "damping_days"}
+                "source_sd": "source_sd", "damping": "damping_days",
+                "mean_state_sd": "mean_state_sd",
+                "mean_state_lengthscale": "mean_state_lengthscale_km"}
 
 
 def build_priors(cfg: RunConfig, obs: Observations | None = None,
@@ -219,14 +221,30 @@ def build_velocity(cfg: RunConfig, grid: Grid) -> Any:
 
 
 def build_model(cfg: RunConfig, grid: Grid, obs: Observations | None = None,
-                velocity: Any = None) -> AdvectionDiffusionModel:
+                velocity: Any = None, n_times: int | None = None) -> AdvectionDiffusionModel:
     """The :class:`~tracerbayes.exact.model.AdvectionDiffusionModel` (velocity built if not given).
-    """
+
+    ``model.n_modes: auto`` is :func:`model_modes` for ``n_times`` analysis times (30 if
+    not given)."""
     velocity = build_velocity(cfg, grid) if velocity is None else velocity
-    return AdvectionDiffusionModel(grid, velocity=velocity, priors=build_priors(cfg, obs, grid),
-                                   n_modes=cfg.model.n_modes,
+    priors = build_priors(cfg, obs, grid)
+    n_modes = model_modes(cfg, grid, priors, 30 if n_times is None else n_times)[0]
+    return AdvectionDiffusionModel(grid, velocity=velocity, priors=priors, n_modes=n_modes,
                                    transition=cfg.model.transition,
-                                   conserved=cfg.tracer.conserved)
+                                   conserved=cfg.tracer.conserved,
+                                   mean_modes=cfg.tracer.mean_modes,
+                                   representation_error=cfg.model.representation_error)
+
+
+def model_modes(cfg: RunConfig, grid: Grid, priors: Priors, n_times: int) -> tuple[int, str]:
+    """The number of modes of the fit and why: the configured number, or for ``auto``
+    :func:`tracerbayes.exact.truncation.choose_n_modes`."""
+    from tracerbayes.exact.truncation import choose_n_modes
+
+    if cfg.model.n_modes != "auto":
+        return int(cfg.model.n_modes), "set in the config"
+    extra = 0 if cfg.tracer.conserved else cfg.tracer.mean_modes
+    return choose_n_modes(grid, priors, n_times, extra_state=extra)
 
 
 def fit_options(cfg: RunConfig) -> dict[str, Any]:

@@ -166,7 +166,11 @@ class TracerConfig:
     units: str = setting(Str(), "units of values and errors (the 'tracer units')", "1")
     conserved: bool = setting(Bool(), "true: the total is kept exactly (a passive dye); false: "
                               "sources and sinks (SST, oxygen, chlorophyll): anomalies are "
-                              "damped toward the basin mean, which is free to move", True)
+                              "damped toward a static mean state (the basin level, free to "
+                              "move, plus a smooth unknown field)", True)
+    mean_modes: int = setting(Int(0), "tracer.conserved: false: modes (constant ones "
+                              "included) carrying the static mean state; 0: damp toward the "
+                              "basin level alone", 40)
 
 
 @_frozen
@@ -243,6 +247,8 @@ STEP = WordOr("monthly", Quantity("time", "s", low=0.0, open_low=True),
 INFLATION = WordOr("adaptive", Float(low=1.0), "'adaptive' or a number >= 1")
 MAP_MODES = WordOr("auto", Int(1), "'auto' (enough modes for 95% of the fitted noise field's "
                    "variance, at most 400) or a number of modes")
+N_MODES = WordOr("auto", Int(1), "'auto' (enough modes for 95% of the variance of the prior's "
+                 "shorter lengthscale, within the compute budget) or a number of modes")
 
 
 class PointParameters:
@@ -453,6 +459,14 @@ class PriorsConfig:
         Optional(Prior("time", "day")),
         "damping time of the anomalies, days (tracer.conserved: false; default lognormal, "
         "median 30 days, sigma 1)", None)
+    mean_state_sd: PriorSpec | None = setting(
+        Optional(Prior(None, "tracer units")),
+        "sd of the static mean-state field about the basin level, tracer units "
+        "(tracer.conserved: false; default halfnormal 2 x the data's sd)", None)
+    mean_state_lengthscale: PriorSpec | None = setting(
+        Optional(Prior("length", "km")),
+        "lengthscale of the mean-state field, km (tracer.conserved: false; default lognormal, "
+        "median max(400 km, 8/3 x the grid's scale), sigma 0.5)", None)
     mean_sd: float | None = setting(Optional(Float(low=0.0, open_low=True)),
                                     "prior sd of the mean level, tracer units", None)
     smoothness: Smoothness = setting(SmoothnessKind(), "Matérn smoothness of both fields",
@@ -464,7 +478,10 @@ class ModelConfig:
     """The reduced spectral model."""
 
     section: ClassVar[str] = "model"
-    n_modes: int = setting(Int(1), "Neumann eigenvectors kept (at most the wet cells)", 100)
+    n_modes: int | str = setting(N_MODES, "Neumann eigenvectors kept (at most the wet "
+                                 "cells)", "auto")
+    representation_error: bool = setting(Bool(), "add the prior variance of the modes left "
+                                         "out to each observation's error", True)
     transition: str = setting(Str(("galerkin", "projected")),
                               "galerkin: expm of the projected operator; projected: the basis "
                               "advected on the full grid and projected back (loses the "
