@@ -217,8 +217,9 @@ def test_unknown_key_gives_full_path_valid_keys_and_closest(tmp_path, rng):
 def test_wrong_type_states_expected_and_found(tmp_path, rng):
     _inputs(tmp_path, rng)
     (problem,) = _problems(tmp_path, BASE.replace("n_modes: 12", "n_modes: 100x"))
-    assert str(problem) == ("line 20, column 18: model.n_modes: expected an integer >= 1, "
-                            "got '100x' (str)")
+    assert str(problem) == ("line 20, column 18: model.n_modes: expected 'auto' (enough "
+                            "modes for 95% of the variance of the prior's shorter lengthscale, "
+                            "within the compute budget) or a number of modes, got '100x'")
 
 
 def test_projected_transition_key(tmp_path, rng):

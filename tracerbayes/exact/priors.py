@@ -26,7 +26,6 @@ from __future__ import annotations
 import enum
 from typing import Any, NamedTuple
 
-import gpjax as gpx
 import jax.numpy as jnp
 import numpy as np
 
@@ -66,20 +65,24 @@ class Smoothness(enum.Enum):
     GAUSSIAN = float("inf")
 
 
+#: GPJax kernel class names by smoothness (GPJax is imported when a kernel is first built, so
+#: ``import tracerbayes`` does not pay for it).
 _KERNELS = {
-    Smoothness.HALF: gpx.kernels.Matern12,
-    Smoothness.THREE_HALVES: gpx.kernels.Matern32,
-    Smoothness.FIVE_HALVES: gpx.kernels.Matern52,
+    Smoothness.HALF: "Matern12",
+    Smoothness.THREE_HALVES: "Matern32",
+    Smoothness.FIVE_HALVES: "Matern52",
 }
 
 
 def matern_kernel(smoothness: Smoothness | float, lengthscale: Any, variance: Any = 1.0):
     """A 2-D GPJax Matérn kernel (RBF for ``GAUSSIAN``, see :class:`Smoothness`);
     ``lengthscale`` in the units of the inputs (may be traced)."""
+    import gpjax as gpx
+
     if Smoothness(smoothness) is Smoothness.GAUSSIAN:  # exp(-r^2 / (2 l^2)) with l = sqrt(2) s
         return gpx.kernels.RBF(lengthscale=jnp.sqrt(2.0) * lengthscale, variance=variance,
                                n_dims=2)
-    cls = _KERNELS[Smoothness(smoothness)]
+    cls = getattr(gpx.kernels, _KERNELS[Smoothness(smoothness)])
     return cls(lengthscale=lengthscale, variance=variance, n_dims=2)
 
 

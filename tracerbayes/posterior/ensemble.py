@@ -19,9 +19,8 @@ error. The message says what to change.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import arviz as az
 import jax
 import numpy as np
 import pandas as pd
@@ -29,6 +28,9 @@ import xarray as xr
 from scipy.special import ndtri
 
 from tracerbayes.posterior.exact import Posterior, chain_diagnostics
+
+if TYPE_CHECKING:
+    import arviz as az
 
 __all__ = ["EnsemblePosterior", "InversionPosterior"]
 
@@ -179,6 +181,8 @@ class EnsemblePosterior(Posterior):
         ``observed_data``, ``posterior_predictive`` (smoothed members at the observations)
         and ``cycle_diagnostics`` (the :attr:`cycle` table); attrs record the method, its
         settings and the mass drift."""
+        import arviz as az
+
         valid = np.asarray(self.observations.valid)
         observed = np.asarray(self.observations.values)[valid]
         predictive = None

@@ -31,9 +31,8 @@ conditionally independent given the parameters (the tracer field links them), so
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import arviz as az
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -47,6 +46,9 @@ from tracerbayes.exact.kalman import (
     rts_smoother,
     sample_smoothed,
 )
+
+if TYPE_CHECKING:
+    import arviz as az
 
 __all__ = ["Posterior", "parameter_summary", "prior_edge_problems"]
 
@@ -68,6 +70,7 @@ class Posterior:
 
     def __init__(self, model: Any, obs: Any, times: Any, data: Any, samples: dict,
                  sample_stats: dict, method: str, settings: dict):
+
         self.model = model
         self.obs = obs
         self.times = np.asarray(times)
@@ -294,6 +297,8 @@ class Posterior:
         ``key`` seeds the posterior predictive draws (default: ``jax.random.key(seed)`` with
         the sampler's seed, so the result is reproducible).
         """
+        import arviz as az
+
         if self._idata is not None and (posterior_predictive == ("posterior_predictive"
                                                                in self._idata.groups())):
             return self._idata
@@ -349,6 +354,8 @@ class Posterior:
 
     def summary(self) -> Any:
         """ArviZ summary table of the parameters (mean, sd, HDI, ESS, R-hat)."""
+        import arviz as az
+
         return az.summary(az.from_dict(posterior=self.samples))
 
     def check_diagnostics(self, rhat_max: float = 1.01, ess_min: float = 400) -> list[str]:
@@ -416,6 +423,8 @@ def prior_edge_problems(model: Any, samples: dict[str, np.ndarray],
 def chain_diagnostics(samples: dict[str, np.ndarray]) -> tuple[float, float]:
     """The largest rank-normalised R-hat (NaN for one chain) and the lowest bulk ESS over
     every parameter of ``{name: (chain, draw, ...)}``."""
+    import arviz as az
+
     idata = az.from_dict(posterior=samples)
     worst = float("nan")
     if next(iter(samples.values())).shape[0] > 1:
