@@ -386,11 +386,11 @@ def test_letkf_options_and_whether_fit_accepts_them(tmp_path, rng):
                             ("parameters: {diffusivity: 500, noise_sd: 0.1}",
                              {"diffusivity": 500.0, "noise_sd": 0.1})]:
         key = given.split(":")[0]
-        edited = _write(tmp_path, text.replace("weight_stride: 3}", f"weight_stride: 3, {given}}}"),
-                        "edited.yaml")
+        start = text.replace("inflation: 1.05, ", "") if key == "inflation" else text
+        edited = _write(tmp_path, start.replace("weight_stride: 3}",
+                                                f"weight_stride: 3, {given}}}"), "edited.yaml")
         assert fit_options(load_config(edited))[key] == expected
-    (problem,) = _problems(tmp_path, text.replace("weight_stride: 3}",
-                                                  "weight_stride: 3, inflation: lots}"))
+    (problem,) = _problems(tmp_path, text.replace("inflation: 1.05", "inflation: lots"))
     assert problem.path == "method.inflation" and "'adaptive' or a number >= 1" in problem.message
 
 

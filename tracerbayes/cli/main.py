@@ -165,6 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``tracerbayes`` command."""
     args = build_parser().parse_args(argv)
+    # read now, not in the handler: after a MemoryError, even a failed environment lookup
+    # (its internal KeyError) can fail, hiding the error behind "KeyError: 'TRACERBAYES_DEBUG'"
+    debug = bool(os.environ.get("TRACERBAYES_DEBUG"))
     try:
         with _SignalGuard():
             _enable_float64()
@@ -180,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 143
     except Exception as err:  # one line for scripts; the traceback with TRACERBAYES_DEBUG
-        if os.environ.get("TRACERBAYES_DEBUG"):
+        if debug:
             raise
         if type(err).__name__ == "ConvergenceError":  # a paragraph, not a one-liner
             print(f"tracerbayes: {err}", file=sys.stderr)

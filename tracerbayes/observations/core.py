@@ -14,15 +14,18 @@ Bad input is never dropped silently. Non-finite values, times or positions, non-
 errors, positions on land or outside the grid and times outside the analysis window raise an
 :class:`ObservationError` that counts the offending rows and shows the first few; with
 ``drop_invalid=True`` they are removed with an :class:`ObservationWarning` carrying the same
-count instead.
+count instead. The readers also refuse tables without rows, columns named twice, text in
+numeric columns (quoted, with the row and the line of a CSV file) and exact duplicate rows
+(see ``duplicates`` of :meth:`Observations.from_dataframe`); positions that look like
+kilometres or degrees on a grid in metres are refused against the grid
+(:mod:`tracerbayes.observations.inputs`).
 """
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Callable
 from dataclasses import InitVar, dataclass, replace
 from os import PathLike
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -31,6 +34,33 @@ import scipy.sparse as sp
 import xarray as xr
 
 from tracerbayes.grid.core import CoordinateSystem, Grid
+from tracerbayes.observations.inputs import (
+    Duplicates,
+    TextProblem,
+    as_frame,
+    check_columns,
+    check_names,
+    check_rows,
+    csv_header,
+    csv_places,
+    handle_duplicates,
+    numbers,
+    time_column,
+    unit_mismatch,
+)
+from tracerbayes.observations.inputs import as_time as _as_time
+from tracerbayes.observations.problems import (
+    MAX_SHOWN,
+    NOWHERE,
+    ObservationError,
+    ObservationWarning,
+    Places,
+    describe,
+)
+from tracerbayes.observations.problems import RowProblem as _Problem
+from tracerbayes.observations.problems import fmt as _fmt
+from tracerbayes.observations.problems import fmt_positions as _fmt_positions
+from tracerbayes.observations.problems import resolve as _resolve
 
 __all__ = [
     "ObservationError",
@@ -41,88 +71,8 @@ __all__ = [
     "PreparedObservations",
 ]
 
-#: How many offending rows an error or warning message shows.
-MAX_SHOWN = 5
-
-
-class ObservationError(ValueError):
-    """Observations could not be used as given (bad values, positions, times or columns)."""
-
-
-class ObservationWarning(UserWarning):
-    """Invalid observations were dropped because ``drop_invalid=True`` was asked for."""
-
-
-# ---------------------------------------------------------------------- reporting bad rows
-class _Problem(NamedTuple):
-    bad: np.ndarray  # (n,) bool: True on the offending rows
-    what: str  # predicate, with {are}/{have} for grammatical number
-    describe: Callable[[np.ndarray], list[str]]  # rows -> one text per row
-    hint: str = ""
-
-
-def _message(problem: _Problem) -> str:
-    rows = np.flatnonzero(problem.bad)
-    n = rows.size
-    shown = rows[:MAX_SHOWN]
-    more = ", ..." if n > MAX_SHOWN else ""
-    label = "row" if n == 1 else "rows"
-    noun = "observation" if n == 1 else "observations"
-    what = problem.what.format(are="is" if n == 1 else "are", have="has" if n == 1 else "have")
-    where = ", ".join(str(r) for r in shown)
-    texts = ", ".join(problem.describe(shown))
-    return f"{n} {noun} {what} ({label} {where}{more}: {texts}{more}){problem.hint}"
-
-
-def _resolve(problems: list[_Problem], n: int, drop_invalid: bool) -> np.ndarray:
-    """The rows to keep; raise (or warn, with ``drop_invalid``) if any row is bad."""
-    problems = [p for p in problems if p.bad.any()]
-    keep = np.ones(n, dtype=bool)
-    for p in problems:
-        keep &= ~p.bad
-    if not problems:
-        return keep
-    text = "; ".join(_message(p) for p in problems)
-    if not drop_invalid:
-        raise ObservationError(
-            f"{text}. Fix or remove them, or pass drop_invalid=True to drop them with a warning."
-        )
-    warnings.warn(f"dropped {n - keep.sum()} of {n} observations: {text}",
-                  ObservationWarning, stacklevel=3)
-    return keep
-
-
-def _fmt(values: np.ndarray) -> list[str]:
-    if values.dtype.kind == "M":
-        return ["NaT" if np.isnat(v) else str(pd.Timestamp(v)) for v in values]
-    return [f"{float(v):.6g}" for v in values]
-
-
-def _fmt_positions(x: np.ndarray, y: np.ndarray, names: tuple[str, str]) -> Callable:
-    def describe(rows: np.ndarray) -> list[str]:
-        pairs = ", ".join(f"({a}, {b})" for a, b in zip(_fmt(x[rows]), _fmt(y[rows]), strict=True))
-        return [f"({names[0]}, {names[1]}) = {pairs}"]
-    return describe
-
 
 # ---------------------------------------------------------------------- input conversion
-def _as_time(values: Any) -> np.ndarray:
-    """Times as datetime64[ns] (naive UTC) or float seconds, whichever the input is."""
-    arr = np.asarray(values)
-    if arr.dtype.kind == "M":
-        return arr.astype("datetime64[ns]")
-    if arr.dtype.kind in "iufb":
-        return arr.astype(float)
-    if arr.dtype.kind == "m":
-        return arr.astype("timedelta64[ns]").astype(np.int64) / 1e9
-    text = pd.Series(arr.ravel())
-    parsed = pd.to_datetime(text, errors="coerce", utc=True, format="ISO8601")
-    retry = parsed.isna() & text.notna()
-    if retry.any():  # other layouts, element by element (slow, so only where needed)
-        parsed[retry] = pd.to_datetime(text[retry], errors="coerce", utc=True, format="mixed")
-    return parsed.dt.tz_convert(None).to_numpy("datetime64[ns]").reshape(arr.shape)
-
-
 def _is_missing_time(t: np.ndarray) -> np.ndarray:
     return np.isnat(t) if t.dtype.kind == "M" else ~np.isfinite(t)
 
@@ -201,12 +151,14 @@ class Observations:
         x: str | None = None,
         y: str | None = None,
         drop_invalid: bool = False,
+        duplicates: str = "error",
     ) -> Observations:
         """Observations from the columns of a DataFrame (one row per observation).
 
         Parameters
         ----------
         df : pandas.DataFrame
+            At least one row; each column used named once.
         time, value : str
             Column names. Non-numeric times are parsed as datetimes (time-zone aware ones
             converted to naive UTC); numeric times are taken as seconds.
@@ -220,23 +172,42 @@ class Observations:
         x, y : str, optional
             Columns of Cartesian positions (metres), instead of ``lon``/``lat``.
         drop_invalid : bool
-            See :class:`Observations`.
+            See :class:`Observations`; also drops entries of numeric columns that are text.
+        duplicates : {'error', 'average', 'keep'}
+            Rows that are exact copies of others (same time, position, value and platform)
+            raise an :class:`ObservationError` (``'error'``) or are kept as independent
+            observations with an :class:`ObservationWarning` (``'keep'``); ``'average'``
+            merges all rows with the same time, position and platform into one, with the
+            mean value and error ``sqrt(mean(error**2) / k)`` for ``k`` rows, and a warning.
+
+        Raises
+        ------
+        TypeError
+            If ``df`` is not a DataFrame.
+        ObservationError
+            For a table without rows, missing or repeated columns, text in numeric columns,
+            bad values (unless ``drop_invalid``) and duplicates (with ``'error'``).
         """
-        wanted, coords = _column_names(time, lon, lat, value, error, platform, x=x, y=y)
-        _check_names(wanted, list(df.columns), "column")
-        col = {role: df[name] for role, name in wanted.items()}
-        return cls(
-            time=_as_time(col["time"]), x=_numeric(col["x"]), y=_numeric(col["y"]),
-            value=_numeric(col["value"]),
-            error=_numeric(col["error"]) if "error" in col else float(error),
-            platform=col["platform"].astype(str).to_numpy() if "platform" in col else None,
-            coords=coords, drop_invalid=drop_invalid,
-        )
+        return cls._from_table(df, NOWHERE, None, time, lon, lat, value, error, platform,
+                               x=x, y=y, drop_invalid=drop_invalid, duplicates=duplicates)
 
     @classmethod
     def from_csv(cls, path: str | PathLike, **kwargs: Any) -> Observations:
-        """Observations from a CSV file; keywords as in :meth:`from_dataframe`."""
-        return cls.from_dataframe(pd.read_csv(path), **kwargs)
+        """Observations from a CSV file with a header line; keywords as in
+        :meth:`from_dataframe`. Messages name the file and the line of each bad row."""
+        places = csv_places(path)
+        try:
+            df = pd.read_csv(path)
+        except pd.errors.EmptyDataError:
+            raise ObservationError(f"{places.source} is empty: it has no header line and no "
+                                   "observations") from None
+        except pd.errors.ParserError as err:
+            raise ObservationError(
+                f"{places.source} could not be read as a CSV table: {str(err).strip()} (a row "
+                "with more fields than the header: a stray comma, or text with a comma that "
+                "needs quotes?)"
+            ) from err
+        return cls._from_table(df, places, csv_header(path), **kwargs)
 
     @classmethod
     def from_xarray(cls, ds: xr.Dataset, **kwargs: Any) -> Observations:
@@ -244,21 +215,53 @@ class Observations:
 
         Keywords as in :meth:`from_dataframe`; names refer to data or coordinate variables.
         """
+        return cls._from_dataset(ds, Places(empty="the Dataset has no observations: its "
+                                                   "observation dimension has length 0"),
+                                 **kwargs)
+
+    @classmethod
+    def from_netcdf(cls, path: str | PathLike, **kwargs: Any) -> Observations:
+        """Observations from a NetCDF file; keywords as in :meth:`from_xarray`."""
+        name = Path(path).name
+        places = Places(name, empty=f"{name} has no observations: its observation dimension "
+                                    "has length 0")
+        with xr.open_dataset(path) as ds:
+            return cls._from_dataset(ds.load(), places, **kwargs)
+
+    @classmethod
+    def _from_dataset(cls, ds: xr.Dataset, places: Places, **kwargs: Any) -> Observations:
         names, _ = _column_names(**kwargs)
-        _check_names(names, sorted(map(str, ds.variables)), "variable")
+        check_names(names, sorted(map(str, ds.variables)), "variable")
         dims = {name: ds[name].dims for name in names.values()}
         if any(len(d) != 1 for d in dims.values()) or len(set(dims.values())) != 1:
             raise ObservationError(
                 f"observation variables must be 1-D along one common dimension, got {dims}"
             )
         df = pd.DataFrame({name: ds[name].values for name in names.values()})
-        return cls.from_dataframe(df, **kwargs)
+        return cls._from_table(df, places, None, **kwargs)
 
     @classmethod
-    def from_netcdf(cls, path: str | PathLike, **kwargs: Any) -> Observations:
-        """Observations from a NetCDF file; keywords as in :meth:`from_xarray`."""
-        with xr.open_dataset(path) as ds:
-            return cls.from_xarray(ds.load(), **kwargs)
+    def _from_table(cls, df: Any, places: Places, header: list[str] | None,
+                    time: str = "time", lon: str | None = None, lat: str | None = None,
+                    value: str = "value", error: str | float = "error",
+                    platform: str | None = None, *, x: str | None = None,
+                    y: str | None = None, drop_invalid: bool = False,
+                    duplicates: str = "error") -> Observations:
+        """:meth:`from_dataframe` for rows from ``places`` (a file's ``header`` as written)."""
+        how = Duplicates.of(duplicates)
+        df = as_frame(df)
+        wanted, coords = _column_names(time, lon, lat, value, error, platform, x=x, y=y)
+        check_columns(df, wanted, places, header)
+        check_rows(df, places)
+        n = len(df)
+        fields, problems = _read_fields(df, wanted, error, _axis_names(coords))
+        keep = _resolve(problems, n, drop_invalid, places)
+        if not keep.any():
+            raise ObservationError(f"{places.label} has no usable observations: all {n} rows "
+                                   f"were dropped ({describe(problems, places)})")
+        rows = np.flatnonzero(keep)
+        kept = handle_duplicates({k: v[rows] for k, v in fields.items()}, rows, n, how, places)
+        return cls(**kept, coords=coords)
 
     def to_dataframe(self) -> pd.DataFrame:
         """The observations as a DataFrame with columns time, lon/lat (or x/y), value,
@@ -375,28 +378,63 @@ def _broadcast(name: str, arr: np.ndarray, n: int) -> np.ndarray:
     return arr
 
 
-def _value_problems(a: dict[str, np.ndarray], names: tuple[str, str]) -> list[_Problem]:
+def _read_fields(df: pd.DataFrame, wanted: dict[str, Any], error: Any,
+                 names: tuple[str, str]) -> tuple[dict[str, np.ndarray], list]:
+    """The fields (time, x, y, value, error, platform) of every row, and the rules they
+    break: entries of numeric columns that are text, then :func:`_value_problems`."""
+    n = len(df)
+    fields, text = {}, {}
+    fields["time"], text["time"] = time_column(df[wanted["time"]])
+    for role in ("x", "y", "value", "error"):
+        if role in wanted:
+            fields[role], text[role] = numbers(df[wanted[role]])
+    if "error" not in wanted:
+        fields["error"] = np.full(n, _constant_error(error))
+    fields["platform"] = (df[wanted["platform"]].astype(str).to_numpy(dtype=str)
+                          if "platform" in wanted else np.full(n, "obs"))
+    roles = {"x": names[0], "y": names[1]}
+    problems = [TextProblem(bad, wanted[role], roles.get(role, role),
+                            df[wanted[role]].to_numpy(dtype=object))
+                for role, bad in text.items() if bad.any()]
+    return fields, [*problems, *_value_problems(fields, names, text)]
+
+
+def _value_problems(a: dict[str, np.ndarray], names: tuple[str, str],
+                    text: dict[str, np.ndarray] | None = None) -> list[_Problem]:
+    """The rules every row must meet; rows whose entries are ``text`` (reported as such)
+    are left out of the rules on those fields."""
+    text = text or {}
+    n = a["value"].size
+
+    def number(*roles: str) -> np.ndarray:  # True where none of the roles is text
+        return ~np.any([text.get(role, np.zeros(n, dtype=bool)) for role in roles], axis=0)
+
     err = a["error"]
     return [
-        _Problem(_is_missing_time(a["time"]), "{have} a missing or unparseable time",
-                 lambda r: _fmt(a["time"][r])),
-        _Problem(~(np.isfinite(a["x"]) & np.isfinite(a["y"])), "{have} a non-finite position",
-                 _fmt_positions(a["x"], a["y"], names)),
-        _Problem(~np.isfinite(a["value"]), "{have} a non-finite value (NaN or inf)",
-                 lambda r: _fmt(a["value"][r])),
-        _Problem(~np.isfinite(err), "{have} a non-finite error", lambda r: _fmt(err[r])),
+        _Problem(_is_missing_time(a["time"]) & number("time"),
+                 "{have} a missing or unparseable time", lambda r: _fmt(a["time"][r])),
+        _Problem(~(np.isfinite(a["x"]) & np.isfinite(a["y"])) & number("x", "y"),
+                 "{have} a non-finite position", _fmt_positions(a["x"], a["y"], names)),
+        _Problem(~np.isfinite(a["value"]) & number("value"),
+                 "{have} a non-finite value (NaN or inf)", lambda r: _fmt(a["value"][r])),
+        _Problem(~np.isfinite(err) & number("error"), "{have} a non-finite error",
+                 lambda r: _fmt(err[r])),
         _Problem(np.isfinite(err) & (err <= 0), "{have} non-positive error",
                  lambda r: _fmt(err[r]),
                  "; errors are standard deviations and must be > 0"),
     ]
 
 
-def _numeric(series: pd.Series) -> np.ndarray:
-    return pd.to_numeric(series, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+def _constant_error(error: Any) -> float:
+    """One error standard deviation for all rows (a number, not a column name)."""
+    try:
+        return float(error)
+    except (TypeError, ValueError):
+        raise TypeError(f"error must be a column name or one number, got {error!r}") from None
 
 
 def _column_names(time="time", lon=None, lat=None, value="value", error="error",
-                  platform=None, *, x=None, y=None, drop_invalid=False):
+                  platform=None, *, x=None, y=None, drop_invalid=False, duplicates="error"):
     """Map of role (time, x, y, value, error, platform) to column name, and the coordinates."""
     if x is not None or y is not None:
         if lon is not None or lat is not None or x is None or y is None:
@@ -410,15 +448,6 @@ def _column_names(time="time", lon=None, lat=None, value="value", error="error",
     if platform is None:
         del names["platform"]
     return names, coords
-
-
-def _check_names(wanted: dict[str, str], available: list, kind: str) -> None:
-    missing = [f"{name!r}" for name in wanted.values() if name not in available]
-    if missing:
-        raise ObservationError(
-            f"{kind} {', '.join(missing)} not found; available {kind}s: "
-            f"{[str(c) for c in available]}"
-        )
 
 
 # ---------------------------------------------------------------------- interpolation
@@ -523,6 +552,10 @@ def _locate(obs: Observations, grid: Grid) -> _Located:
             f"the observations have {obs.coords.value} positions but the grid is "
             f"{grid.coords.value}; give positions in the grid's coordinates"
         )
+    if grid.coords is CoordinateSystem.CARTESIAN:
+        mismatch = unit_mismatch(obs.x, obs.y, grid.x_edges, grid.y_edges)
+        if mismatch is not None:
+            raise ObservationError(mismatch)
     x = _grid_longitude(grid, obs.x)
     ix0, ix1, tx, cx, out_x = _axis_bracket(grid.x, grid.x_edges, x, grid.periodic_x)
     iy0, iy1, ty, cy, out_y = _axis_bracket(grid.y, grid.y_edges, obs.y, False)

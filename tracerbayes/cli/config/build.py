@@ -117,7 +117,7 @@ def _read_source(cfg: RunConfig, k: int) -> Observations:
     kwargs: dict[str, Any] = {
         "time": col.time, "value": col.value, "platform": col.platform,
         "error": source.error if source.error is not None else (col.error or "error"),
-        "drop_invalid": source.drop_invalid,
+        "drop_invalid": source.drop_invalid, "duplicates": source.duplicates,
     }
     if cfg.grid.cartesian:
         kwargs.update(x=col.x or "x", y=col.y or "y")

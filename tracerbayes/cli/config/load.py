@@ -1,38 +1,198 @@
-"""Read, check and validate configuration files."""
+"""Read, check and validate configuration files.
+
+The YAML reader is PyYAML's safe loader with four more refusals, each reported as a
+:class:`ConfigError` that names the file, line and key: a key given twice in one mapping
+(PyYAML keeps the later value silently); aliases (``*name``) that repeat more than
+:data:`MAX_ALIAS_VALUES` values in all (a "billion laughs" bomb: a kilobyte of text that
+would expand to ~10^9 values); an alias inside the value it names; and nesting deeper than
+:data:`MAX_DEPTH`. The expanded size of each node is computed once, while composing, from
+those of its children, so refusing costs time in proportion to the text, not to its
+expansion.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import os
 from pathlib import Path
+from typing import Any, NoReturn
 
 import yaml
+from yaml.constructor import ConstructorError, SafeConstructor
 
 from tracerbayes.cli.config import build
 from tracerbayes.cli.config.run import RunConfig
-from tracerbayes.cli.config.schema import ConfigError, Context, Problem, read_section, yaml_marks
+from tracerbayes.cli.config.schema import (
+    ConfigError,
+    Context,
+    Problem,
+    join,
+    position,
+    read_section,
+    yaml_marks,
+)
 from tracerbayes.grid.core import GridError
 from tracerbayes.observations.core import ObservationError
 
-__all__ = ["load_config", "validate_config"]
+__all__ = ["load_config", "validate_config", "MAX_ALIAS_VALUES", "MAX_DEPTH"]
+
+#: The most values that aliases (``*name``) may add to a configuration by repeating their
+#: anchored values; a configuration needs a few dozen, an alias bomb billions.
+MAX_ALIAS_VALUES = 10_000
+#: The deepest nesting of mappings and lists a configuration may use (they need about 5).
+MAX_DEPTH = 100
+_MERGE = "tag:yaml.org,2002:merge"
 
 
-def _parse(path: Path) -> tuple[object, dict]:
-    """The YAML document of ``path`` and the positions of its values."""
+def _key_of(index: Any) -> str | int | None:
+    """The key path part of a node that PyYAML composes at ``index``: None for a mapping's
+    key (which is not a value), the key's text for its value, the position in a list."""
+    if index is None or isinstance(index, int):
+        return index
+    return str(index.value) if isinstance(index, yaml.ScalarNode) else "?"
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader that records each node's key path and expanded size, and refuses
+    duplicate keys, alias bombs, recursive aliases and deep nesting (see the module)."""
+
+    def __init__(self, text: str, source: Path):
+        super().__init__(text)
+        self.source = source
+        self.keys: list[str | int | None] = []  # key path of the node being composed
+        self.sizes: dict[int, int] = {}  # id(node) -> number of values it expands to
+        self.paths: dict[tuple[int, int], str] = {}  # node's (line, column) -> key path
+        self.alias_values = 0  # values added by aliases so far
+        self.duplicates: list[Problem] = []
+        self.key_reader = SafeConstructor()  # builds keys to compare them as a dict would
+
+    def path(self) -> str:
+        """The key path of the node being composed, e.g. ``observations[0].file``."""
+        out = ""
+        for key in self.keys:
+            out = out if key is None else join(out, key)
+        return out
+
+    def refuse(self, mark: Any, message: str) -> NoReturn:
+        raise ConfigError([Problem(self.path(), message, mark.line + 1, mark.column + 1)],
+                          self.source)
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self.keys.append(_key_of(index))
+        event = self.peek_event()
+        if len(self.keys) > MAX_DEPTH:
+            self.refuse(event.start_mark, f"values nested more than {MAX_DEPTH} levels deep; "
+                                          "a configuration needs a few")
+        node = super().compose_node(parent, index)
+        if isinstance(event, yaml.AliasEvent):
+            self.count_alias(node, event)
+        else:
+            children = ([n for pair in node.value for n in pair]
+                        if isinstance(node, yaml.MappingNode)
+                        else node.value if isinstance(node, yaml.SequenceNode) else [])
+            self.sizes[id(node)] = 1 + sum(self.sizes[id(child)] for child in children)
+            mark = node.start_mark
+            self.paths.setdefault((mark.line, mark.column), self.path())
+        self.keys.pop()
+        return node
+
+    def count_alias(self, node: Any, event: Any) -> None:
+        size = self.sizes.get(id(node))
+        if size is None:  # the anchored value is still being composed
+            self.refuse(event.start_mark, f"alias *{event.anchor} is used inside the value "
+                                          f"&{event.anchor} names (a recursive alias); a "
+                                          "configuration cannot hold a value inside itself")
+        self.alias_values += size
+        if self.alias_values > MAX_ALIAS_VALUES:
+            self.refuse(event.start_mark, f"YAML aliases repeat more than {MAX_ALIAS_VALUES} "
+                                          f"values by this *{event.anchor} (an alias bomb?); "
+                                          "refused: write the values out or use fewer aliases")
+
+    def compose_mapping_node(self, anchor: Any) -> Any:
+        node = super().compose_mapping_node(anchor)
+        first: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == _MERGE:
+                continue
+            seen = first.setdefault(self.key_identity(key_node), key_node)
+            if seen is not key_node:
+                mark, before = key_node.start_mark, seen.start_mark
+                self.duplicates.append(Problem(
+                    join(self.path(), str(key_node.value)),
+                    f"duplicate key {key_node.value!r}: first given at line {before.line + 1}, "
+                    f"column {before.column + 1}; a mapping holds each key once (YAML would "
+                    "silently keep the later value): remove one", mark.line + 1,
+                    mark.column + 1))
+        return node
+
+    def key_identity(self, key_node: Any) -> Any:
+        """The key as a dict would hold it (``1`` and ``1.0`` are one key), else its text."""
+        try:
+            key = self.key_reader.construct_object(key_node)
+            hash(key)
+            return key
+        except Exception:  # an unreadable key is reported when the document is constructed
+            return (key_node.tag, key_node.value)
+
+    def construct_object(self, node: Any, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except (yaml.YAMLError, MemoryError):
+            raise
+        except Exception as err:  # e.g. 2020-02-30: a timestamp whose day does not exist
+            kind = node.tag.rpartition(":")[2] or node.tag
+            raise ConstructorError(None, None, f"cannot read {node.value!r} as a {kind}: "
+                                               f"{err}", node.start_mark) from err
+
+    def problem(self, err: yaml.YAMLError) -> Problem:
+        """``err`` as a Problem at its line, column and key path."""
+        mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+        if mark is None:
+            return Problem(self.path(), f"invalid YAML: {err}")
+        what = " ".join(str(p) for p in (getattr(err, "context", None),
+                                          getattr(err, "problem", None)) if p) or str(err)
+        where = self.paths.get((mark.line, mark.column), self.path())
+        return Problem(where, f"invalid YAML: {what}", mark.line + 1, mark.column + 1)
+
+
+def _read_text(path: Path) -> str:
+    """The text of ``path``, which must be UTF-8."""
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except OSError as err:
         raise ConfigError([Problem("", f"cannot read the configuration file: {err}")],
                           path) from err
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        before = raw[:err.start]
+        line, column = before.count(b"\n") + 1, err.start - before.rfind(b"\n")
+        raise ConfigError([Problem("", f"not UTF-8 text: byte {raw[err.start]:#04x} at "
+                                       f"offset {err.start}; save the file as UTF-8",
+                                   line, column)], path) from err
+
+
+def _parse(path: Path) -> tuple[object, dict]:
+    """The YAML document of ``path`` and the positions of its values (key path -> (line,
+    column))."""
+    text = _read_text(path)
+    try:
+        loader = _Loader(text, path)
+    except yaml.reader.ReaderError as err:  # a control character, found before parsing
+        before = text[:err.position]
+        line, column = before.count("\n") + 1, err.position - before.rfind("\n")
+        raise ConfigError([Problem("", f"invalid YAML: character #x{err.character:04x} "
+                                       f"({err.reason}); delete it", line, column)],
+                          path) from err
+    try:
+        node = loader.get_single_node()
+        if loader.duplicates:
+            raise ConfigError(loader.duplicates, path)
+        data = None if node is None else loader.construct_document(node)
     except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        what = " ".join(str(p) for p in (getattr(err, "context", None),
-                                          getattr(err, "problem", None)) if p) or str(err)
-        line, column = (mark.line + 1, mark.column + 1) if mark else (None, None)
-        raise ConfigError([Problem("", f"invalid YAML: {what}", line, column)], path) from err
+        raise ConfigError([loader.problem(err)], path) from err
+    finally:
+        loader.dispose()
     return data, ({} if node is None else yaml_marks(node))
 
 
@@ -63,8 +223,9 @@ def load_config(path: str | os.PathLike, *, check_files: bool = True) -> RunConf
                                        f"{path.resolve()})")], path)
     data, marks = _parse(path)
     if not isinstance(data, dict):
-        raise ConfigError([Problem("", f"expected a mapping of settings at the top level, got "
-                                       f"{type(data).__name__}")], path)
+        what = "the file is empty" if data is None else f"got {type(data).__name__}"
+        raise ConfigError([Problem("", f"expected a mapping of settings at the top level; "
+                                       f"{what}", *marks.get("", (1, 1)))], path)
     ctx = Context(path.resolve().parent, marks, check_files)
     cfg = read_section(RunConfig, data, ctx, "")
     if ctx.problems:
@@ -103,6 +264,23 @@ def validate_config(path: str | os.PathLike) -> list[Problem]:
         cfg = load_config(path)
     except ConfigError as err:
         return err.problems
+    problems = _input_problems(cfg)
+    if not problems:
+        return problems
+    _, marks = _parse(Path(path))  # the builders' problems name a key: add its line
+    return [_located(problem, marks) for problem in problems]
+
+
+def _located(problem: Problem, marks: dict) -> Problem:
+    """``problem`` with the line and column of its key, unless it has them."""
+    if problem.line is not None:
+        return problem
+    line, column = position(marks, problem.path)
+    return problem._replace(line=line, column=column)
+
+
+def _input_problems(cfg: RunConfig) -> list[Problem]:
+    """What :func:`validate_config` finds beyond :func:`load_config` (without lines)."""
     problems: list[Problem] = []
 
     def attempt(where: str, step):  # run a builder, collecting what it raises

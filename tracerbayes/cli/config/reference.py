@@ -67,7 +67,8 @@ def _method_name(value: object) -> str:
 
 
 def _section(cls: type) -> str:
-    lines = [f"## `{cls.section}`", "", (cls.__doc__ or "").strip().splitlines()[0], "",
+    summary = " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())  # 1st paragraph
+    lines = [f"## `{cls.section}`", "", summary, "",
              "| key | value | default | meaning |", "|---|---|---|---|"]
     for f in dataclasses.fields(cls):
         if "kind" not in f.metadata:

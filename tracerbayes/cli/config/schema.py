@@ -12,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import difflib
+import math
+import re
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -19,7 +21,7 @@ import numpy as np
 
 from tracerbayes.cli.config.units import KINDS, UnitError, parse_quantity
 
-__all__ = ["ConfigError", "Problem", "Context", "setting", "read_section", "INVALID"]
+__all__ = ["ConfigError", "Problem", "Context", "setting", "read_section", "position", "INVALID"]
 
 #: Marks a value that could not be read (a problem was recorded instead).
 INVALID = type("Invalid", (), {"__repr__": lambda self: "INVALID"})()
@@ -63,17 +65,23 @@ class Context:
 
     def error(self, path: str, message: str) -> Any:
         """Record a problem at ``path`` and return :data:`INVALID`."""
-        key = path
-        while key and key not in self.marks:  # the nearest enclosing key with a position
-            key = key.rpartition(".")[0] if "." in key else ""
-        line, column = self.marks.get(key, (None, None))
-        self.problems.append(Problem(path, message, line, column))
+        self.problems.append(Problem(path, message, *position(self.marks, path)))
         return INVALID
 
     def resolve(self, text: str) -> Path:
         """``text`` as a path; relative paths resolve against the config file's folder."""
         path = Path(text).expanduser()
         return path if path.is_absolute() else (self.base_dir / path).resolve()
+
+
+def position(marks: dict[str, tuple[int, int]], path: str) -> tuple[int | None, int | None]:
+    """(line, column) of ``path`` in ``marks`` (:func:`yaml_marks`), or of the nearest
+    enclosing key with a position (e.g. the section of a missing key); (None, None) if none."""
+    key = path
+    while key and key not in marks:  # drop the last ".name" or "[index]"
+        shorter = re.sub(r"(\.[^.\[]*|\[\d+\])$", "", key)
+        key = shorter if shorter != key else ""
+    return marks.get(key, (None, None))
 
 
 def setting(kind: Any, doc: str, default: Any = _REQUIRED) -> Any:
@@ -124,6 +132,14 @@ def _range_doc(low: float | None, high: float | None, open_low: bool) -> str:
     return " and ".join(parts)
 
 
+def _float(value: int | float) -> float:
+    """``value`` as a float; an int too large for one becomes +-inf (refused as not finite)."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
+
+
 class Float:
     def __init__(self, low: float | None = None, high: float | None = None,
                  open_low: bool = False):
@@ -134,7 +150,7 @@ class Float:
     def read(self, value: Any, ctx: Context, path: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, int | float):
             return ctx.error(path, f"expected {self.doc}, got {_got(value)}")
-        return _check_range(float(value), self.low, self.high, self.open_low, ctx, path,
+        return _check_range(_float(value), self.low, self.high, self.open_low, ctx, path,
                             self.doc)
 
 
@@ -149,6 +165,8 @@ class Quantity:
         self.doc = f"{KINDS[kind][0][2:].lstrip()} in {unit}" + (f", {bounds}" if bounds else "")
 
     def read(self, value: Any, ctx: Context, path: str) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = _float(value)
         try:
             number = parse_quantity(value, self.kind, self.unit)
         except UnitError as err:
@@ -187,20 +205,27 @@ def suggest(word: str, options: Any) -> str:
 
 class Time:
     doc = "a date or date-time (ISO 8601, UTC), e.g. 2012-08-01 or 2012-08-01T12:00"
+    #: The years datetime64[ns] holds (converting a time outside them wraps around silently).
+    years = (1678, 2261)
 
     def read(self, value: Any, ctx: Context, path: str) -> Any:
-        if isinstance(value, datetime.datetime):
-            if value.tzinfo is not None:
-                value = value.astimezone(datetime.UTC).replace(tzinfo=None)
-            return np.datetime64(value, "ns")
-        if isinstance(value, datetime.date):
-            return np.datetime64(value, "ns")
-        if isinstance(value, str):
+        time = None
+        if isinstance(value, datetime.datetime) and value.tzinfo is not None:
+            value = value.astimezone(datetime.UTC).replace(tzinfo=None)
+        if isinstance(value, datetime.date):  # a datetime is a date too
+            time = np.datetime64(value)
+        elif isinstance(value, str):
             try:
-                return np.datetime64(value.strip().rstrip("Z"), "ns")
+                time = np.datetime64(value.strip().rstrip("Z"))
             except ValueError:
                 pass
-        return ctx.error(path, f"expected {self.doc}, got {_got(value)}")
+        if time is None or np.isnat(time):
+            return ctx.error(path, f"expected {self.doc}, got {_got(value)}")
+        year = int(time.astype("datetime64[Y]").astype(np.int64)) + 1970
+        if not self.years[0] <= year <= self.years[1]:
+            return ctx.error(path, f"{value} is outside the years {self.years[0]} to "
+                                   f"{self.years[1]} that analysis times (datetime64[ns]) hold")
+        return time.astype("datetime64[ns]")
 
 
 class File:
@@ -211,7 +236,7 @@ class File:
         self.doc = "a file path" + (f" ({', '.join(suffixes)})" if suffixes else "")
 
     def read(self, value: Any, ctx: Context, path: str) -> Any:
-        if not isinstance(value, str) or not value.strip():
+        if not isinstance(value, str) or not value.strip() or "\0" in value:
             return ctx.error(path, f"expected {self.doc}, got {_got(value)}")
         resolved = ctx.resolve(value)
         if self.suffixes and resolved.suffix.lower() not in self.suffixes:
@@ -227,7 +252,7 @@ class Folder:
     doc = "a folder path (created when needed)"
 
     def read(self, value: Any, ctx: Context, path: str) -> Any:
-        if not isinstance(value, str) or not value.strip():
+        if not isinstance(value, str) or not value.strip() or "\0" in value:
             return ctx.error(path, f"expected {self.doc}, got {_got(value)}")
         return ctx.resolve(value)
 
@@ -302,7 +327,7 @@ class Tagged:
         if name is INVALID:
             return ctx.error(path, f"missing required key {self.tag!r}: one of "
                                    f"{list(self.classes)}")
-        if name not in self.classes:
+        if not isinstance(name, str) or name not in self.classes:
             return ctx.error(join(path, self.tag), f"{name!r} is not one of "
                              f"{list(self.classes)}{suggest(name, self.classes)}")
         rest = {k: v for k, v in value.items() if k != self.tag}

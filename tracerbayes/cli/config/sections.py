@@ -105,7 +105,7 @@ class SmoothnessKind:
 
     def read(self, value: Any, ctx: Context, path: str) -> Any:
         key = value.strip() if isinstance(value, str) else value
-        if isinstance(key, bool) or key not in self._NAMES:
+        if isinstance(key, bool) or not isinstance(key, str | float) or key not in self._NAMES:
             return ctx.error(path, f"expected {self.doc}, got {value!r}")
         return self._NAMES[key]
 
@@ -214,7 +214,7 @@ class GridConfig:
         for name, extent, step in zip(names, xy if self.cartesian else lonlat,
                                       self.resolution, strict=True):
             n = (extent[1] - extent[0]) / step
-            if not np.isclose(n, round(n), rtol=0, atol=1e-6):
+            if not np.isfinite(n) or not np.isclose(n, round(n), rtol=0, atol=1e-6):
                 span = f"[{extent[0]:g}, {extent[1]:g}]"
                 problems.append(("resolution", f"the {name} extent {span} is "
                                  f"not a whole number of cells of {step:g} ({n:g}); adjust "
@@ -384,6 +384,11 @@ class ObservationSource:
                                   None)
     drop_invalid: bool = setting(Bool(), "drop unusable rows with a warning instead of failing",
                                  False)
+    duplicates: str = setting(Str(("error", "average", "keep")),
+                              "rows repeating others exactly (same time, position, value and "
+                              "platform): refuse them; average all rows at the same time, "
+                              "position and platform into one (error sqrt(mean(error^2)/k) for "
+                              "k rows); or keep them as independent observations", "error")
 
     def check(self) -> list[tuple[str, str]]:
         if self.error is not None and self.columns.error is not None:
