@@ -1,4 +1,5 @@
-"""Grids: the masked structured grid and its metrics (core), the Neumann spectral basis (basis)."""
+"""Grids: the masked structured grid and its metrics (core), the Neumann spectral basis (basis),
+fields from files brought onto a grid (regrid)."""
 
 from tracerbayes.grid.core import (
     EARTH_RADIUS,
@@ -7,6 +8,7 @@ from tracerbayes.grid.core import (
     Grid,
     GridError,
 )
+from tracerbayes.grid.regrid import MissingValues, Regrid, RegridWarning, regrid_mask
 
 __all__ = [
     "CoordinateSystem",
@@ -14,4 +16,8 @@ __all__ = [
     "FaceSet",
     "Grid",
     "GridError",
+    "MissingValues",
+    "Regrid",
+    "RegridWarning",
+    "regrid_mask",
 ]

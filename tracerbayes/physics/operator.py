@@ -36,6 +36,7 @@ Everything is written in JAX and differentiable with respect to velocity and dif
 from __future__ import annotations
 
 import math
+import warnings
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -46,6 +47,14 @@ import scipy.special
 import xarray as xr
 
 from tracerbayes.grid.core import Grid
+from tracerbayes.grid.regrid import (
+    MissingValues,
+    Regrid,
+    RegridWarning,
+    check_missing,
+    fields_on_grid,
+    on_grid,
+)
 
 __all__ = [
     "FaceVelocity",
@@ -181,12 +190,26 @@ def taper_streamfunction(grid: Grid, psi: Any, cells: float = 4.0) -> np.ndarray
 
 
 def velocity_from_xarray(
-    grid: Grid, ds: xr.Dataset, u: str = "u", v: str = "v"
+    grid: Grid, ds: xr.Dataset, u: str = "u", v: str = "v", *,
+    regrid: Regrid | None = Regrid.LINEAR, missing: MissingValues = MissingValues.ERROR,
 ) -> tuple[FaceVelocity, np.ndarray | None]:
     """Face velocities from an xarray Dataset of cell-centre ``u, v`` (m/s).
 
-    The Dataset's horizontal coordinates (lon/lat or x/y) are interpolated linearly to the
-    grid's centres when they differ. A ``time`` dimension is kept as the leading axis.
+    A ``time`` dimension is kept as the leading axis. The Dataset's horizontal coordinates
+    (lon/lat or x/y, in the grid's units) must cover every wet cell's centre; on the grid's
+    own centres the values are taken as they are, on another grid they are regridded by
+    ``regrid`` (:mod:`tracerbayes.grid.regrid`, rules 1-2) with a
+    :class:`~tracerbayes.grid.regrid.RegridWarning` saying so.
+
+    Parameters
+    ----------
+    regrid : Regrid or None
+        ``LINEAR`` (bilinear, the default here) or ``NEAREST``; None refuses a Dataset on
+        another grid (the configuration's default, ``velocity.regrid: none``).
+    missing : MissingValues
+        What to do with wet cells whose ``u`` or ``v`` is NaN or missing (after any
+        regridding): refuse them (default), or fill them with zero or the nearest value
+        given, with a RegridWarning.
 
     Returns
     -------
@@ -194,6 +217,13 @@ def velocity_from_xarray(
         Shape (ny, nx) or (ntime, ny, nx).
     times : ndarray or None
         The Dataset's times, if it has a ``time`` dimension.
+
+    Raises
+    ------
+    ValueError
+        Coordinates or variables missing; the Dataset not covering the wet cells (naming the
+        uncovered extent, and saying when its coordinates look like kilometres or radians);
+        on another grid with ``regrid=None``; sea cells without a value (how many, where).
     """
     ydim, xdim = grid.dims
     names = {xdim: [xdim, "longitude" if xdim == "lon" else xdim],
@@ -209,16 +239,25 @@ def velocity_from_xarray(
         if name not in ds:
             raise ValueError(f"velocity dataset has no variable {name!r}; it has "
                              f"{sorted(map(str, ds.data_vars))}")
-    ds = ds.rename({k: val for k, val in rename.items() if k != val})
-    same = (ds.sizes.get(xdim) == grid.shape[1] and ds.sizes.get(ydim) == grid.shape[0]
-            and np.allclose(ds[xdim].values, grid.x) and np.allclose(ds[ydim].values, grid.y))
-    if not same:
-        ds = ds.interp({xdim: grid.x, ydim: grid.y})
+    ds = ds.rename({k: val for k, val in rename.items() if k != val}).sortby([ydim, xdim])
     lead = ["time"] if "time" in ds[u].dims else []
-    uu = ds[u].transpose(*lead, ydim, xdim).values
-    vv = ds[v].transpose(*lead, ydim, xdim).values
+    fields = {name: ds[name].transpose(*lead, ydim, xdim).values for name in (u, v)}
+    x, y = ds[xdim].values, ds[ydim].values
+    moved = not on_grid(grid, x, y)
+    if moved:
+        fields = fields_on_grid(
+            grid, fields, x, y, regrid, ". Give velocities over the whole model domain, or "
+            "shrink the grid (or mask those cells as land)", "velocity.regrid: linear (or "
+            "nearest) in a config, regrid=Regrid.LINEAR in Python")
+    fields, report = check_missing(
+        grid, fields, missing, "velocity.missing: nearest (the nearest value given) or zero "
+        "(still water) in a config; missing=MissingValues.NEAREST or ZERO in Python"
+        + ("; after the regridding, a NaN in the file (on its land) reaches the model's sea "
+           "cells next to it" if moved else ""))
+    if report:
+        warnings.warn(f"velocity {u!r}, {v!r}: {report}", RegridWarning, stacklevel=2)
     times = ds["time"].values if lead else None
-    return velocity_from_centres(grid, uu, vv), times
+    return velocity_from_centres(grid, fields[u], fields[v]), times
 
 
 def divergence(grid: Grid, velocity: FaceVelocity) -> jax.Array:

@@ -7,6 +7,7 @@ key path of the setting to fix.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -30,6 +31,7 @@ from tracerbayes.exact.model import (
     Priors,
     StreamfunctionVelocity,
 )
+from tracerbayes.grid import regrid
 from tracerbayes.grid.core import Grid, GridError
 from tracerbayes.observations.core import ObservationError, Observations
 from tracerbayes.twin import simulate
@@ -63,24 +65,54 @@ def _open_variable(cfg: RunConfig, file: Any, variable: str, path: str) -> Any:
 def _mask_from_file(cfg: RunConfig, spec: MaskFile, grid: Grid) -> np.ndarray:
     """The mask variable on the grid's cells: non-zero and finite on water.
 
-    A variable with the grid's shape is taken as is; one with lon/lat (x/y) coordinates is
-    sampled at the grid's centres by nearest neighbour (outside its extent: land).
+    A variable with the grid's shape and no coordinates, or with the grid's centres as its
+    lon/lat (x/y) coordinates, is taken as is. One on another grid is regridded only if
+    ``grid.mask.regrid`` asks (:func:`tracerbayes.grid.regrid.regrid_mask`, with a
+    :class:`~tracerbayes.grid.regrid.RegridWarning` reporting what changed), else refused.
     """
     da = _open_variable(cfg, spec.file, spec.variable, "grid.mask.variable")
     ydim, xdim = grid.dims
     alias = {"lon": ("lon", "longitude"), "lat": ("lat", "latitude"), "x": ("x",), "y": ("y",)}
     xname = next((n for n in alias[xdim] if n in da.coords), None)
     yname = next((n for n in alias[ydim] if n in da.coords), None)
-    if xname and yname:
-        da = da.sortby([yname, xname]).interp({xname: grid.x, yname: grid.y}, method="nearest")
-        values = da.transpose(yname, xname).values
-    else:
+    if not (xname and yname):
         values = np.asarray(da.values)
-    if values.shape != grid.shape:
+        if values.shape != grid.shape:
+            raise _fail(cfg, "grid.mask.variable",
+                        f"{spec.variable!r} has shape {values.shape} and no {xdim}/{ydim} "
+                        f"coordinates; the grid is (ny, nx) = {grid.shape}")
+        return _wet(values)
+    da = da.sortby([yname, xname]).transpose(yname, xname, ...)
+    if da.ndim != 2:
         raise _fail(cfg, "grid.mask.variable",
-                    f"{spec.variable!r} has shape {values.shape} and no {xdim}/{ydim} "
-                    f"coordinates; the grid is (ny, nx) = {grid.shape}")
-    values = values.astype(float)
+                    f"{spec.variable!r} has dimensions {da.dims}; a mask has only {ydim}, {xdim}")
+    x, y = da[xname].values, da[yname].values
+    wet = _wet(da.values)
+    if regrid.on_grid(grid, x, y):
+        return wet
+    try:
+        regrid.check_coverage(grid, x, y, np.ones(grid.shape, dtype=bool), "model",
+                              ". Give a mask that covers the grid, or shrink the grid to it")
+        if spec.regrid == "none":
+            edges = regrid.file_edges(x, y)
+            raise GridError(
+                f"{spec.variable!r} is on another grid than the model: "
+                f"{regrid.describe_axes(grid, *edges)}, the model "
+                f"{regrid.describe_axes(grid, grid.x_edges, grid.y_edges)}. Write it on the "
+                "model's cells, or ask for a regridding: grid.mask.regrid: nearest (each "
+                "cell takes the file's cell containing its centre) or fraction (wet where at "
+                "least grid.mask.threshold, default 0.5, of the cell's area is wet)")
+        wet, report = regrid.regrid_mask(wet, x, y, grid, regrid.Regrid(spec.regrid),
+                                         spec.threshold)
+    except GridError as err:
+        raise _fail(cfg, "grid.mask", f"{spec.file}: {err}") from err
+    warnings.warn(f"{spec.file}: {report}", regrid.RegridWarning, stacklevel=3)
+    return wet
+
+
+def _wet(values: Any) -> np.ndarray:
+    """Water where a mask's values are finite and non-zero."""
+    values = np.asarray(values).astype(float)
     return np.isfinite(values) & (values != 0)
 
 
@@ -192,8 +224,10 @@ def _given_velocity(cfg: RunConfig, v: GivenVelocityConfig, grid: Grid) -> Any:
     u_field = _open_variable(cfg, v.file, v.u, "velocity.u")
     v_field = _open_variable(cfg, v.file, v.v, "velocity.v")
     try:
-        face, times = physics.velocity_from_xarray(grid, xr.Dataset({v.u: u_field,
-                                                                     v.v: v_field}), v.u, v.v)
+        face, times = physics.velocity_from_xarray(
+            grid, xr.Dataset({v.u: u_field, v.v: v_field}), v.u, v.v,
+            regrid=None if v.regrid == "none" else regrid.Regrid(v.regrid),
+            missing=regrid.MissingValues(v.missing))
     except ValueError as err:
         raise _fail(cfg, "velocity.file", f"{v.file}: {err}") from err
     prior = None if v.scale_prior is None else to_distribution(v.scale_prior)

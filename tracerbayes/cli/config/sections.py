@@ -131,7 +131,7 @@ class Resolution:
 
 class Mask:
     doc = ("'auto' (GLOBE land mask, lon/lat grids), 'none' (all water), or "
-           "`{file, variable}` (non-zero or finite on water)")
+           "`{file, variable, regrid, threshold}` (non-zero or finite on water)")
 
     def read(self, value: Any, ctx: Context, path: str) -> Any:
         if value is None or value == "none":
@@ -175,11 +175,19 @@ class TracerConfig:
 
 @_frozen
 class MaskFile:
-    """A land/sea mask read from a NetCDF file, on the grid's cells or interpolated."""
+    """A land/sea mask read from a NetCDF file, on the grid's cells or regridded as asked."""
 
     section: ClassVar[str] = "grid.mask"
     file: Path = setting(File((".nc", ".nc4", ".cdf")), "NetCDF file holding the mask")
     variable: str = setting(Str(), "mask variable: non-zero (or finite) on water", "mask")
+    regrid: str = setting(Str(("none", "nearest", "fraction")),
+                          "a mask on another grid than the model's (its x/y or lon/lat "
+                          "coordinates differ): none refuses it; nearest: each cell takes the "
+                          "file's cell containing its centre; fraction: wet where at least "
+                          "`threshold` of the cell's area is wet in the file. The file must "
+                          "cover every cell; what changed is reported", "none")
+    threshold: float = setting(Float(low=0.0, high=1.0, open_low=True),
+                               "regrid: fraction: the least wet fraction of a wet cell", 0.5)
 
 
 @_frozen
@@ -419,6 +427,15 @@ class GivenVelocityConfig:
     time_mean: bool = setting(Bool(), "average a time-varying field over time (default: "
                               "each analysis interval moves with the field interpolated to "
                               "its midpoint)", False)
+    regrid: str = setting(Str(("none", "linear", "nearest")),
+                          "u, v on another grid than the model's (their x/y or lon/lat "
+                          "differ from the cell centres): none refuses them; linear "
+                          "(bilinear) or nearest interpolates them to the centres, with a "
+                          "warning. Either way the file must cover every wet cell", "none")
+    missing: str = setting(Str(("error", "nearest", "zero")),
+                           "sea cells where u or v is NaN or missing: refuse them; fill with "
+                           "the nearest value given; or zero (still water), with a warning",
+                           "error")
 
 
 @_frozen
