@@ -111,6 +111,10 @@ def test_representation_variance_is_the_dense_prior_minus_the_retained_modes(
     # and it is added to the reported errors' variance, scaled by error_scale
     total = np.asarray(model.observation_variances(params, data))
     np.testing.assert_allclose(total[valid], (1.3 * 0.1) ** 2 + expected[valid], rtol=1e-10)
+    # a representation_scale multiplies it (the data may find the tail lighter)
+    scaled = np.asarray(model.representation_variances({**params, "representation_scale": 0.3},
+                                                       data))
+    np.testing.assert_allclose(scaled[valid], 0.3 * expected[valid], rtol=1e-10)
 
 
 def test_nonconserved_tail_damps_and_adds_the_mean_state_spectrum():
@@ -136,6 +140,15 @@ def test_complete_basis_or_switched_off_has_no_representation_error():
     assert data.tail is None
     np.testing.assert_allclose(np.asarray(off.observation_variances(PARAMS, data)),
                                (1.3 * np.asarray(data.errors)) ** 2, rtol=1e-15)
+    import numpyro
+
+    def sampled(m):
+        return numpyro.handlers.trace(numpyro.handlers.seed(m.sample_parameters, 0)).get_trace()
+
+    assert "representation_scale" not in sampled(off)
+    assert "representation_scale" not in sampled(complete)
+    with_tail = AdvectionDiffusionModel(grid, ConstantVelocity(0.1), Priors(), n_modes=20)
+    assert "representation_scale" in sampled(with_tail)
 
 
 def test_auto_modes_follow_the_prior_lengthscale_and_the_budget():

@@ -71,6 +71,8 @@ def _parameter_priors(model: Any) -> dict[str, Any]:
         priors["source_sd"] = model.source_prior()
     if not getattr(model, "conserved", True):
         priors["damping_days"] = model.damping_prior()
+    if getattr(model, "has_representation_error", False):
+        priors["representation_scale"] = pri.representation_scale
     if getattr(model, "n_mean", 0):
         priors["mean_state_sd"] = model.mean_state_prior()
         priors["mean_state_lengthscale_km"] = pri.mean_state_lengthscale_km

@@ -229,6 +229,11 @@ class Priors:
         (tracer units). ``None``: HalfNormal(:data:`DEFAULT_MEAN_STATE_SD` ``data_sd``).
     mean_state_lengthscale_km : Distribution
         ``conserved=False`` only: Matérn lengthscale of the mean-state field, km.
+    representation_scale : Distribution
+        Multiplier of the representation error (the prior variance of the modes beyond
+        ``n_modes``; models with one only). Default LogNormal(0, 1): the prior's spectral
+        tail is trusted at the median, but the data may say the field is smoother (or
+        rougher) at the scales the basis leaves out, without bending the other parameters.
     data_sd : float
         The spread of the data that the defaults are relative to (set by
         :meth:`for_observations`; 1 otherwise).
@@ -248,6 +253,7 @@ class Priors:
     damping_days: Any = None
     mean_state_sd: Any = None
     mean_state_lengthscale_km: Any = dist.LogNormal(np.log(400.0), 0.5)
+    representation_scale: Any = dist.LogNormal(0.0, 1.0)
     data_sd: float = 1.0
 
     @classmethod
@@ -409,6 +415,12 @@ class AdvectionDiffusionModel:
                                        representation_error=self.representation_error)
 
     @property
+    def has_representation_error(self) -> bool:
+        """Whether observations carry a representation error (switched on and modes left
+        out)."""
+        return self.representation_error and self.n_modes < self.grid.n_wet
+
+    @property
     def state_size(self) -> int:
         """Length of the state: the ``n_modes`` tracer coefficients, then the ``n_mean``
         mean-state coefficients."""
@@ -459,7 +471,7 @@ class AdvectionDiffusionModel:
         else:
             seconds = times.astype(float)
         tail = None
-        if self.representation_error and self.n_modes < self.grid.n_wet:
+        if self.has_representation_error:
             quad = truncation.tail_quadrature(self.grid, self.basis, padded.indices,
                                               padded.weights)
             tail = truncation.TailQuadrature(jnp.asarray(quad.nodes), jnp.asarray(quad.weights))
@@ -688,6 +700,9 @@ class AdvectionDiffusionModel:
             params["source_sd"] = numpyro.sample("source_sd", self.source_prior())
         if not self.conserved:
             params["damping_days"] = numpyro.sample("damping_days", self.damping_prior())
+        if self.has_representation_error:
+            params["representation_scale"] = numpyro.sample("representation_scale",
+                                                            pri.representation_scale)
         if self.n_mean:
             params["mean_state_sd"] = numpyro.sample("mean_state_sd", self.mean_state_prior())
             params["mean_state_lengthscale_km"] = numpyro.sample(
@@ -718,12 +733,13 @@ class AdvectionDiffusionModel:
     def representation_variances(self, params: dict[str, Any], data: ModelData) -> Any:
         """(T, m) prior variance of the left-out modes at each observation (zeros without
         ``data.tail``): ``sum_j w_j f(theta_j, t_k)`` with :meth:`tail_spectrum` at each
-        analysis time."""
+        analysis time, times ``representation_scale``."""
         if data.tail is None:
             return jnp.zeros_like(data.errors)
         t = jnp.concatenate([jnp.zeros(1), jnp.cumsum(jnp.asarray(data.dts))])
-        return truncation.tail_variance(
+        tail = truncation.tail_variance(
             data.tail, lambda lam: self.tail_spectrum(params, lam, t[:, None, None]))
+        return params.get("representation_scale", 1.0) * tail
 
     def tail_spectrum(self, params: dict[str, Any], lam: Any, t: Any) -> Any:
         """Prior variance of a left-out mode of eigenvalue ``lam`` (1/m^2) at ``t`` s after
