@@ -198,7 +198,8 @@ PRIOR_FIELDS = {"diffusivity": "diffusivity", "noise_sd": "noise_sd",
                 "initial_lengthscale": "initial_lengthscale_km", "error_scale": "error_scale",
                 "source_sd": "source_sd", "damping": "damping_days",
                 "mean_state_sd": "mean_state_sd",
-                "mean_state_lengthscale": "mean_state_lengthscale_km"}
+                "mean_state_lengthscale": "mean_state_lengthscale_km",
+                "representation_scale": "representation_scale"}
 
 
 def build_priors(cfg: RunConfig, obs: Observations | None = None,

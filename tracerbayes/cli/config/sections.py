@@ -489,6 +489,10 @@ class PriorsConfig:
         Optional(Prior("length", "km")),
         "lengthscale of the mean-state field, km (tracer.conserved: false; default lognormal, "
         "median max(400 km, 8/3 x the grid's scale), sigma 0.5)", None)
+    representation_scale: PriorSpec | None = setting(
+        Optional(Prior(None, "1")),
+        "multiplier of the representation error (the variance of the modes left out; "
+        "default lognormal, median 1, sigma 1)", None)
     mean_sd: float | None = setting(Optional(Float(low=0.0, open_low=True)),
                                     "prior sd of the mean level, tracer units", None)
     smoothness: Smoothness = setting(SmoothnessKind(), "Matérn smoothness of both fields",
