@@ -327,3 +327,17 @@ def test_streamfunction_basis_velocity_is_divergence_free(name, rng):
     rate = (np.abs(east) * grid.east_face_length + np.abs(north) * grid.north_face_length)
     scale = np.max(rate / grid.cell_area)
     assert np.max(np.abs(div[grid.mask])) < MASS_RTOL * scale
+
+
+def test_basis_cache_is_bounded_and_reused():
+    from tracerbayes.grid import basis as basis_module
+
+    grids = [Grid.cartesian(x=(0.0, n * 1e3), y=(0.0, 5e3), resolution=1e3)
+             for n in range(6, 6 + basis_module.CACHE_SIZE + 4)]
+    first = basis_module.spectral_basis(grids[-1], 3)
+    oldest = basis_module.spectral_basis(grids[0], 3)
+    for g in grids[1:-1]:
+        basis_module.spectral_basis(g, 3)
+        assert basis_module.spectral_basis(grids[-1], 3) is first  # in use: kept
+    assert len(basis_module._CACHE) <= basis_module.CACHE_SIZE
+    assert basis_module.spectral_basis(grids[0], 3) is not oldest  # least recently used: gone

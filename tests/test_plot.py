@@ -147,3 +147,23 @@ def test_diagnostics_plots_and_summary_table(tmp_path, rng):
     table = pd.read_csv(paths[-1], index_col=0)
     np.testing.assert_allclose(table.loc["diffusivity", "mean"], draws.mean(), rtol=1e-12)
     np.testing.assert_allclose(table.loc["diffusivity", "sd"], draws.std(ddof=1), rtol=1e-12)
+
+
+def test_drawing_coastlines_leaves_cartopy_config_alone(tmp_path):
+    import cartopy
+
+    from tracerbayes import plot
+
+    if plot._gshhs_directory() is None:
+        pytest.skip("no GSHHS coastline on disk")
+    before = dict(cartopy.config)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure()
+    ax = plot._new_axes(fig, 1, 1, 1, lonlat=True)
+    assert len(ax.get_children()) > 0
+    plt.close(fig)
+    assert dict(cartopy.config) == before

@@ -27,6 +27,8 @@ __all__ = ["LAND_COLOR", "cycle_diagnostics", "diagnostics", "map_figure", "maps
 LAND_COLOR = "#c9b99a"
 #: Where Debian's python-cartopy-data puts Natural Earth and GSHHS shapefiles.
 SYSTEM_CARTOPY_DATA = Path("/usr/share/cartopy/data")
+#: The coarse GSHHS coastline (level 1: land/ocean), relative to a cartopy data directory.
+GSHHS_COARSE = Path("shapefiles", "gshhs", "c", "GSHHS_c_L1.shp")
 _FORMATS = ("png", "pdf", "svg")
 _MARKERS = ("o", "^", "s", "D", "v", "P", "X", "*")
 # (words in the tracer's names, cmocean map, matplotlib fallback)
@@ -88,7 +90,7 @@ def _gshhs_directory() -> Path | None:
     """A directory holding cartopy's coarse GSHHS coastline, if one is on disk."""
     import cartopy
 
-    rel = Path("shapefiles", "gshhs", "c", "GSHHS_c_L1.shp")
+    rel = GSHHS_COARSE
     for base in (cartopy.config.get("pre_existing_data_dir"), cartopy.config.get("data_dir"),
                  SYSTEM_CARTOPY_DATA):
         if base and str(base) not in ("", ".") and (Path(base) / rel).is_file():
@@ -109,13 +111,13 @@ def _new_axes(fig: Any, rows: int, cols: int, index: int, lonlat: bool) -> Any:
     gl = ax.gridlines(draw_labels=True, linewidth=0.3, color="0.5", alpha=0.5)
     gl.top_labels = gl.right_labels = False
     data_dir = _gshhs_directory()
-    if data_dir is not None:
-        import cartopy
+    if data_dir is not None:  # read the shapefile where it is: cartopy's config is not ours
         import cartopy.feature as cfeature
+        import cartopy.io.shapereader as shpreader
 
-        cartopy.config["pre_existing_data_dir"] = data_dir
-        ax.add_feature(cfeature.GSHHSFeature(scale="c", levels=[1]), facecolor="none",
-                       edgecolor="0.2", linewidth=0.6)
+        reader = shpreader.Reader(str(data_dir / GSHHS_COARSE))
+        ax.add_feature(cfeature.ShapelyFeature(list(reader.geometries()), ccrs.PlateCarree()),
+                       facecolor="none", edgecolor="0.2", linewidth=0.6)
     return ax
 
 

@@ -22,12 +22,14 @@ In coefficients ``z = Phi^T A c`` (and ``c ~ Phi z``):
   ``b`` with total area ``|b|``, ``phi = 1_b / sqrt(|b|)`` has ``lambda = 0`` and
   ``sum(a c) = sum_b sqrt(|b|) z_b``. All other modes have zero total.
 
-The basis is computed once per grid and mask and cached.
+The basis is computed once per grid and mask and cached (the :data:`CACHE_SIZE` most recently
+used).
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 from typing import NamedTuple
 
 import numpy as np
@@ -111,7 +113,9 @@ def connected_basins(grid: Grid) -> tuple[int, np.ndarray]:
     return csgraph.connected_components(stiff, directed=False)
 
 
-_CACHE: dict[tuple, SpectralBasis] = {}
+#: Bases kept (least recently used dropped first): a 10^5-cell basis of 400 modes is 320 MB.
+CACHE_SIZE = 8
+_CACHE: OrderedDict[tuple, SpectralBasis] = OrderedDict()
 
 
 def _grid_key(grid: Grid, k: int) -> tuple:
@@ -133,6 +137,7 @@ def spectral_basis(grid: Grid, k: int | None = None) -> SpectralBasis:
         raise ValueError(f"k must be between 1 and the number of wet cells ({n}), got {k}")
     key = _grid_key(grid, k)
     if key in _CACHE:
+        _CACHE.move_to_end(key)
         return _CACHE[key]
     stiff = diffusion_stiffness(grid)
     area = grid.wet_area
@@ -163,4 +168,6 @@ def spectral_basis(grid: Grid, k: int | None = None) -> SpectralBasis:
     vectors[:, m:] = rest / np.sqrt(np.einsum("ik,i,ik->k", rest, area, rest))
     basis = SpectralBasis(vectors, evals, area, int(n_basins))
     _CACHE[key] = basis
+    while len(_CACHE) > CACHE_SIZE:
+        _CACHE.popitem(last=False)
     return basis
