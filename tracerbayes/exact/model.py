@@ -231,9 +231,11 @@ class Priors:
         ``conserved=False`` only: Matérn lengthscale of the mean-state field, km.
     representation_scale : Distribution
         Multiplier of the representation error (the prior variance of the modes beyond
-        ``n_modes``; models with one only). Default LogNormal(0, 1): the prior's spectral
-        tail is trusted at the median, but the data may say the field is smoother (or
-        rougher) at the scales the basis leaves out, without bending the other parameters.
+        ``n_modes``; models with one only). Default LogNormal(0, 2) (0.02 to 55 at +-2 sd):
+        the prior's spectral tail is trusted at the median, but the data may say the field is
+        much smoother (or rougher) at the scales the basis leaves out, without bending the
+        other parameters (on the independent twin, whose truth is Gaussian-smoothed, the
+        mode is 0.03).
     data_sd : float
         The spread of the data that the defaults are relative to (set by
         :meth:`for_observations`; 1 otherwise).
@@ -253,7 +255,7 @@ class Priors:
     damping_days: Any = None
     mean_state_sd: Any = None
     mean_state_lengthscale_km: Any = dist.LogNormal(np.log(400.0), 0.5)
-    representation_scale: Any = dist.LogNormal(0.0, 1.0)
+    representation_scale: Any = dist.LogNormal(0.0, 2.0)
     data_sd: float = 1.0
 
     @classmethod

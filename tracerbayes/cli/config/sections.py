@@ -492,7 +492,7 @@ class PriorsConfig:
     representation_scale: PriorSpec | None = setting(
         Optional(Prior(None, "1")),
         "multiplier of the representation error (the variance of the modes left out; "
-        "default lognormal, median 1, sigma 1)", None)
+        "default lognormal, median 1, sigma 2)", None)
     mean_sd: float | None = setting(Optional(Float(low=0.0, open_low=True)),
                                     "prior sd of the mean level, tracer units", None)
     smoothness: Smoothness = setting(SmoothnessKind(), "Matérn smoothness of both fields",
