@@ -68,7 +68,7 @@ def run_tracerbayes(config: Path, out: Path) -> tuple[dict, str, float]:
     start = time.perf_counter()
     status = "converged"
     try:
-        run_config(str(config), output=str(out))
+        run_config(str(config), output=str(out), overwrite=True)
     except ConvergenceError as err:
         status = f"NOT CONVERGED: {err}"
     wall = time.perf_counter() - start

@@ -12,7 +12,7 @@ import xarray as xr
 
 from tracerbayes.cli.config import build_grid, load_config
 from tracerbayes.cli.main import main
-from tracerbayes.io.files import TEMP_PATTERN
+from tracerbayes.io.files import LOCK_NAME, TEMP_PATTERN
 from tracerbayes.twin import simulate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -105,7 +105,8 @@ def test_simulate_validate_run_a_tiny_config(tmp_path, capsys):
     assert main(["run", str(config), "-q"]) == 0
     out = tmp_path / "out"
     assert {p.name for p in out.iterdir()} == {"posterior.nc", "maps", "diagnostics",
-                                               "truth.nc"}
+                                               "truth.nc", "run.json"}
+    assert json.loads((out / "run.json").read_text())["status"] == "complete"
     with xr.open_dataset(out / "posterior.nc") as post:
         assert post["mean"].shape == (5, 10, 12)
     assert len(list((out / "maps").glob("map_*.png"))) == 5
@@ -198,7 +199,7 @@ def _check_complete(out: Path) -> list[Path]:
 class _Run:
     """``python -m tracerbayes.cli.main run CONFIG -o OUT`` in a subprocess, watched."""
 
-    def __init__(self, config: Path, out: Path):
+    def __init__(self, config: Path, out: Path, *options: str):
         import subprocess
         import sys
         import threading
@@ -210,7 +211,8 @@ class _Run:
                "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
                "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tracerbayes.cli.main", "run", str(config), "-o", str(out)],
+            [sys.executable, "-m", "tracerbayes.cli.main", "run", str(config), "-o", str(out),
+             *options],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
@@ -255,15 +257,17 @@ def test_a_run_killed_midway_leaves_only_complete_files(tmp_path):
         assert rc == -signal.SIGKILL
         left = _check_complete(out)
         assert (out / "posterior.nc").exists()
-        assert all(TEMP_PATTERN.match(p.name) for p in left)
+        # the killed run's temporaries and its lock (taken over by the next run)
+        assert all(TEMP_PATTERN.match(p.name) or p.name == LOCK_NAME for p in left)
         stale = out / "diagnostics" / f".summary.csv.tb{run.proc.pid}-x1y2.part"
         stale.parent.mkdir(exist_ok=True)
         stale.write_text("half a table")
         left.append(stale)
 
-        # The next run in that folder: SIGTERM while the diagnostics are written. Exit 143
-        # with one line; whole files only; no temporary left, its own or the killed run's.
-        runs.append(run := _Run(config, out))
+        # The next run in that folder (--overwrite: it holds the killed run's outputs):
+        # SIGTERM while the diagnostics are written. Exit 143 with one line; whole files
+        # only; no temporary left, its own or the killed run's, and no lock.
+        runs.append(run := _Run(config, out, "--overwrite"))
         run.wait_for(lambda: run.temporaries("diagnostics") and not stale.exists())
         rc, err = run.stop(signal.SIGTERM)
         assert rc == 143
@@ -277,7 +281,8 @@ def test_a_run_killed_midway_leaves_only_complete_files(tmp_path):
             runs.append(run := _Run(config, tmp_path / "early"))
             run.wait_for(lambda: any("tracerbayes run" in line for line in run.lines))
             assert run.stop(signum)[0] == code
-            assert _check_complete(tmp_path / "early") == []
+            left = [p.name for p in _check_complete(tmp_path / "early")]
+            assert left == ([LOCK_NAME] if signum == signal.SIGKILL else [])
     finally:
         for run in runs:
             if run.proc.poll() is None:

@@ -1,10 +1,13 @@
 """Command line: ``tracerbayes demo|run CONFIG|simulate CONFIG|validate CONFIG``.
 
-``demo``, ``run`` and ``simulate`` take ``[-o DIR] [--seed N] [-q]``. Exit codes: 0 on
-success; 1 with a one-line reason on stderr when the run fails; 2 for a usage error (from
-argparse); 130 after Ctrl-C and 143 after SIGTERM, with a one-line reason. Every output file
-is written under a hidden temporary name and renamed when complete
-(:mod:`tracerbayes.io.files`), so an interrupted or killed run leaves no partial output.
+``demo``, ``run`` and ``simulate`` take ``[-o DIR] [--seed N] [-q]``; ``run`` also takes
+``--overwrite`` (replace the outputs of an earlier run in the output folder, which it refuses
+otherwise). Exit codes: 0 on success; 1 with a one-line reason on stderr when the run fails
+(a full disk or a denied permission is said in plain words, naming the file); 2 for a usage
+error (from argparse); 3 when the sampler did not converge (outputs written); 130 after
+Ctrl-C and 143 after SIGTERM, with a one-line reason. Every output file is written under a
+hidden temporary name and renamed when complete (:mod:`tracerbayes.io.files`), so an
+interrupted or killed run leaves no partial output.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import sys
 import threading
 from typing import Any
 
-from tracerbayes.io.files import live_temporaries
+from tracerbayes.io.files import held_locks, live_temporaries, write_error_message
 
 __all__ = ["main"]
 
@@ -60,8 +63,9 @@ def _watch(read_fd: int, done: threading.Event) -> None:
 
 def _remove_live_temporaries() -> None:
     """Remove any temporary file still registered: a signal between two bytecodes of the
-    writer (e.g. just after its temporary is created) can skip the writer's own cleanup."""
-    for path in live_temporaries():
+    writer (e.g. just after its temporary is created) can skip the writer's own cleanup.
+    The output folder's lock goes too (the process is about to end)."""
+    for path in [*live_temporaries(), *held_locks()]:
         path.unlink(missing_ok=True)
 
 
@@ -115,7 +119,8 @@ def _simulate(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from tracerbayes.cli.workflow import run_config
 
-    run_config(args.config, output=args.output, seed=args.seed, quiet=args.quiet)
+    run_config(args.config, output=args.output, seed=args.seed, quiet=args.quiet,
+               overwrite=args.overwrite)
     return 0
 
 
@@ -145,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-o", "--output", default=None, help="output folder (overrides config)")
     run.add_argument("--seed", type=int, default=None, help="sampler seed (overrides config)")
     run.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    run.add_argument("--overwrite", action="store_true",
+                     help="replace the outputs of an earlier run in the output folder")
     run.set_defaults(func=_run)
     simulate = sub.add_parser("simulate", help="draw a synthetic truth (truth.nc) and its "
                                                  "observations (CSV) from the simulate section")
@@ -192,6 +199,10 @@ def main(argv: list[str] | None = None) -> int:
         if problems:  # a ConfigError: one line per problem, as validate prints them
             for problem in problems:
                 print(f"tracerbayes: error: {err.source}: {problem}", file=sys.stderr)
+            return 1
+        plain = write_error_message(err)  # a full disk, a denied permission: no type name
+        if plain is not None:
+            print(f"tracerbayes: error: {plain}".splitlines()[0], file=sys.stderr)
             return 1
         print(f"tracerbayes: error: {type(err).__name__}: {err}".splitlines()[0],
               file=sys.stderr)

@@ -6,20 +6,54 @@ analysis time plus ``summary``) and ``diagnostics/`` (ArviZ summary CSV, trace, 
 energy plots, ``inference_data.nc``). Every file is written to a temporary name and renamed
 when complete, so an interrupted run leaves no partial file. :func:`run_config` is
 ``tracerbayes run CONFIG``; :func:`simulate_config` is ``tracerbayes simulate CONFIG``.
+
+A run's outputs are all or nothing. Before fitting, :func:`run_config` checks the output
+folder (a writable folder, or one that can be created; no folder where ``posterior.nc`` goes;
+enough free disk space), takes the folder's lock (:class:`~tracerbayes.io.files.folder_lock`)
+and refuses a folder holding an earlier run's outputs unless ``overwrite`` is set; then it
+removes them just before writing the new ones. It writes the manifest ``run.json`` last
+(:func:`run_manifest`): a folder without one holds no complete run.
 """
 
 from __future__ import annotations
 
+import datetime
+import hashlib
+import json
+import os
+import platform
+import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
-from tracerbayes.io.files import atomic_path, remove_stale_temporaries
+from tracerbayes.io.files import (
+    OutputError,
+    atomic_path,
+    check_output_folder,
+    folder_lock,
+    remove_stale_temporaries,
+    write_error_message,
+)
 
-__all__ = ["TracerInfo", "write_outputs", "run_config", "simulate_config"]
+#: The manifest of a run, written last into its output folder.
+MANIFEST = "run.json"
+#: What a run writes into its output folder (glob patterns relative to it).
+RUN_OUTPUTS = (MANIFEST, "posterior.nc", "posterior.zarr", "maps/map_*.*", "maps/summary.*",
+               *(f"diagnostics/{name}" for name in (
+                   "summary.csv", "cycle.csv", "trace.*", "rank.*", "energy.*", "spread.*",
+                   "inference_data.nc", "validation.json")))
+#: Names whose presence shows that a folder holds the outputs of a run.
+RUN_SIGNS = (MANIFEST, "posterior.nc", "posterior.zarr", "maps", "diagnostics")
+#: Bytes of one figure, a generous guess (a PNG map panel takes 0.1-0.3 MB).
+FIGURE_BYTES = 1_000_000
+
+__all__ = ["TracerInfo", "write_outputs", "run_config", "simulate_config", "run_manifest",
+           "earlier_outputs", "known_outputs", "remove_earlier_outputs",
+           "estimated_output_bytes"]
 
 
 @dataclass(frozen=True)
@@ -145,48 +179,210 @@ def write_outputs(post: Any, out: Path, tracer: TracerInfo, *, title: str,
     return {"maps": maps, "paths": paths, "wall": wall, "cpu": cpu}
 
 
-def run_config(path: str | Path, output: str | Path | None = None, seed: int | None = None,
-               quiet: bool = False) -> dict[str, Any]:
-    """``tracerbayes run CONFIG``: load and check the config, fit, write the outputs."""
-    from tracerbayes.cli import config as tbc
-    from tracerbayes.fitting import ConvergenceError, convergence_paragraph, fit
+def earlier_outputs(out: Path) -> list[Path]:
+    """The names of :data:`RUN_SIGNS` present in ``out``: signs of an earlier run."""
+    return [out / name for name in RUN_SIGNS if os.path.lexists(out / name)]
 
+
+def known_outputs(out: Path) -> list[Path]:
+    """The files (and Zarr store) under ``out`` that a run writes (:data:`RUN_OUTPUTS`)."""
+    return sorted({path for pattern in RUN_OUTPUTS for path in out.glob(pattern)})
+
+
+def _listed_in_manifest(out: Path) -> list[Path]:
+    """The files ``out/run.json`` lists, those inside ``out`` only."""
+    try:
+        listed = json.loads((out / MANIFEST).read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    inside = (PurePosixPath(name) for name in listed if isinstance(name, str))
+    return [out.joinpath(*name.parts) for name in inside
+            if name.parts and not name.is_absolute() and ".." not in name.parts]
+
+
+def remove_earlier_outputs(out: Path) -> list[Path]:
+    """Remove an earlier run's outputs from ``out``: what its run.json lists and the names a
+    run writes (:data:`RUN_OUTPUTS`), run.json first; never other files. Returns them."""
+    doomed = sorted({*_listed_in_manifest(out), *known_outputs(out)},
+                    key=lambda path: path != out / MANIFEST)
+    removed = []
+    for path in doomed:
+        if path.is_dir() and not path.is_symlink():
+            if path.suffix != ".zarr":  # only a Zarr store is a folder a run writes
+                continue
+            shutil.rmtree(path)
+        elif not os.path.lexists(path):
+            continue
+        else:
+            path.unlink()
+        removed.append(path)
+    for folder in ("maps", "diagnostics"):  # if now empty; a user's own files keep theirs
+        with suppress(OSError):
+            (out / folder).rmdir()
+    return removed
+
+
+def _bytes_in(paths: Sequence[Path]) -> int:
+    """Bytes the files under ``paths`` take."""
+    total = 0
+    for path in paths:
+        files = path.rglob("*") if path.is_dir() else [path]
+        total += sum(f.stat().st_size for f in files if f.is_file() and not f.is_symlink())
+    return total
+
+
+def estimated_output_bytes(output: Any, n_wet: int, n_times: int) -> int:
+    """A generous estimate of the bytes a run writes, for the free-space check.
+
+    Each map file holds the mean, sd and three quantiles of every wet cell at every analysis
+    time in float64 (uncompressed); plus :data:`FIGURE_BYTES` per figure (one per time and
+    the summary; four diagnostics plots).
+
+    Parameters
+    ----------
+    output : OutputConfig
+        The config's ``output`` section (which files are written).
+    n_wet, n_times : int
+        Wet cells of the grid; analysis times.
+    """
+    fields = n_wet * n_times * 5 * 8
+    total = fields * (int(output.netcdf) + int(output.zarr))
+    if output.maps != "none":
+        total += (n_times + 1) * FIGURE_BYTES
+    if output.diagnostics:
+        total += 4 * FIGURE_BYTES
+    return total
+
+
+def _utc_now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+
+
+def _versions() -> dict[str, str | None]:
+    from importlib import metadata
+
+    from tracerbayes import __version__
+
+    def version(name: str) -> str | None:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return None
+
+    return {"tracerbayes": __version__, **{name: version(name) for name in
+                                           ("jax", "jaxlib", "numpyro", "numpy", "xarray")},
+            "python": platform.python_version()}
+
+
+def run_manifest(out: Path, record: dict[str, Any], files: Sequence[Path]) -> Path:
+    """Write ``out/run.json`` atomically and return its path.
+
+    ``record`` gives ``config`` (``path`` and the ``sha256`` of its text), ``seed``,
+    ``method``, ``start`` (UTC ISO 8601) and ``status`` (``"complete"``, ``"not converged"``
+    or ``"failed: <reason>"``), optionally ``diagnostics`` (the convergence problems); added
+    here are ``end`` (now), ``versions`` (tracerbayes, jax, jaxlib, numpyro, numpy, xarray,
+    python) and ``files``, the outputs written, relative to ``out``.
+    """
+    out = Path(out)
+    names = sorted({Path(f).resolve().relative_to(out.resolve()).as_posix() for f in files}
+                   - {MANIFEST})
+    manifest = {"config": record["config"], "versions": _versions(), "seed": record["seed"],
+                "method": record["method"], "start": record["start"], "end": _utc_now(),
+                "status": record["status"], "diagnostics": record.get("diagnostics", []),
+                "files": names}
+    path = out / MANIFEST
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(manifest, indent=1) + "\n")
+    return path
+
+
+def run_config(path: str | Path, output: str | Path | None = None, seed: int | None = None,
+               quiet: bool = False, overwrite: bool = False) -> dict[str, Any]:
+    """``tracerbayes run CONFIG``: load and check the config, fit, write the outputs.
+
+    The output folder is checked and locked before the fit; an earlier run's outputs in it
+    are refused unless ``overwrite`` (then removed just before the new ones are written);
+    ``run.json`` is written last. See the module docstring.
+    """
+    from tracerbayes.cli import config as tbc
+    from tracerbayes.fitting import fit
+
+    started = _utc_now()
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
     cfg = tbc.load_config(path)
     problems = tbc.validate_config(path)
     if problems:
         raise tbc.ConfigError(problems, path)
+    config_bytes = Path(path).read_bytes()
     grid = tbc.build_grid(cfg)
     obs = tbc.build_observations(cfg)
     times = tbc.build_times(cfg, obs)
-    model = tbc.build_model(cfg, grid, obs, n_times=len(times))
     options = tbc.fit_options(cfg)
     if seed is not None:
         options["seed"] = seed
     out = Path(output) if output is not None else cfg.output.directory
-    removed = remove_stale_temporaries(out)
-    if removed:
-        say(f"  removed {len(removed)} temporary files left in {out} by a killed run")
-    say(f"tracerbayes run {path}: {grid}, {len(times)} times, {len(obs)} observations, "
-        f"method {options['method']}")
-    if cfg.model.n_modes == "auto":
-        n_modes, why = tbc.model_modes(cfg, grid, model.priors, len(times))
-        say(f"model.n_modes auto: {n_modes} ({why})")
-    post = fit(model, obs, times, progress=not quiet, **options)
-    if post.validation is not None:
-        say(f"  {validation_line(post.validation, cfg.tracer.units)}")
+    earlier = earlier_outputs(out) if out.is_dir() else []
+    need = estimated_output_bytes(cfg.output, grid.n_wet, len(times))
+    check_output_folder(out, files=("posterior.nc", MANIFEST), folders=("maps", "diagnostics"),
+                        need_bytes=need - (_bytes_in(earlier) if overwrite else 0),
+                        hint="choose another output.directory (or -o DIR)")
+    with folder_lock(out, say=say):
+        earlier = earlier_outputs(out)
+        if earlier and not overwrite:
+            names = ", ".join(p.relative_to(out).as_posix() + "/" * p.is_dir()
+                              for p in earlier[:4]) + (", ..." if len(earlier) > 4 else "")
+            raise OutputError(f"output folder {out} already holds the outputs of an earlier run "
+                              f"({names}): pass --overwrite to replace them, or choose another "
+                              "output folder")
+        removed = remove_stale_temporaries(out)
+        if removed:
+            say(f"  removed {len(removed)} temporary files left in {out} by a killed run")
+        model = tbc.build_model(cfg, grid, obs, n_times=len(times))
+        say(f"tracerbayes run {path}: {grid}, {len(times)} times, {len(obs)} observations, "
+            f"method {options['method']}")
+        if cfg.model.n_modes == "auto":
+            n_modes, why = tbc.model_modes(cfg, grid, model.priors, len(times))
+            say(f"model.n_modes auto: {n_modes} ({why})")
+        post = fit(model, obs, times, progress=not quiet, **options)
+        if post.validation is not None:
+            say(f"  {validation_line(post.validation, cfg.tracer.units)}")
+        if earlier:
+            gone = remove_earlier_outputs(out)
+            say(f"  --overwrite: removed {len(gone)} outputs of the earlier run in {out}")
+        manifest = {"config": {"path": str(Path(path).resolve()),
+                               "sha256": hashlib.sha256(config_bytes).hexdigest()},
+                    "seed": options["seed"], "method": options["method"], "start": started}
+        return _write_run(cfg, post, out, manifest, title=cfg.title or f"tracerbayes run of "
+                          f"{path}", config_text=config_bytes.decode(), say=say)
+
+
+def _write_run(cfg: Any, post: Any, out: Path, manifest: dict[str, Any], *, title: str,
+               config_text: str, say: Callable[..., None]) -> dict[str, Any]:
+    """The outputs of a fitted run, then ``run.json`` with how it ended (also on failure)."""
+    from tracerbayes.fitting import ConvergenceError, convergence_paragraph
+
     tracer = TracerInfo(cfg.tracer.name, cfg.tracer.long_name, cfg.tracer.units,
                         cfg.tracer.standard_name)
-    result = write_outputs(post, out, tracer, title=cfg.title or f"tracerbayes run of {path}",
-                           config_text=Path(path).read_text(), maps_format=cfg.output.maps,
-                           netcdf=cfg.output.netcdf, zarr=cfg.output.zarr,
-                           diagnostics=cfg.output.diagnostics, say=say)
+    try:
+        result = write_outputs(post, out, tracer, title=title, config_text=config_text,
+                               maps_format=cfg.output.maps, netcdf=cfg.output.netcdf,
+                               zarr=cfg.output.zarr, diagnostics=cfg.output.diagnostics,
+                               say=say)
+    except Exception as err:  # say in run.json how far it got, then fail
+        reason = (write_error_message(err) or f"{type(err).__name__}: {err}").splitlines()[0]
+        with suppress(Exception):  # best effort: the first error is the one to report
+            run_manifest(out, {**manifest, "status": f"failed: {reason}"}, known_outputs(out))
+        raise
     problems = post.check_diagnostics()
-    say(f"  wrote {len(result['paths'])} files under {out}")
+    allowed = getattr(cfg.method, "allow_unconverged", False)
+    status = "not converged" if problems and not allowed else "complete"
+    run_manifest(out, {**manifest, "status": status, "diagnostics": problems},
+                 result["paths"])
+    say(f"  wrote {len(result['paths'])} files and {MANIFEST} under {out}")
     result["posterior"] = post
     if problems:
         paragraph = convergence_paragraph(post.method, problems)
-        if not getattr(cfg.method, "allow_unconverged", False):
+        if not allowed:
             raise ConvergenceError(paragraph)
         say(f"  warning (allowed by method.allow_unconverged): {paragraph}")
     return result
@@ -194,8 +390,6 @@ def run_config(path: str | Path, output: str | Path | None = None, seed: int | N
 
 def _truth_file(truth: Any, title: str) -> Any:
     """The truth Dataset with CF-1.10 global attributes and a CF time encoding."""
-    import datetime
-
     import numpy as np
 
     from tracerbayes import __version__

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from tracerbayes.io.files import atomic_path
+from tracerbayes.io.files import atomic_path, check_output_file, plain_write_errors
 
 __all__ = ["cf_dataset", "parameter_attributes", "read_netcdf", "write_netcdf", "write_zarr"]
 
@@ -270,9 +270,11 @@ def write_netcdf(ds: xr.Dataset, path: str | os.PathLike) -> Path:
     """Write ``ds`` as NetCDF-4 (zlib level 4) to ``path``, atomically; return the path.
 
     The file is written to a temporary name beside ``path`` and renamed onto it only when
-    complete, so a failure leaves neither a partial file nor the temporary one.
+    complete, so a failure leaves neither a partial file nor the temporary one. A path that
+    cannot take a file (empty, a folder, in a folder that is not writable) and a full disk
+    raise :class:`~tracerbayes.io.files.OutputError` naming it.
     """
-    path = Path(path)
+    path = check_output_file(path)
     with atomic_path(path) as tmp:
         ds.to_netcdf(tmp, engine="netcdf4", format="NETCDF4", encoding=_compressed(ds))
     return path
@@ -296,17 +298,20 @@ def write_zarr(ds: xr.Dataset, path: str | os.PathLike) -> Path | None:
     except ImportError:
         return None
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent))
+    with plain_write_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tb{os.getpid()}-", suffix=".part",
+                                    dir=path.parent))  # removed by remove_stale_temporaries
     try:
         store = ds.copy()
         for name in store.variables:  # NetCDF compression keys mean nothing to Zarr
             store[name].encoding = {k: v for k, v in store[name].encoding.items()
                                     if k in ("_FillValue", "units", "calendar", "dtype")}
-        store.to_zarr(tmp, mode="w", consolidated=False)
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
+        with plain_write_errors(path):
+            store.to_zarr(tmp, mode="w", consolidated=False)
+            if path.exists():
+                shutil.rmtree(path)
+            os.replace(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

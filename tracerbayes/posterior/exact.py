@@ -38,7 +38,6 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 import xarray as xr
-from jax.scipy.special import ndtr
 
 from tracerbayes.exact.kalman import (
     PaddedObservations,
@@ -46,6 +45,7 @@ from tracerbayes.exact.kalman import (
     rts_smoother,
     sample_smoothed,
 )
+from tracerbayes.posterior.metrics import mixture_quantiles
 
 if TYPE_CHECKING:
     import arviz as az
@@ -153,7 +153,7 @@ class Posterior:
         mean = means.mean(axis=0) + self.offset
         var = variances.mean(axis=0) + means.var(axis=0)
         sd = jnp.sqrt(jnp.clip(var, 0.0, None))
-        qs = self.offset + _mixture_quantiles(means, jnp.sqrt(jnp.clip(variances, 0.0, None)),
+        qs = self.offset + mixture_quantiles(means, jnp.sqrt(jnp.clip(variances, 0.0, None)),
                                               quantiles)
         ydim, xdim = grid.dims
         dims = ("time", ydim, xdim)
@@ -343,8 +343,10 @@ class Posterior:
         config_text, institution, references) go to :func:`tracerbayes.io.netcdf.cf_dataset`.
         The parameters' posterior summary is stored as global attributes.
         """
+        from tracerbayes.io.files import check_output_file
         from tracerbayes.io.netcdf import cf_dataset, write_netcdf
 
+        path = check_output_file(path)  # a bad path fails before the maps are computed
         units = units or getattr(self.obs, "units", None) or "1"
         ds = cf_dataset(self.maps(n_draws=n_draws), units=units, tracer_long_name=long_name,
                         tracer_standard_name=standard_name, method=self.method,
@@ -449,24 +451,4 @@ def parameter_summary(samples: dict[str, np.ndarray]) -> pd.DataFrame:
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
-def _mixture_quantiles(means: jax.Array, sds: jax.Array, probs: tuple[float, ...],
-                       iterations: int = 60) -> jax.Array:
-    """Quantiles of equal-weight Gaussian mixtures over axis 0, by bisection on the CDF.
 
-    ``means, sds``: (S, ...) -> (len(probs), ...).
-    """
-    sds = jnp.maximum(sds, 1e-300)
-    lo = jnp.min(means - 10.0 * sds, axis=0)
-    hi = jnp.max(means + 10.0 * sds, axis=0)
-
-    def solve(p):
-        def body(_, bounds):
-            a, b = bounds
-            mid = 0.5 * (a + b)
-            cdf = jnp.mean(ndtr((mid - means) / sds), axis=0)
-            return jnp.where(cdf < p, mid, a), jnp.where(cdf < p, b, mid)
-
-        a, b = jax.lax.fori_loop(0, iterations, body, (lo, hi))
-        return 0.5 * (a + b)
-
-    return jnp.stack([solve(p) for p in probs])
