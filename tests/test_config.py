@@ -457,3 +457,22 @@ def test_tracer_not_conserved_builds_the_damped_model(tmp_path, rng):
     assert float(model.source_prior().scale) == pytest.approx(0.3)
     plain = load_config(_write(tmp_path, BASE, "plain.yaml"))
     assert build_model(plain, grid, velocity=build_velocity(plain, grid)).conserved
+
+
+def test_a_run_too_large_for_the_machine_is_refused_by_validate(tmp_path, rng):
+    from tracerbayes.cli.config.load import MEMORY_SHARE, machine_memory
+
+    _inputs(tmp_path, rng)
+    # one second: 345,601 analysis times over four days (it used to pass validate, then die
+    # in the fit with a 7.7 GiB MemoryError)
+    text = BASE.replace("step: 1 day}", "step: 1 s}")
+    problems = validate_config(_write(tmp_path, text))
+    total = machine_memory()
+    if not total:
+        pytest.skip("the system does not say how much memory it has")
+    (problem,) = [p for p in problems if p.path == "times"]
+    need = float(problem.message.split("about ")[1].split(" GiB")[0])
+    assert need * 2**30 > MEMORY_SHARE * total
+    assert "345601 times" in problem.message and "times.step" in problem.message
+    assert problem.line == 8  # the times: line
+    assert validate_config(_write(tmp_path, BASE)) == []  # the daily run fits

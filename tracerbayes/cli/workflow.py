@@ -134,7 +134,8 @@ def write_outputs(post: Any, out: Path, tracer: TracerInfo, *, title: str,
         say(f"  posterior maps from the {post.members.shape[1]} smoothed ensemble members "
             f"({post.method.upper()}) ...")
     else:
-        say(f"  posterior maps from {n_draws} parameter draws (RTS smoother per draw) ...")
+        used = min(n_draws, post.num_chains * post.num_draws)
+        say(f"  posterior maps from {used} parameter draws (RTS smoother per draw) ...")
     with timed("maps"):
         maps = post.maps(n_draws=n_draws)
     with timed("netcdf"):

@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 from typing import Any, NoReturn
 
+import numpy as np
 import yaml
 from yaml.constructor import ConstructorError, SafeConstructor
 
@@ -307,5 +308,60 @@ def _input_problems(cfg: RunConfig) -> list[Problem]:
         problems.append(Problem("times", "no analysis times: check start, end and step"))
     elif times is not None and obs is not None:
         drop = build.fit_options(cfg)["drop_invalid"]
-        attempt("observations", lambda: obs.prepare(grid, times, drop_invalid=drop))
+        prepared = attempt("observations", lambda: obs.prepare(grid, times, drop_invalid=drop))
+        if prepared is not None:
+            problems.extend(_size_problems(cfg, grid, obs, prepared, len(times)))
     return problems
+
+
+#: Share of the machine's memory a run may plan to use.
+MEMORY_SHARE = 0.8
+
+
+def machine_memory() -> int:
+    """Physical memory of this machine in bytes (0 where the system does not say)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def estimated_memory(cfg: RunConfig, grid: Any, obs: Any, prepared: Any, n_times: int
+                     ) -> tuple[float, str]:
+    """Peak memory (bytes) the run's largest arrays need, and what they are, in words.
+
+    Exact methods (auto, laplace, nuts): the Kalman smoother's ``T`` covariances of the state
+    (``S^2``, about 4 copies), its padded observation rows (``T m_max S``) and the per-draw
+    map moments (draws x ``T`` x wet cells x 2). Ensemble methods: members x wet cells x
+    ``T`` (the smoothed trajectory) x 3. Doubles, to within a factor of two or so.
+    """
+    counts = np.bincount(np.asarray(prepared.time_index), minlength=n_times)
+    m_max = int(counts.max()) if counts.size else 0
+    n = grid.n_wet
+    method = cfg.method
+    if hasattr(method, "ensemble_size"):  # the ensemble methods
+        members = method.ensemble_size
+        need = 8.0 * members * n * n_times * 3
+        return need, f"{members} members x {n} wet cells x {n_times} times"
+    priors = build.build_priors(cfg, obs, grid)
+    K = build.model_modes(cfg, grid, priors, n_times)[0]
+    S = K + (0 if cfg.tracer.conserved else cfg.tracer.mean_modes)
+    draws = getattr(method, "map_draws", None) or 100
+    need = 8.0 * (4 * n_times * S * S + n_times * m_max * S + 2 * draws * n_times * n)
+    return need, (f"{n_times} times x {S}-entry state (covariances), {m_max} observations "
+                  f"at the busiest time, maps of {draws} draws x {n} wet cells")
+
+
+def _size_problems(cfg: RunConfig, grid: Any, obs: Any, prepared: Any, n_times: int
+                   ) -> list[Problem]:
+    """The run's estimated memory against this machine's (:data:`MEMORY_SHARE` of it)."""
+    total = machine_memory()
+    if not total:
+        return []
+    need, what = estimated_memory(cfg, grid, obs, prepared, n_times)
+    if need <= MEMORY_SHARE * total:
+        return []
+    return [Problem("times", f"this run would need about {need / 2**30:.3g} GiB ({what}); "
+                    f"this machine has {total / 2**30:.3g} GiB: use fewer analysis times "
+                    "(times.step), a smaller grid or fewer modes (model.n_modes), or fewer "
+                    "map draws (method.map_draws)")]
