@@ -8,7 +8,9 @@ An :class:`Observations` holds scattered measurements of the tracer: a time, a p
   interpolation from the centres of the wet cells of a :class:`~tracerbayes.grid.core.Grid`, kept
   sparse as four (state index, weight) pairs per observation;
 * :meth:`Observations.assign_times`: each observation to its nearest analysis time;
-* :meth:`Observations.prepare`: both at once, with per-time padded arrays for Kalman filters.
+* :meth:`Observations.prepare`: both at once, with per-time padded arrays for Kalman filters;
+* :meth:`Observations.bin`: super-observations, one per wet cell, analysis time and platform
+  (:mod:`tracerbayes.observations.binning`), for data sets too large to pad per time.
 
 Bad input is never dropped silently. Non-finite values, times or positions, non-positive
 errors, positions on land or outside the grid and times outside the analysis window raise an
@@ -34,6 +36,11 @@ import scipy.sparse as sp
 import xarray as xr
 
 from tracerbayes.grid.core import CoordinateSystem, Grid
+from tracerbayes.observations.binning import (
+    BinnedObservations,
+    BinningReport,
+    super_observations,
+)
 from tracerbayes.observations.inputs import (
     Duplicates,
     TextProblem,
@@ -63,6 +70,9 @@ from tracerbayes.observations.problems import fmt_positions as _fmt_positions
 from tracerbayes.observations.problems import resolve as _resolve
 
 __all__ = [
+    "MAX_PADDED_ROWS",
+    "BinnedObservations",
+    "BinningReport",
     "ObservationError",
     "ObservationOperator",
     "ObservationWarning",
@@ -70,6 +80,13 @@ __all__ = [
     "PaddedObservations",
     "PreparedObservations",
 ]
+
+
+#: Most padded rows (analysis times x most observations at one time) :meth:`padded
+#: <PreparedObservations.padded>` builds; beyond, per-time operators of K modes need
+#: ``8 K`` bytes a row (gigabytes for hundreds of modes) and :meth:`Observations.bin` is due
+#: (10^6 observations over 30 days pad to 1.0e6 rows: refused, with the hint to bin them).
+MAX_PADDED_ROWS = 250_000
 
 
 # ---------------------------------------------------------------------- input conversion
@@ -369,6 +386,59 @@ class Observations:
             rows=rows, n_times=int(np.size(times)),
         )
 
+    def bin(self, grid: Grid, times: Any, window: tuple[Any, Any] | None = None,
+            drop_invalid: bool = False) -> BinnedObservations:
+        """Super-observations: one per wet cell, analysis time and platform.
+
+        The observations whose position lies in the same wet cell of ``grid``, whose nearest
+        analysis time (as in :meth:`assign_times`, which :meth:`prepare` uses) is the same and
+        whose platform is the same become one, at their mean position (kept inside the cell)
+        and the analysis time, with the inverse-variance weighted mean value and the error
+        ``1/sqrt(sum_i 1/e_i^2)`` (tracer units): Eqs. (1)-(4) of
+        :mod:`tracerbayes.observations.binning`. This is the exact sufficient statistic of
+        Gaussian observations of one cell value; it neglects the variation of the field within
+        a cell and an analysis interval, and the differences between the observations'
+        bilinear interpolation weights.
+
+        Parameters
+        ----------
+        grid : Grid
+        times : array_like, shape (T,)
+            Analysis times, as in :meth:`assign_times`.
+        window : (start, end), optional
+            As in :meth:`assign_times`.
+        drop_invalid : bool
+            Leave out rows outside the grid or window, or on land, with a warning, instead
+            of raising an :class:`ObservationError`.
+
+        Returns
+        -------
+        BinnedObservations
+            ``observations`` (sorted by time, cell and platform) and ``report``
+            (:class:`BinningReport`: how many rows became how many super-observations).
+        """
+        located = _locate(self, grid)
+        index, time_problem = _nearest_times(self.time, times, window)
+        keep = _resolve([*located.problems, time_problem], len(self), drop_invalid)
+        rows = np.flatnonzero(keep)
+        names, platform = np.unique(self.platform[rows], return_inverse=True)
+        cell = located.cell[rows]
+        group = (index[rows] * grid.mask.size + cell) * max(names.size, 1) + platform
+        x = _grid_x(grid, self.x[rows])
+        s = super_observations(group, x, self.y[rows], self.value[rows], self.error[rows])
+        home = cell[s.first]
+        nx = grid.x.size
+        cx, cy = home % nx, home // nx
+        binned = Observations(
+            time=_as_time(times)[index[rows][s.first]],
+            x=np.clip(s.x, grid.x_edges[cx], grid.x_edges[cx + 1]),
+            y=np.clip(s.y, grid.y_edges[cy], grid.y_edges[cy + 1]),
+            value=s.value, error=s.error, platform=names[platform[s.first]],
+            coords=self.coords,
+        )
+        return BinnedObservations(binned, BinningReport(len(self), len(self) - rows.size,
+                                                        len(binned)))
+
 
 def _broadcast(name: str, arr: np.ndarray, n: int) -> np.ndarray:
     if arr.ndim == 0:
@@ -505,6 +575,7 @@ class ObservationOperator(NamedTuple):
 class _Located(NamedTuple):
     indices: np.ndarray  # (n, 4), for every row (meaningless on bad rows)
     weights: np.ndarray  # (n, 4)
+    cell: np.ndarray  # (n,), flat (ny * nx) index of the cell holding each row
     problems: list[_Problem]
 
     def operator(self, rows: np.ndarray, n_wet: int) -> ObservationOperator:
@@ -545,6 +616,16 @@ def _grid_longitude(grid: Grid, lon: np.ndarray) -> np.ndarray:
     return np.where((lon >= lo) & (lon <= hi), lon, lo + np.mod(lon - lo, 360.0))
 
 
+def _grid_x(grid: Grid, x: np.ndarray) -> np.ndarray:
+    """x (or longitude) moved into the grid's range: by 360 on regional lon/lat grids, by
+    the period on periodic ones."""
+    x = _grid_longitude(grid, x)
+    if grid.periodic_x:
+        lo, hi = grid.x_edges[0], grid.x_edges[-1]
+        x = lo + np.mod(x - lo, hi - lo)
+    return x
+
+
 def _locate(obs: Observations, grid: Grid) -> _Located:
     """Bilinear indices/weights from wet-cell centres for every row, and the bad rows."""
     if obs.coords is not None and obs.coords is not grid.coords:
@@ -581,7 +662,7 @@ def _locate(obs: Observations, grid: Grid) -> _Located:
               f"{' (periodic)' if grid.periodic_x else ''}, "
               f"{names[1]} [{grid.y_edges[0]:g}, {grid.y_edges[-1]:g}]")
     describe = _fmt_positions(obs.x, obs.y, names)
-    return _Located(indices, weights, [
+    return _Located(indices, weights, home, [
         _Problem(outside, "{are} outside the grid", describe, extent),
         _Problem(~outside & ~wet[home], "{are} on land", describe,
                  "; their grid cells are land in the grid's mask"),
@@ -718,12 +799,28 @@ class PreparedObservations(NamedTuple):
             observed[k].reshape(-1)[grid.wet_index[rows]] = True
         return observed
 
-    def padded(self) -> PaddedObservations:
+    def padded(self, max_rows: int = MAX_PADDED_ROWS) -> PaddedObservations:
         """The observations grouped by analysis time, in row order, padded (see
-        :class:`PaddedObservations`)."""
+        :class:`PaddedObservations`).
+
+        Raises
+        ------
+        ObservationError
+            If the padding would exceed ``max_rows`` rows (T times the most observations at
+            one time), saying to bin them (:meth:`Observations.bin`, ``binning: cell``).
+        """
         T = self.n_times
         counts = np.bincount(self.time_index, minlength=T)
         m_max = int(counts.max(initial=0))
+        if T * m_max > max_rows:
+            raise ObservationError(
+                f"{self.value.size} observations padded per analysis time need {T} times x "
+                f"{m_max} rows (the most at one time) = {T * m_max} rows, more than "
+                f"{max_rows}: the per-time operators (8 bytes x rows x modes) would not fit. "
+                "Average them into super-observations, one per wet cell, analysis time and "
+                "platform: set `binning: cell` in each observations entry of the config, or "
+                "call Observations.bin(grid, times)"
+            )
         order = np.argsort(self.time_index, kind="stable")
         k = self.time_index[order]
         slot = np.arange(order.size) - (np.cumsum(counts) - counts)[k]

@@ -33,7 +33,7 @@ from tracerbayes.exact.model import (
 )
 from tracerbayes.grid import regrid
 from tracerbayes.grid.core import Grid, GridError
-from tracerbayes.observations.core import ObservationError, Observations
+from tracerbayes.observations.core import ObservationError, Observations, ObservationWarning
 from tracerbayes.twin import simulate
 
 __all__ = ["build_grid", "build_times", "build_observations", "build_priors", "build_velocity",
@@ -164,10 +164,19 @@ def _read_source(cfg: RunConfig, k: int) -> Observations:
 
 
 def build_observations(cfg: RunConfig) -> Observations:
-    """All observation sources read and concatenated (in the order given)."""
+    """All observation sources read and concatenated (in the order given); the sources with
+    ``binning: cell`` binned into super-observations on the grid and analysis times
+    (:meth:`Observations.bin`), with an :class:`ObservationWarning` saying how many rows
+    became how many super-observations."""
     if not cfg.observations:
         raise _fail(cfg, "observations", "no observation files are given")
     parts = [_read_source(cfg, k) for k in range(len(cfg.observations))]
+    if any(source.binning == "cell" for source in cfg.observations):
+        parts = _binned(cfg, parts)
+    return _concatenated(cfg, parts)
+
+
+def _concatenated(cfg: RunConfig, parts: list[Observations]) -> Observations:
     if len(parts) == 1:
         return parts[0]
     kinds = {p.time_units for p in parts}
@@ -179,6 +188,25 @@ def build_observations(cfg: RunConfig) -> Observations:
         y=np.concatenate([p.y for p in parts]), value=np.concatenate([p.value for p in parts]),
         error=np.concatenate([p.error for p in parts]),
         platform=np.concatenate([p.platform for p in parts]), coords=parts[0].coords)
+
+
+def _binned(cfg: RunConfig, parts: list[Observations]) -> list[Observations]:
+    """The sources with ``binning: cell`` as super-observations (the analysis times taken
+    from all raw rows where ``times.from_observations``)."""
+    grid = build_grid(cfg)
+    times = build_times(cfg, _concatenated(cfg, parts))
+    out = []
+    for k, (source, part) in enumerate(zip(cfg.observations, parts, strict=True)):
+        if source.binning == "cell":
+            try:
+                binned = part.bin(grid, times, drop_invalid=source.drop_invalid)
+            except ObservationError as err:
+                raise _fail(cfg, f"observations[{k}]", f"{source.file}: {err}") from err
+            warnings.warn(f"observations[{k}] ({source.file.name}): {binned.report}",
+                          ObservationWarning, stacklevel=2)
+            part = binned.observations
+        out.append(part)
+    return out
 
 
 def to_distribution(spec: PriorSpec) -> Any:

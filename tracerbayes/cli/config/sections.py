@@ -397,6 +397,11 @@ class ObservationSource:
                               "platform): refuse them; average all rows at the same time, "
                               "position and platform into one (error sqrt(mean(error^2)/k) for "
                               "k rows); or keep them as independent observations", "error")
+    binning: str = setting(Str(("none", "cell")),
+                           "none: use every row; cell: average the rows in the same wet cell, "
+                           "at the same nearest analysis time and from the same platform into "
+                           "one super-observation (inverse-variance weighted mean value, error "
+                           "1/sqrt(sum 1/error^2)), for large data sets", "none")
 
     def check(self) -> list[tuple[str, str]]:
         if self.error is not None and self.columns.error is not None:
