@@ -13,7 +13,7 @@ import xarray as xr
 
 import tracerbayes as tb
 from tracerbayes import physics
-from tracerbayes.ensemble import inversion, tracer
+from tracerbayes.ensemble import inversion, tracer, window
 from tracerbayes.ensemble.analysis import etkf_transform
 from tracerbayes.ensemble.cycle import ObsAtTime
 from tracerbayes.ensemble.fit import eki_forward, point_parameters
@@ -24,6 +24,8 @@ from tracerbayes.exact.kalman import PaddedObservations, kalman_log_likelihood
 from tracerbayes.exact.model import AdvectionDiffusionModel, GivenVelocity, Priors
 from tracerbayes.grid.core import Grid
 from tracerbayes.observations.core import Observations
+from tracerbayes.posterior.base import AbstractPosterior
+from tracerbayes.posterior.exact import Posterior
 
 DAY = 86400.0
 PARAMS = {"diffusivity": 400.0, "velocity_scale": 1.0, "noise_sd": 0.2,
@@ -167,6 +169,13 @@ def test_local_update_with_infinite_radius_equals_the_global_smoother(rng, key):
                            out["global", None].filtered_mean[0])
     np.testing.assert_allclose(out["global", None].smoothed[-1].mean(0),
                                out["global", None].filtered_mean[-1], atol=1e-12)
+    # an equal update built again from copies of its arrays reuses the compiled scan (the
+    # arrays are traced arguments, not hashed by identity) and gives the same members
+    compiled = window._scan._cache_size()
+    again = smooth_window(key, step, E0, co, LocalUpdate(jnp.array(coords), euclidean, np.inf),
+                          lag=2, forecast_first=False, progress=False)
+    assert window._scan._cache_size() == compiled
+    np.testing.assert_array_equal(again.smoothed, out["local", 2].smoothed)
 
 
 def test_mass_safe_defaults_keep_every_member_total_per_basin(rng, key):
@@ -285,6 +294,10 @@ def test_ensemble_posterior_outputs_round_trip(rng, tmp_path):
     assert back.attrs["method"] == "letkf"
     sample = post.sample_maps(3, jax.random.key(0))
     assert sample.shape == (3, len(times), *grid.shape)
+    # its own class under the shared interface: no exact-posterior methods that cannot work
+    assert isinstance(post, AbstractPosterior) and not isinstance(post, Posterior)
+    assert not hasattr(post, "pointwise_log_likelihood")
+    assert post.num_chains == post.num_draws == 1
 
 
 def test_eki_forward_is_the_negative_log_likelihood_up_to_a_constant(rng, key):

@@ -40,6 +40,7 @@ class StandIn:
     method = "laplace"
     members = None
     validation = None
+    num_chains, num_draws = 1, 20
 
     def __init__(self, obs, times, mask, problems=()):
         self.obs, self.times, self.mask = obs, np.asarray(times), mask

@@ -23,7 +23,6 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 __all__ = [
     "EARTH_RADIUS_KM",
@@ -162,7 +161,12 @@ def restore_totals(local: jax.Array, global_: jax.Array, cell_area: Any,
     """``local`` (..., n) plus, in every basin, the uniform field that gives it the
     area-weighted totals of ``global_`` (one basin when ``basins`` is None)."""
     area = jnp.asarray(cell_area, local.dtype)
-    labels = np.zeros(area.shape[0], int) if basins is None else np.asarray(basins)
-    onehot = jnp.asarray(labels[:, None] == np.arange(int(labels.max()) + 1), local.dtype)
-    gap = (global_ - local) @ (area[:, None] * onehot)  # total the local update misses
-    return local + (gap / (area @ onehot)) @ onehot.T
+    n = area.shape[0]  # at most n basins: the labels may be traced
+    labels = jnp.zeros(n, int) if basins is None else jnp.asarray(basins)
+    # (basin, ...): the total the local update misses, per unit area of the basin
+    gap = jax.ops.segment_sum(jnp.moveaxis((global_ - local) * area, -1, 0), labels,
+                              num_segments=n)
+    basin_area = jax.ops.segment_sum(area, labels, num_segments=n)
+    basin_area = jnp.where(basin_area > 0, basin_area, 1.0)  # labels not used: no division
+    per_area = gap / basin_area.reshape((n,) + (1,) * (gap.ndim - 1))
+    return local + jnp.moveaxis(per_area[labels], 0, -1)

@@ -16,8 +16,10 @@ field restores the total of the global ETKF update, whose members are affine com
 the forecast members (so equal member totals stay equal).
 
 The scan runs in chunks of cycles (one compilation for all chunks of the same length) so that
-a progress bar can follow it; compilation is cached on the identity of the transition,
-inflation and update functions.
+a progress bar can follow it; compilation is cached on the identity of the transition and
+inflation functions and on the update's static part (its kind, callables, ints and floats):
+the update's arrays (coordinates, cell areas, basins, weight nodes) are traced arguments, so
+an equal update built again does not recompile.
 
 References
 ----------
@@ -35,6 +37,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from tracerbayes.ensemble.analysis import (
     _centring,
@@ -158,13 +161,6 @@ class LocalUpdate(NamedTuple):
     batch_size: int | None = None
     nodes: Any = None
 
-    def __hash__(self) -> int:  # static jit argument: by identity of the arrays
-        return hash((id(self.state_coords), self.distance, self.radius, id(self.cell_area),
-                     id(self.basins), self.batch_size, id(self.nodes)))
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, LocalUpdate) and hash(self) == hash(other)
-
     def __call__(self, key, E_f, buffer, ob, H):
         N = E_f.shape[0]
         _, y, inv_sd, S, ybar = _obs_space(E_f, ob.values, H, ob.sd, ob.valid)
@@ -203,9 +199,34 @@ class LocalUpdate(NamedTuple):
                                 self.cell_area, self.basins))
 
 
+class _Static(NamedTuple):
+    """The static part of a pytree (hashable): its structure, which leaves are arrays, and
+    the other leaves (callables, strings, ints, floats)."""
+
+    treedef: Any
+    is_array: tuple[bool, ...]
+    others: tuple[Any, ...]
+
+
+def _partition(tree: Any) -> tuple[_Static, tuple[Any, ...]]:
+    """Split ``tree`` (an update) into its static part and its arrays (traced arguments)."""
+    leaves, treedef = jax.tree.flatten(tree)
+    is_array = tuple(isinstance(leaf, (jax.Array, np.ndarray)) for leaf in leaves)
+    arrays = tuple(leaf for leaf, a in zip(leaves, is_array, strict=True) if a)
+    others = tuple(leaf for leaf, a in zip(leaves, is_array, strict=True) if not a)
+    return _Static(treedef, is_array, others), arrays
+
+
+def _combine(static: _Static, arrays: tuple[Any, ...]) -> Any:
+    """The inverse of :func:`_partition`."""
+    arrays, others = iter(arrays), iter(static.others)
+    leaves = [next(arrays) if a else next(others) for a in static.is_array]
+    return jax.tree.unflatten(static.treedef, leaves)
+
+
 class _Config(NamedTuple):
     transition: Callable
-    update: Callable
+    update: _Static
     inflation: Callable | None
     observe: Callable | None
     forecast_first: bool
@@ -221,7 +242,7 @@ def _innovation_chi2(E_f, ob: ObsAtTime, H):
     return jnp.sum(jnp.where(used, d**2 / s, 0.0)) / jnp.maximum(used.sum(), 1)
 
 
-def _step(config: _Config, area, carry, inputs):
+def _step(config: _Config, area, update_arrays, carry, inputs):
     E, buffer, factor = carry
     k, key, ob = inputs
     ob = ObsAtTime(*ob)
@@ -236,7 +257,7 @@ def _step(config: _Config, area, carry, inputs):
         factor = jnp.where(ob.valid.any(), estimate, factor)
         E_f = spec.apply(E_f, jnp.sqrt(factor))
     chi2 = _innovation_chi2(E_f, ob, H)
-    E_a, buffer = config.update(k_anal, E_f, buffer, ob, H)
+    E_a, buffer = _combine(config.update, update_arrays)(k_anal, E_f, buffer, ob, H)
     stats = _obs_stats(E_f, E_a, ob, H)
     out = dict(filtered_mean=E_a.mean(0), filtered_spread=E_a.std(0, ddof=1),
                forecast_spread=jnp.sqrt(jnp.mean(E_f.var(0, ddof=1))),
@@ -253,8 +274,9 @@ def _step(config: _Config, area, carry, inputs):
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _scan(config: _Config, carry, ks, keys, ob, area):
-    return jax.lax.scan(functools.partial(_step, config, area), carry, (ks, keys, ob))
+def _scan(config: _Config, carry, ks, keys, ob, area, update_arrays):
+    return jax.lax.scan(functools.partial(_step, config, area, update_arrays), carry,
+                        (ks, keys, ob))
 
 
 def smooth_window(key: jax.Array, transition: Callable[[jax.Array, jax.Array], jax.Array],
@@ -296,7 +318,8 @@ def smooth_window(key: jax.Array, transition: Callable[[jax.Array, jax.Array], j
     obs = tuple(jax.tree.map(jnp.asarray, observations._replace(
         valid=jnp.asarray(observations.valid, bool))))
     area = None if cell_area is None else jnp.asarray(cell_area, E0.dtype)
-    config = _Config(transition, update, inflation, observe, forecast_first, min(L, T),
+    update_static, update_arrays = _partition(update)
+    config = _Config(transition, update_static, inflation, observe, forecast_first, min(L, T),
                      adaptive)
     start = 1.0 if adaptive is None else float(adaptive.initial)
     carry = (E0, jnp.zeros((config.lag,) + E0.shape, E0.dtype), jnp.asarray(start, E0.dtype))
@@ -312,7 +335,7 @@ def smooth_window(key: jax.Array, transition: Callable[[jax.Array, jax.Array], j
         for start in range(0, T, size):
             part = slice(start, min(start + size, T))
             sub = jax.tree.map(lambda a, p=part: a[p], (ks, keys, obs))
-            carry, piece = _scan(config, carry, *sub, area)
+            carry, piece = _scan(config, carry, *sub, area, update_arrays)
             pieces.append(piece)
             if bar is not None:
                 bar.update(part.stop - part.start)

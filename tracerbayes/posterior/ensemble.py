@@ -1,4 +1,5 @@
-"""Posteriors of the ensemble methods: the same interface as NUTS's :class:`Posterior`.
+"""Posteriors of the ensemble methods: the interface of :class:`~tracerbayes.posterior.base.
+AbstractPosterior`, as NUTS's :class:`Posterior`.
 
 :class:`EnsemblePosterior` (``enkf``, ``etkf``, ``letkf``): the maps are the smoothed
 ensemble's mean and standard deviation at every time; quantiles are those of the Gaussian
@@ -27,6 +28,7 @@ import pandas as pd
 import xarray as xr
 from scipy.special import ndtri
 
+from tracerbayes.posterior.base import AbstractPosterior
 from tracerbayes.posterior.exact import Posterior, chain_diagnostics
 
 if TYPE_CHECKING:
@@ -35,11 +37,16 @@ if TYPE_CHECKING:
 __all__ = ["EnsemblePosterior", "InversionPosterior"]
 
 
-class EnsemblePosterior(Posterior):
+class EnsemblePosterior(AbstractPosterior):
     """Result of ``fit(method="enkf" | "etkf" | "letkf")``.
 
-    Attributes (beyond :class:`Posterior`'s)
-    ----------------------------------------
+    The parameters were held fixed, so there is no pointwise log-likelihood (no
+    ``pointwise_log_likelihood``: compare models with ``method="nuts"``, exact LOO terms).
+
+    Attributes (beyond :class:`~tracerbayes.posterior.base.AbstractPosterior`'s)
+    ---------------------------------------------------------------------------
+    data : PreparedObservations
+        The observations as prepared for the grid and analysis times.
     members : ndarray, shape (T, N_e, n_wet)
         Smoothed ensemble members.
     cycle : pandas.DataFrame
@@ -55,7 +62,16 @@ class EnsemblePosterior(Posterior):
     def __init__(self, model: Any, obs: Any, times: Any, data: Any, samples: dict,
                  method: str, settings: dict, members: np.ndarray, cycle: pd.DataFrame,
                  mass_drift: dict[str, float], observations: Any):
-        super().__init__(model, obs, times, data, samples, {}, method, settings)
+        self.model = model
+        self.obs = obs
+        self.times = np.asarray(times)
+        self.data = data
+        self.samples = {k: np.asarray(v) for k, v in samples.items()}
+        self.method = method
+        self.settings = settings
+        self.validation = None
+        self.holdout = None
+        self.offset = 0.0
         self.members = members
         self.cycle = cycle
         self.mass_drift = mass_drift
@@ -105,7 +121,7 @@ class EnsemblePosterior(Posterior):
              quantiles: tuple[float, ...] = (0.05, 0.5, 0.95)) -> xr.Dataset:
         """Maps on (time, lat, lon) from the smoothed ensemble: ``mean``, ``sd`` (members'
         standard deviation, ddof 1) and Gaussian ``quantiles``; NaN on land.
-        ``n_draws`` is ignored (kept for :class:`Posterior`'s signature)."""
+        ``n_draws`` is ignored (kept for :class:`AbstractPosterior`'s signature)."""
         grid = self.model.grid
         mean = self.members.mean(axis=1) + self.offset
         sd = self.members.std(axis=1, ddof=1)
@@ -159,11 +175,6 @@ class EnsemblePosterior(Posterior):
                             name="tracer_sample")
 
     # ------------------------------------------------------------------ diagnostics
-    def pointwise_log_likelihood(self, kind: str = "loo") -> np.ndarray:
-        raise NotImplementedError(
-            f"method={self.method!r} holds the parameters fixed and gives no pointwise "
-            "log-likelihood; compare models with method='nuts' (exact LOO terms)")
-
     def posterior_predictive(self, key: jax.Array) -> np.ndarray:
         """``y_rep`` at the observations from every smoothed member plus observation noise,
         (1, N_e, n_obs)."""

@@ -45,6 +45,7 @@ from tracerbayes.exact.kalman import (
     rts_smoother,
     sample_smoothed,
 )
+from tracerbayes.posterior.base import AbstractPosterior
 from tracerbayes.posterior.metrics import mixture_quantiles
 
 if TYPE_CHECKING:
@@ -55,7 +56,7 @@ __all__ = ["Posterior", "parameter_summary", "prior_edge_problems"]
 _NON_PARAMETERS = ("y",)
 
 
-class Posterior:
+class Posterior(AbstractPosterior):
     """The result of :func:`tracerbayes.fit`.
 
     Attributes
@@ -99,18 +100,7 @@ class Posterior:
         return cls(model, obs, times, data, samples, stats, method, settings)
 
     # ------------------------------------------------------------------ draws
-    @property
-    def num_chains(self) -> int:
-        return next(iter(self.samples.values())).shape[0]
-
-    @property
-    def num_draws(self) -> int:
-        return next(iter(self.samples.values())).shape[1]
-
-    def flat_samples(self) -> dict[str, np.ndarray]:
-        """Draws with chains concatenated: name -> (chain * draw, ...)."""
-        return {k: v.reshape((-1,) + v.shape[2:]) for k, v in self.samples.items()}
-
+    # (num_chains, num_draws, flat_samples and to_netcdf: AbstractPosterior)
     def _draws(self, n: int | None) -> dict[str, jax.Array]:
         flat = self.flat_samples()
         total = next(iter(flat.values())).shape[0]
@@ -332,27 +322,6 @@ class Posterior:
     def parameter_table(self) -> pd.DataFrame:
         """Posterior mean, sd and 5%/95% quantiles of every scalar parameter."""
         return parameter_summary(self.samples)
-
-    def to_netcdf(self, path: Any, *, units: str | None = None,
-                  long_name: str = "tracer concentration", standard_name: str | None = None,
-                  n_draws: int = 100, **attributes: Any) -> xr.Dataset:
-        """Write the maps as CF-1.10 NetCDF (atomically) and return the dataset written.
-
-        ``units`` (UDUNITS; default the observations' units or "1"), ``long_name`` and
-        ``standard_name`` describe the tracer; other keywords (title, history,
-        config_text, institution, references) go to :func:`tracerbayes.io.netcdf.cf_dataset`.
-        The parameters' posterior summary is stored as global attributes.
-        """
-        from tracerbayes.io.files import check_output_file
-        from tracerbayes.io.netcdf import cf_dataset, write_netcdf
-
-        path = check_output_file(path)  # a bad path fails before the maps are computed
-        units = units or getattr(self.obs, "units", None) or "1"
-        ds = cf_dataset(self.maps(n_draws=n_draws), units=units, tracer_long_name=long_name,
-                        tracer_standard_name=standard_name, method=self.method,
-                        parameter_summary=self.parameter_table(), **attributes)
-        write_netcdf(ds, path)
-        return ds
 
     def summary(self) -> Any:
         """ArviZ summary table of the parameters (mean, sd, HDI, ESS, R-hat)."""

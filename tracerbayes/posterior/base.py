@@ -1,0 +1,135 @@
+"""``AbstractPosterior``: what every result of :func:`tracerbayes.fit` offers.
+
+The exact posterior (:class:`~tracerbayes.posterior.exact.Posterior`: NUTS, Laplace, EKI)
+and the ensemble posterior (:class:`~tracerbayes.posterior.ensemble.EnsemblePosterior`:
+EnKF, ETKF, LETKF) both give maps, predictions of new observations, random map draws,
+posterior predictive replicates, ArviZ data, a parameter table and diagnostics; this class
+names those methods and holds the ones written once for all (parameter draws, NetCDF).
+A method only one family can give (the exact pointwise log-likelihood) lives on that family
+alone: asking the other for it is an ``AttributeError``.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import TYPE_CHECKING, Any
+
+import jax
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+if TYPE_CHECKING:
+    import arviz as az
+
+__all__ = ["AbstractPosterior"]
+
+
+class AbstractPosterior(abc.ABC):
+    """A fitted posterior: the attributes and methods every method's result has.
+
+    Attributes
+    ----------
+    model : the model fitted
+    obs : Observations
+        The observations fitted (in their own units).
+    times : ndarray (T,)
+        The analysis times.
+    samples : dict of name -> ndarray (chain, draw, ...)
+        Parameter draws (one chain of one draw where the parameters were held fixed).
+    method : str
+        The inference method that produced it.
+    settings : dict
+        The method's settings, as recorded in the outputs.
+    validation : dict of str -> float or None
+        Held-out validation scores (``fit(..., holdout=...)``).
+    holdout : Holdout or None
+        The held-out split (:class:`~tracerbayes.posterior.validation.Holdout`).
+    offset : float
+        Tracer units subtracted from every value before the fit, added back to every output.
+    """
+
+    model: Any
+    obs: Any
+    times: np.ndarray
+    samples: dict[str, np.ndarray]
+    method: str
+    settings: dict
+    validation: dict[str, float] | None
+    holdout: Any
+    offset: float
+
+    # ------------------------------------------------------------------ draws
+    @property
+    def num_chains(self) -> int:
+        return next(iter(self.samples.values())).shape[0]
+
+    @property
+    def num_draws(self) -> int:
+        return next(iter(self.samples.values())).shape[1]
+
+    def flat_samples(self) -> dict[str, np.ndarray]:
+        """Draws with chains concatenated: name -> (chain * draw, ...)."""
+        return {k: v.reshape((-1,) + v.shape[2:]) for k, v in self.samples.items()}
+
+    # ------------------------------------------------------------------ what each gives
+    @abc.abstractmethod
+    def maps(self, n_draws: int | None = 100,
+             quantiles: tuple[float, ...] = (0.05, 0.5, 0.95)) -> xr.Dataset:
+        """Maps on (time, lat, lon): ``mean``, ``sd``, ``quantiles`` and ``mask``."""
+
+    @abc.abstractmethod
+    def predict_observations(self, obs: Any, n_draws: int | None = 100
+                             ) -> tuple[np.ndarray, np.ndarray]:
+        """Predictive mean and sd of new observations, (S, n) each, noise included."""
+
+    @abc.abstractmethod
+    def predicted_values(self, obs: Any) -> np.ndarray:
+        """The values of ``obs`` in the order :meth:`predict_observations` uses."""
+
+    @abc.abstractmethod
+    def sample_maps(self, n: int, key: jax.Array) -> xr.DataArray:
+        """``n`` joint draws of the map sequence, (sample, time, lat, lon)."""
+
+    @abc.abstractmethod
+    def posterior_predictive(self, key: jax.Array) -> np.ndarray:
+        """Replicated observations at the observed points, (chain, draw, n_obs)."""
+
+    @abc.abstractmethod
+    def to_inference_data(self, posterior_predictive: bool = True,
+                          key: jax.Array | None = None) -> az.InferenceData:
+        """ArviZ InferenceData of the fit."""
+
+    @abc.abstractmethod
+    def parameter_table(self) -> pd.DataFrame:
+        """Mean, sd and 5%/95% quantiles of every scalar parameter."""
+
+    @abc.abstractmethod
+    def summary(self) -> Any:
+        """A table summarising the fit."""
+
+    @abc.abstractmethod
+    def check_diagnostics(self) -> list[str]:
+        """Human-readable problems with the fit, each with what to try."""
+
+    # ------------------------------------------------------------------ files
+    def to_netcdf(self, path: Any, *, units: str | None = None,
+                  long_name: str = "tracer concentration", standard_name: str | None = None,
+                  n_draws: int = 100, **attributes: Any) -> xr.Dataset:
+        """Write the maps as CF-1.10 NetCDF (atomically) and return the dataset written.
+
+        ``units`` (UDUNITS; default the observations' units or "1"), ``long_name`` and
+        ``standard_name`` describe the tracer; other keywords (title, history,
+        config_text, institution, references) go to :func:`tracerbayes.io.netcdf.cf_dataset`.
+        The parameter table is stored as global attributes.
+        """
+        from tracerbayes.io.files import check_output_file
+        from tracerbayes.io.netcdf import cf_dataset, write_netcdf
+
+        path = check_output_file(path)  # a bad path fails before the maps are computed
+        units = units or getattr(self.obs, "units", None) or "1"
+        ds = cf_dataset(self.maps(n_draws=n_draws), units=units, tracer_long_name=long_name,
+                        tracer_standard_name=standard_name, method=self.method,
+                        parameter_summary=self.parameter_table(), **attributes)
+        write_netcdf(ds, path)
+        return ds
