@@ -42,12 +42,16 @@ class DemoSettings:
         Whether ``diagnostics/inference_data.nc`` holds posterior predictive draws.
     n_times : int
         Daily analysis times of the scenario.
+
+    Two chains of 300 + 300 draws converge on this twin (measured 2026-12-01 at seed 0: R-hat
+    1.00 for every parameter, bulk ESS 296 to 876; 150 + 150 left ``representation_scale``
+    at R-hat 1.03), in about five minutes on two cores.
     """
 
     n_modes: int = 60
     num_chains: int = 2
-    num_warmup: int = 150
-    num_samples: int = 150
+    num_warmup: int = 300
+    num_samples: int = 300
     map_draws: int = 30
     figure_times: tuple[int, ...] | None = (0, 15, -1)
     posterior_predictive: bool = False
