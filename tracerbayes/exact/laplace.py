@@ -34,19 +34,16 @@ from numpyro.infer.util import constrain_fn, potential_energy
 from tracerbayes.exact.mode import posterior_mode
 from tracerbayes.exact.model import AdvectionDiffusionModel
 from tracerbayes.exact.priors import modes_needed
+from tracerbayes.exact.truncation import fitted_scale
 
 __all__ = ["fit_laplace", "map_modes_for"]
-
-KM = 1000.0
 
 
 def map_modes_for(model: AdvectionDiffusionModel, params: dict[str, Any], *,
                   fraction: float = 0.95, max_modes: int = 400) -> int:
     """Modes that carry ``fraction`` of the variance of the fitted process noise (and first
     map): the shorter of the two fitted lengthscales, at most ``max_modes`` and the wet cells."""
-    length = min(float(np.median(params["noise_lengthscale_km"])),
-                 float(np.median(params["initial_lengthscale_km"]))) * KM
-    area = float(np.sum(model.grid.wet_area))
+    length, area = fitted_scale(model, params)
     needed = modes_needed(area, length, model.priors.smoothness, fraction)
     return int(min(max(needed, model.n_modes), max_modes, model.grid.n_wet))
 

@@ -29,11 +29,11 @@ import numpy as np
 import scipy.linalg
 import scipy.sparse as sp
 
-from tracerbayes.grid.basis import SpectralBasis, diffusion_stiffness
+from tracerbayes.grid.basis import SpectralBasis, symmetric_stiffness
 from tracerbayes.grid.core import Grid
 
 __all__ = ["TailQuadrature", "tail_quadrature", "tail_variance", "DEFAULT_STEPS",
-           "choose_n_modes", "basis_warnings", "FIT_BUDGET"]
+           "choose_n_modes", "basis_warnings", "fitted_scale", "FIT_BUDGET"]
 
 #: Lanczos steps (quadrature nodes) per observation row.
 DEFAULT_STEPS = 48
@@ -48,6 +48,14 @@ KM = 1000.0
 
 def _median(prior: Any) -> float:
     return float(prior.icdf(0.5))
+
+
+def fitted_scale(model: Any, params: dict[str, Any]) -> tuple[float, float]:
+    """The shorter of the fitted (median) noise and first-map lengthscales, in m, and the
+    model's wet area in m^2: what sizes a basis for the fitted field."""
+    length = min(float(np.median(params["noise_lengthscale_km"])),
+                 float(np.median(params["initial_lengthscale_km"]))) * KM
+    return length, float(np.sum(model.grid.wet_area))
 
 
 def choose_n_modes(grid: Grid, priors: Any, n_times: int, *, fraction: float = 0.95,
@@ -87,9 +95,7 @@ def basis_warnings(model: Any, params: dict[str, Any], data: Any, n_modes: int |
     K = int(model.n_modes if n_modes is None else n_modes)
     if K >= model.grid.n_wet:
         return []
-    length = min(float(np.median(params["noise_lengthscale_km"])),
-                 float(np.median(params["initial_lengthscale_km"]))) * KM
-    area = float(np.sum(model.grid.wet_area))
+    length, area = fitted_scale(model, params)
     carried = resolved_fraction(K, area, length, model.priors.smoothness)
     out = []
     if carried < fraction:
@@ -121,11 +127,6 @@ class TailQuadrature(NamedTuple):
 
     nodes: Any
     weights: Any
-
-
-def _symmetric_operator(grid: Grid) -> sp.csr_matrix:
-    inv_sqrt_a = 1.0 / np.sqrt(grid.wet_area)
-    return (sp.diags(inv_sqrt_a) @ diffusion_stiffness(grid) @ sp.diags(inv_sqrt_a)).tocsr()
 
 
 def tail_quadrature(grid: Grid, basis: SpectralBasis, indices: np.ndarray, weights: np.ndarray,
@@ -163,7 +164,7 @@ def tail_quadrature(grid: Grid, basis: SpectralBasis, indices: np.ndarray, weigh
         retained = basis.vectors.T @ h  # (K, R): Phi_K^T h
         g = h / np.sqrt(area)[:, None] - np.sqrt(area)[:, None] * (basis.vectors @ retained)
         psi = np.sqrt(area)[:, None] * basis.vectors  # orthonormal retained eigenvectors
-        nodes, quad = _lanczos_quadrature(_symmetric_operator(grid), g, steps, psi)
+        nodes, quad = _lanczos_quadrature(symmetric_stiffness(grid), g, steps, psi)
     flat = inverse.reshape(-1)
     return TailQuadrature(nodes[flat].reshape(*shape, steps), quad[flat].reshape(*shape, steps))
 

@@ -40,7 +40,8 @@ import scipy.sparse.linalg as spla
 
 from tracerbayes.grid.core import Grid
 
-__all__ = ["SpectralBasis", "spectral_basis", "diffusion_stiffness", "connected_basins"]
+__all__ = ["SpectralBasis", "spectral_basis", "diffusion_stiffness", "symmetric_stiffness",
+           "connected_basins"]
 
 #: Largest number of wet cells for which the basis is found by a dense eigen-decomposition.
 DENSE_LIMIT = 3000
@@ -107,6 +108,15 @@ def diffusion_stiffness(grid: Grid) -> sp.csr_matrix:
     return ((stiff + stiff.T) * 0.5).tocsr()
 
 
+def symmetric_stiffness(grid: Grid, stiff: sp.csr_matrix | None = None) -> sp.csr_matrix:
+    """``B = A^-1/2 S A^-1/2`` (1/m^2): the symmetric form of the generalised eigenproblem,
+    whose eigenvectors ``u`` give ``phi = A^-1/2 u`` with the same eigenvalues (``stiff``:
+    :func:`diffusion_stiffness` if already built)."""
+    stiff = diffusion_stiffness(grid) if stiff is None else stiff
+    inv_sqrt_a = sp.diags(1.0 / np.sqrt(grid.wet_area))
+    return (inv_sqrt_a @ stiff @ inv_sqrt_a).tocsr()
+
+
 def connected_basins(grid: Grid) -> tuple[int, np.ndarray]:
     """Connected water bodies (through open faces): their count and a label per wet cell."""
     stiff = diffusion_stiffness(grid)
@@ -142,10 +152,10 @@ def spectral_basis(grid: Grid, k: int | None = None) -> SpectralBasis:
     stiff = diffusion_stiffness(grid)
     area = grid.wet_area
     n_basins, labels = csgraph.connected_components(stiff, directed=False)
-    # Work with the symmetric matrix B = A^-1/2 S A^-1/2, whose eigenvectors u give
-    # phi = A^-1/2 u. Scale by a typical eigenvalue so that the solver sees O(1) numbers.
+    # Work with the symmetric matrix B (symmetric_stiffness). Scale by a typical eigenvalue
+    # so that the solver sees O(1) numbers.
     inv_sqrt_a = 1.0 / np.sqrt(area)
-    scaled = sp.diags(inv_sqrt_a) @ stiff @ sp.diags(inv_sqrt_a)
+    scaled = symmetric_stiffness(grid, stiff)
     scale = float(scaled.diagonal().max())
     if n <= DENSE_LIMIT or k > n // 2:
         evals, u = scipy.linalg.eigh((scaled / scale).toarray(), subset_by_index=(0, k - 1))
