@@ -154,13 +154,20 @@ def _package_dir(package: str, name: str) -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
-def _load_eofs() -> xr.DataArray:
-    path = _package_dir("eofs", "eofs_pacific") / "examples/example_data/sst_ndjfm_anom.nc"
+def _package_file(package: str, name: str, relative: str) -> Path:
+    """A data file shipped inside an installed package, or SourceMissingError saying how to
+    get it back."""
+    path = _package_dir(package, name) / relative
     if not path.is_file():
         raise SourceMissingError(
-            f"eofs_pacific: {path} is missing from the installed eofs; reinstall it with "
-            "`pip install --force-reinstall eofs`"
+            f"{name}: {path} is missing from the installed {package}; reinstall it with "
+            f"`pip install --force-reinstall {package}`"
         )
+    return path
+
+
+def _load_eofs() -> xr.DataArray:
+    path = _package_file("eofs", "eofs_pacific", "examples/example_data/sst_ndjfm_anom.nc")
     with xr.open_dataset(path) as ds:
         da = ds["sst"].load()
     da = da.rename({"latitude": "lat", "longitude": "lon"})
@@ -169,12 +176,7 @@ def _load_eofs() -> xr.DataArray:
 
 
 def _load_hadisst() -> xr.DataArray:
-    path = _package_dir("cartopy", "hadisst") / "data/netcdf/HadISST1_SST_update.nc"
-    if not path.is_file():
-        raise SourceMissingError(
-            f"hadisst: {path} is missing from the installed cartopy; reinstall it with "
-            "`pip install --force-reinstall cartopy`"
-        )
+    path = _package_file("cartopy", "hadisst", "data/netcdf/HadISST1_SST_update.nc")
     with warnings.catch_warnings():  # the file's time_bnds units have an unpadded year
         warnings.simplefilter("ignore", category=xr.SerializationWarning)
         with xr.open_dataset(path) as ds:
