@@ -232,8 +232,11 @@ class _Run:
             time.sleep(0.002)
 
     def temporaries(self, under: str = "") -> list[Path]:
-        folder = self.out / under
-        return [p for p in folder.rglob(".*.part")] if folder.is_dir() else []
+        # The run under test may remove or recreate the folder while it is listed.
+        try:
+            return list((self.out / under).rglob(".*.part"))
+        except FileNotFoundError:
+            return []
 
     def stop(self, signum: int) -> tuple[int, str]:
         self.proc.send_signal(signum)
