@@ -5,9 +5,11 @@ Cartesian grid of 20 km cells whose wet part is a rectangle (a land border of 5 
 times spread over 30 daily analysis times; bins them with :meth:`Observations.bin` (one
 super-observation per wet cell, analysis time and platform); prepares them for a reduced
 :class:`~tracerbayes.exact.model.AdvectionDiffusionModel` (100 modes, ConstantVelocity) and
-evaluates the log-likelihood once at fixed parameters (twice: the first call includes the
-JIT compilation). Prints the wall seconds of each stage, the peak resident memory and how
-many super-observations resulted.
+evaluates the log-likelihood at fixed parameters (twice: the first call includes the JIT
+compilation) with the information-form update the filter chooses when a time holds more
+rows than the state has entries, and (``--compare-joint``) with the joint update, whose
+innovation matrix is m x m per time, as the peer; then the gradient. Prints the wall
+seconds of each stage, the peak resident memory and how many super-observations resulted.
 
 Without binning the padded per-time arrays would have 30 x ~34,000 rows and the per-time
 operators (T, m_max, K) plus the (T, m_max, 4, K) gather of the basis behind them several
@@ -33,6 +35,7 @@ import numpy as np
 
 jax.config.update("jax_enable_x64", True)  # an entry point: it chooses float64
 
+from tracerbayes.exact.kalman import PaddedObservations, kalman_log_likelihood  # noqa: E402
 from tracerbayes.exact.model import (  # noqa: E402
     AdvectionDiffusionModel,
     ConstantVelocity,
@@ -70,6 +73,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n-obs", type=int, default=1_000_000)
     parser.add_argument("--representation-error", action="store_true")
+    parser.add_argument("--compare-joint", action="store_true",
+                        help="also time the joint (m x m innovation) update, the peer")
     args = parser.parse_args()
     rng = np.random.default_rng(16)
     g = grid()
@@ -89,22 +94,38 @@ def main() -> None:
     data = model.prepare(binned.observations, times)
     seconds["prepare"] = time.perf_counter() - start
 
-    log_likelihood = jax.jit(lambda params, d: model.likelihood(params, d).log_prob(d.values))
-    for stage in ("log-likelihood (1st, with JIT)", "log-likelihood (2nd)"):
+    def log_likelihood(params, d, update="auto"):
+        lik = model.likelihood(params, d)
+        padded = PaddedObservations(d.values, lik.operators, lik.variances, lik.valid)
+        return kalman_log_likelihood(lik.ssm, padded, update=update)
+
+    value = {}
+    for update in ("auto", *(["joint"] if args.compare_joint else [])):
+        label = "information form" if update == "auto" else "joint update (peer)"
+        once = jax.jit(lambda p, d, u=update: log_likelihood(p, d, u))
+        for stage in ("1st, with JIT", "2nd"):
+            start = time.perf_counter()
+            value[update] = float(once(PARAMS, data))
+            seconds[f"log-likelihood, {label} ({stage})"] = time.perf_counter() - start
+    gradient = jax.jit(jax.grad(lambda p, d: log_likelihood(p, d)))
+    for stage in ("1st, with JIT", "2nd"):
         start = time.perf_counter()
-        value = float(log_likelihood(PARAMS, data))
-        seconds[stage] = time.perf_counter() - start
+        jax.block_until_ready(gradient(PARAMS, data))
+        seconds[f"gradient, information form ({stage})"] = time.perf_counter() - start
 
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
     print(f"{binned.report}")
     print(f"grid {NX} x {NY} ({g.n_wet} wet cells), {N_TIMES} times, {model.n_modes} modes, "
           f"representation error {'on' if args.representation_error else 'off'}")
     print(f"padded rows T x m_max: raw {raw_rows}, binned {data.values.size}")
-    print(f"log-likelihood {value:.6g}")
-    print(f"{'stage':<32}{'wall s':>10}")
+    print(f"log-likelihood {value['auto']:.10g}" + (
+        f" (joint update {value['joint']:.10g}, relative difference "
+        f"{abs(value['joint'] - value['auto']) / abs(value['joint']):.1e})"
+        if "joint" in value else ""))
+    print(f"{'stage':<52}{'wall s':>10}")
     for stage, s in seconds.items():
-        print(f"{stage:<32}{s:>10.2f}")
-    print(f"{'peak RSS (MiB)':<32}{peak_mib:>10.0f}")
+        print(f"{stage:<52}{s:>10.2f}")
+    print(f"{'peak RSS (MiB)':<52}{peak_mib:>10.0f}")
 
 
 if __name__ == "__main__":

@@ -75,19 +75,20 @@ def random_spd(rng, n, scale=1.0):
     return scale * (A @ A.T / n + 0.2 * np.eye(n))
 
 
-def random_valid(rng):
+def random_valid(rng, m=N_ROWS):
     """Mask with padded rows interleaved, one empty time and one full time."""
-    valid = rng.random((N_TIME, N_ROWS)) < 0.6
-    valid[0] = [True, False, True]
+    valid = rng.random((N_TIME, m)) < 0.6
+    valid[0] = np.arange(m) % 2 == 0
     valid[1] = True
     valid[EMPTY_TIME] = False
     valid[-1, 0] = True
     return valid
 
 
-def make_problem(rng, time_varying=True):
-    """A random model and padded observations, with NaN/garbage in the padding."""
-    n, T, m = N_STATE, N_TIME, N_ROWS
+def make_problem(rng, time_varying=True, m=N_ROWS):
+    """A random model and padded observations (``m`` rows per time), with NaN/garbage in
+    the padding."""
+    n, T = N_STATE, N_TIME
     if time_varying:
         F = 0.8 * np.eye(n) + 0.3 * rng.normal(size=(T - 1, n, n)) / np.sqrt(n)
         Q = np.stack([random_spd(rng, n, 0.3) for _ in range(T - 1)])
@@ -100,7 +101,7 @@ def make_problem(rng, time_varying=True):
         transition=F,
         process_cov=Q,
     )
-    valid = random_valid(rng)
+    valid = random_valid(rng, m)
     values = rng.normal(size=(T, m))
     operators = rng.normal(size=(T, m, n))
     variances = rng.uniform(0.1, 0.5, size=(T, m))
@@ -234,6 +235,41 @@ def test_parallel_equals_sequential(problem):
         expected, actual = sequential(model, obs), parallel(model, obs)
         for name, value in expected._asdict().items():
             assert_close(getattr(actual, name), value)
+
+
+@pytest.mark.parametrize("time_varying", [True, False], ids=["time-varying", "shared"])
+def test_information_form_equals_dense_reference(rng, time_varying):
+    """More rows per time than state entries (m = 9 > n = 5): the default filter switches to
+    the information form, Eq. (8); log-likelihood, filtered moments, smoother and gradient
+    against the dense reference and the joint update."""
+    model, obs = make_problem(rng, time_varying, m=9)
+    mean, cov = dense_prior(model, N_TIME)
+    times, H, y, r = dense_observations(obs)
+    expected = stats.multivariate_normal(H @ mean, H @ cov @ H.T + np.diag(r)).logpdf(y)
+    joint = jax.jit(functools.partial(kalman_filter, update="joint"))(model, obs)
+    for update in ("auto", "information"):
+        result = jax.jit(functools.partial(kalman_filter, update=update))(model, obs)
+        assert_close(result.log_likelihood, expected)
+        for k in range(N_TIME):
+            m_f, P_f = condition(mean, cov, H[times <= k], y[times <= k], r[times <= k])
+            assert_close(result.filtered_means[k], m_f[block(k)])
+            assert_close(result.filtered_covs[k], P_f[block(k), block(k)])
+        terms = np.asarray(result.log_likelihood_terms)  # only totals in information form
+        valid = np.asarray(obs.valid)
+        assert np.all(np.isnan(terms[valid])) and np.all(terms[~valid] == 0.0)
+    assert_close(log_likelihood_jit(model, obs), expected)
+    assert np.all(np.isfinite(joint.log_likelihood_terms))
+    m_s, P_s = condition(mean, cov, H, y, r)
+    smoothed = smoother_sequential(model, obs)
+    for k in range(N_TIME):
+        assert_close(smoothed.smoothed_means[k], m_s[block(k)])
+        assert_close(smoothed.smoothed_covs[k], P_s[block(k), block(k)])
+
+    def gradient(update):
+        return jax.jit(jax.grad(lambda a: kalman_log_likelihood(
+            scaled_model(model, a), obs, update=update)))(0.9)
+
+    assert_close(gradient("information"), gradient("joint"))
 
 
 def scaled_model(model, a):

@@ -85,7 +85,7 @@ class LinearGaussianStateSpace(dist.Distribution):
         predictive densities: PSIS-LOO over them approximates leave-one-out of each
         observation given the past only (leave-future-out), not given all other data.
         """
-        return kalman_filter(self.ssm, self._padded(value)).log_likelihood_terms
+        return kalman_filter(self.ssm, self._padded(value), update="joint").log_likelihood_terms
 
     def sample(self, key: jax.Array, sample_shape: tuple[int, ...] = ()) -> jax.Array:
         """Draw observations by simulating states and adding observation noise."""

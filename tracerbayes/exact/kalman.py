@@ -43,6 +43,19 @@ References
 .. [4] S. Frühwirth-Schnatter, "Data augmentation and dynamic linear models", J. Time Series
    Analysis 15(2), 183-202, 1994 (forward filtering, backward sampling).
 
+When a time holds more observations than the state has entries (``m > n``: many observations
+per map, e.g. 10^5 super-observations on a few hundred modes), the update is done in
+information form instead (:func:`update_information`): with ``P^- = L L^T``,
+``A = I + L^T H^T R^{-1} H L = C C^T`` and ``z = C^{-1} L^T H^T R^{-1} (y - H m^-)``::
+
+    m <- m^- + L C^{-T} z,   P <- (L C^{-T}) (L C^{-T})^T,
+    log det S = sum_i log r_i + 2 sum_j log C_jj,
+    (y - H m^-)^T S^{-1} (y - H m^-) = sum_i (y_i - h_i m^-)^2 / r_i - z^T z          (8)
+
+(the matrix determinant lemma and Woodbury's identity for ``S = H P^- H^T + R``): O(m n^2 +
+n^3) per time instead of O(m^3), the same moments and log-likelihood to round-off, but only
+the per-time total of the log-likelihood, not its per-observation terms.
+
 The parallel-in-time (associative scan) versions live in :mod:`tracerbayes.exact.kalman_parallel`.
 """
 
@@ -63,6 +76,7 @@ __all__ = [
     "SmootherResult",
     "kalman_filter",
     "kalman_log_likelihood",
+    "update_information",
     "update_joint",
     "update_sequential",
     "rts_smoother",
@@ -136,7 +150,8 @@ class FilterResult(NamedTuple):
         Moments of ``p(x_k | y_{0:k-1})``; entry 0 is the prior ``(m_0, P_0)``.
     log_likelihood_terms : Array, shape (T, m)
         ``log p(y_{k,i} | y_{0:k-1}, y_{k,0:i-1})`` for each valid row, 0 for padding; they
-        sum to ``log_likelihood``.
+        sum to ``log_likelihood``. NaN on valid rows after an information-form update, which
+        gives only each time's total (see :func:`kalman_filter`).
     """
 
     log_likelihood: jax.Array
@@ -351,15 +366,76 @@ def update_joint(
     return mean + w @ v, symmetrise(cov - w @ w.T), terms
 
 
+def update_information(
+    mean: jax.Array,
+    cov: jax.Array,
+    values: jax.Array,
+    operators: jax.Array,
+    variances: jax.Array,
+    valid: jax.Array,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Assimilate all (masked) observations of one time step in information form, Eq. (8).
+
+    Same arguments as :func:`update_joint`, and the same filtered moments to round-off, at
+    O(m n^2 + n^3) instead of O(m^3 + m^2 n): the choice when a time holds more observations
+    than the state has entries. ``cov`` must be positive definite (its Cholesky factor is
+    used; the RTS smoother needs the same). Returns the filtered ``(mean, cov)`` and the
+    time's total log-likelihood (shape ``()``): the information form does not give the
+    per-observation terms. Masked padding rows (``h = 0, r = 1, y = 0``) add nothing.
+    """
+    factor = jnp.linalg.cholesky(cov)  # L, P^- = L L^T
+    residual = values - operators @ mean  # (m,)
+    weighted = operators / variances[:, None]  # R^{-1} H, (m, n)
+    scaled = factor.T @ (operators.T @ weighted) @ factor  # L^T H^T R^{-1} H L
+    chol = jnp.linalg.cholesky(symmetrise(jnp.eye(mean.shape[0], dtype=cov.dtype) + scaled))
+    z = jax.scipy.linalg.solve_triangular(chol, factor.T @ (weighted.T @ residual), lower=True)
+    gain_factor = jax.scipy.linalg.solve_triangular(chol, factor.T, lower=True).T  # L C^{-T}
+    total = -0.5 * (jnp.sum(valid) * _LOG_2PI + jnp.sum(jnp.log(variances))
+                    + 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol)))
+                    + jnp.sum(residual**2 / variances) - z @ z)
+    return mean + gain_factor @ z, gain_factor @ gain_factor.T, total
+
+
+#: How a time's observations are assimilated: see :func:`kalman_filter`.
+UPDATES = ("auto", "joint", "sequential", "information")
+
+
+def _updater(update: str, m: int, n: int):
+    """The per-time update for ``update`` (``'auto'``: information form when ``m > n``) as a
+    function returning ``(mean, cov, terms (m,), total ())``; in information form the
+    per-observation terms are NaN on valid rows (not computed)."""
+    if update not in UPDATES:
+        raise ValueError(f"update={update!r}; choose one of {UPDATES}")
+    if update == "information" or (update == "auto" and m > n):
+        def information(mean, cov, values, operators, variances, valid):
+            mean, cov, total = update_information(mean, cov, values, operators, variances,
+                                                  valid)
+            return mean, cov, jnp.where(valid, jnp.nan, 0.0), total
+        return information
+    rows = update_sequential if update == "sequential" else update_joint
+
+    def by_rows(mean, cov, values, operators, variances, valid):
+        mean, cov, terms = rows(mean, cov, values, operators, variances, valid)
+        return mean, cov, terms, jnp.sum(terms)
+    return by_rows
+
+
 def kalman_filter(model: LinearGaussianSSM, obs: PaddedObservations, *,
-                  scalar_updates: bool = False) -> FilterResult:
+                  scalar_updates: bool = False, update: str = "auto") -> FilterResult:
     """Kalman filter over padded observations, by ``lax.scan`` over time.
 
-    At each time the valid observations are assimilated jointly (:func:`update_joint`, the
-    default) or one by one (``scalar_updates=True``: exact for diagonal ``R``; Eq. (4),
-    Joseph-form covariance), then the state is predicted to the next time, Eq. (3).  The
-    log-likelihood is the prediction-error decomposition, Eq. (5). Both give the same
-    results to round-off; the joint update is several times faster under ``jax.grad``.
+    At each time the valid observations are assimilated, then the state is predicted to the
+    next time, Eq. (3). The log-likelihood is the prediction-error decomposition, Eq. (5).
+    ``update`` says how a time's observations are assimilated: ``'joint'`` (by Cholesky of
+    the innovation covariance, :func:`update_joint`), ``'sequential'`` (one by one, Eq. (4),
+    Joseph-form covariance; exact for diagonal ``R``; also ``scalar_updates=True``),
+    ``'information'`` (Eq. (8), :func:`update_information`) or ``'auto'`` (default: the
+    information form when a time holds more rows than the state has entries, ``m > n``,
+    else joint). All give the same moments and log-likelihood to round-off; the joint update
+    is several times faster than the sequential one under ``jax.grad``, the information
+    form much faster when ``m >> n``. Only the information form leaves the per-observation
+    terms out: ``log_likelihood_terms`` is then NaN on valid rows (pass ``update='joint'``
+    for pointwise terms, e.g. for PSIS-LOO).
 
     Parameters
     ----------
@@ -374,27 +450,27 @@ def kalman_filter(model: LinearGaussianSSM, obs: PaddedObservations, *,
         Log-likelihood (scalar), filtered and predicted moments (T, n) and (T, n, n), and
         per-observation log-likelihood terms (T, m).
     """
-    T, _, _ = check_shapes(model, obs)
+    T, m, n = check_shapes(model, obs)
     obs = masked_observations(obs)
     F_seq, Q_seq = _per_transition(model)
-    update = update_sequential if scalar_updates else update_joint
+    assimilate = _updater("sequential" if scalar_updates else update, m, n)
 
     def step(carry, inputs):
         predicted_mean, predicted_cov = carry
         values, operators, variances, valid, F, Q = inputs
-        mean, cov, terms = update(
+        mean, cov, terms, total = assimilate(
             predicted_mean, predicted_cov, values, operators, variances, valid
         )
         F = _or_shared(F, model.transition)
         Q = _or_shared(Q, model.process_cov)
         next_mean, next_cov = predict(mean, cov, F, Q)
-        return (next_mean, next_cov), (mean, cov, terms, next_mean, next_cov)
+        return (next_mean, next_cov), (mean, cov, terms, total, next_mean, next_cov)
 
     head = jax.tree.map(lambda a: a[:-1], (obs.values, obs.operators, obs.variances, obs.valid))
     prior = (model.initial_mean, model.initial_cov)
     (last_mean, last_cov), outputs = lax.scan(step, prior, (*head, F_seq, Q_seq), length=T - 1)
-    means, covs, terms, next_means, next_covs = outputs
-    final_mean, final_cov, final_terms = update(
+    means, covs, terms, totals, next_means, next_covs = outputs
+    final_mean, final_cov, final_terms, final_total = assimilate(
         last_mean,
         last_cov,
         obs.values[-1],
@@ -404,7 +480,7 @@ def kalman_filter(model: LinearGaussianSSM, obs: PaddedObservations, *,
     )
     terms = jnp.concatenate([terms, final_terms[None]])
     return FilterResult(
-        log_likelihood=jnp.sum(terms),
+        log_likelihood=jnp.sum(totals) + final_total,
         filtered_means=jnp.concatenate([means, final_mean[None]]),
         filtered_covs=jnp.concatenate([covs, final_cov[None]]),
         predicted_means=jnp.concatenate([model.initial_mean[None], next_means]),
@@ -413,34 +489,38 @@ def kalman_filter(model: LinearGaussianSSM, obs: PaddedObservations, *,
     )
 
 
-def kalman_log_likelihood(model: LinearGaussianSSM, obs: PaddedObservations) -> jax.Array:
+def kalman_log_likelihood(model: LinearGaussianSSM, obs: PaddedObservations, *,
+                          update: str = "auto") -> jax.Array:
     """``log p(y_{0:T-1})`` of the valid observations, with the state integrated out.
 
     The same recursion as :func:`kalman_filter` (joint update, Eq. (5)), lean: the scan
     carries only the current moments and keeps no per-time output but the log-likelihood
     increment, so ``jax.grad`` stores less (about a quarter faster than differentiating
-    ``kalman_filter(...).log_likelihood``). Differentiable with respect to every array of
-    ``model`` and ``obs`` (except the mask). Returns an array of shape ``()``.
+    ``kalman_filter(...).log_likelihood``). ``update`` as in :func:`kalman_filter` (by
+    default the information form when a time holds more rows than the state has entries).
+    Differentiable with respect to every array of ``model`` and ``obs`` (except the mask).
+    Returns an array of shape ``()``.
     """
-    check_shapes(model, obs)
+    _, m, n = check_shapes(model, obs)
     obs = masked_observations(obs)
     F_seq, Q_seq = _per_transition(model)
+    assimilate = _updater(update, m, n)
 
     def step(carry, inputs):
         mean, cov = carry
         values, operators, variances, valid, F, Q = inputs
-        mean, cov, terms = update_joint(mean, cov, values, operators, variances, valid)
+        mean, cov, _, total = assimilate(mean, cov, values, operators, variances, valid)
         F = _or_shared(F, model.transition)
         Q = _or_shared(Q, model.process_cov)
-        return predict(mean, cov, F, Q), jnp.sum(terms)
+        return predict(mean, cov, F, Q), total
 
     head = jax.tree.map(lambda a: a[:-1], (obs.values, obs.operators, obs.variances, obs.valid))
     prior = (model.initial_mean, model.initial_cov)
     (mean, cov), increments = lax.scan(step, prior, (*head, F_seq, Q_seq),
                                        length=obs.values.shape[0] - 1)
-    *_, last = update_joint(mean, cov, obs.values[-1], obs.operators[-1], obs.variances[-1],
-                            obs.valid[-1])
-    return jnp.sum(increments) + jnp.sum(last)
+    *_, last = assimilate(mean, cov, obs.values[-1], obs.operators[-1], obs.variances[-1],
+                          obs.valid[-1])
+    return jnp.sum(increments) + last
 
 
 def smoother_gain(

@@ -231,7 +231,7 @@ class Posterior(AbstractPosterior):
 
         def sequential(params):
             ssm = self.model.state_space(params, data)
-            return kalman_filter(ssm, self._padded(params)).log_likelihood_terms
+            return kalman_filter(ssm, self._padded(params), update="joint").log_likelihood_terms
 
         def loo(params):
             padded = self._padded(params)
