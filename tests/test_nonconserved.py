@@ -12,6 +12,13 @@ References:
 * The basin-mean level random-walks: without observations its variance grows as
   ``mean_sd^2 + source_sd^2 (t_k - t_0) / 1 day`` (closed form), through the model's own
   state-space recursion ``P_{k+1} = F P F^T + Q``, for irregular intervals.
+* Forcing with memory (``forcing_modes > 0``), complete basis: the transition of ``(z, f)``
+  equals the full-grid ``expm`` of ``d/dt [c; f] = [[L - D / tau, Phi_F], [0, -I / tau_f]]``
+  (scipy); still water: a forced mode's coefficients move as the analytic solution of the
+  2 x 2 system (``e^{-a dt}``, ``(e^{-b dt} - e^{-a dt}) / (a - b)``, ``e^{-b dt}``); the
+  forcing's covariance stays at its stationary spectrum through the model's own recursion
+  over irregular intervals; ``forcing_sd = 0`` gives the likelihood of the model without
+  memory.
 * Full-grid ensemble transition: with no noise, the basin totals are those of the
   conserved move and the departures from the basin mean shrink by ``exp(-dt / tau)`` (1e-12);
   the basin-level forcing is uniform in each basin with sd ``source_sd sqrt(dt / day)``
@@ -163,6 +170,101 @@ def test_basin_mean_variance_grows_as_a_random_walk():
         variances.append(mean_of @ P @ mean_of)
     expected = mean_sd**2 + PARAMS["source_sd"] ** 2 * (times - times[0]) / DAY
     np.testing.assert_allclose(variances, expected, rtol=1e-10)
+
+
+FORCING_PARAMS = {**PARAMS, "forcing_sd": 0.2, "forcing_days": 3.0}
+
+
+def forced_model(grid, velocity, n_modes=None, forcing_modes=6, mean_modes=0):
+    return AdvectionDiffusionModel(grid, velocity, Priors(),
+                                   n_modes=grid.n_wet if n_modes is None else n_modes,
+                                   conserved=False, mean_modes=mean_modes,
+                                   forcing_modes=forcing_modes)
+
+
+def test_complete_basis_forcing_memory_is_the_full_grid_expm():
+    grid = island_grid()
+    model = forced_model(grid, ConstantVelocity(0.1), mean_modes=8)
+    nb, K, M, F = model.basis.n_basins, model.n_modes, model.n_mean, model.n_forcing
+    assert model.state_size == K + M + F and list(model.forced_modes) == list(range(F))
+    data = model.prepare(observations(grid), np.arange(5) * DAY)
+    assert data.operators.shape[-1] == K + M + F and np.all(data.operators[..., K:] == 0)
+    params = {**FORCING_PARAMS, **MEAN_PARAMS}
+    ssm = model.state_space(params, data)
+    assert ssm.initial_cov.shape == ssm.transition.shape == (K + M + F,) * 2
+    reduced = np.asarray(ssm.transition)
+    phi, a, n = model.basis.vectors, grid.wet_area, grid.n_wet
+    velocity = physics.constant_velocity(grid, PARAMS["u"], PARAMS["v"])
+    L = np.asarray(physics.operator_matrix(grid, velocity, PARAMS["diffusivity"]))
+    departure = np.eye(n) - np.outer(np.ones(n), a) / a.sum()
+    rate = 1.0 / (PARAMS["damping_days"] * DAY)
+    zero = np.zeros
+    generator = np.block([  # d/dt [c; m; f]
+        [L - rate * departure, rate * departure, phi[:, :F] / DAY],
+        [zero((n, n)), zero((n, n)), zero((n, F))],
+        [zero((F, n)), zero((F, n)), -np.eye(F) / (params["forcing_days"] * DAY)]])
+    expected = scipy.linalg.expm(generator * DAY)
+    rng = np.random.default_rng(8)
+    z, zm, f = rng.normal(size=K), rng.normal(size=M), rng.normal(size=F)  # f: per day
+    moved = reduced @ np.concatenate([z, zm, f])
+    reference = expected @ np.concatenate([phi @ z, phi[:, nb:nb + M] @ zm, f])
+    err = np.max(np.abs(phi @ moved[:K] - reference[:n])) / np.max(np.abs(reference[:n]))
+    assert err < 1e-9
+    np.testing.assert_allclose(moved[K:K + M], zm, rtol=0, atol=1e-13)
+    np.testing.assert_allclose(moved[K + M:], reference[2 * n:], rtol=1e-12)
+    # the forcing carried over the day is not negligible
+    assert np.max(np.abs(reduced[:K, K + M:] @ f)) > 1e-2 * np.max(np.abs(moved[:K]))
+
+
+def test_forced_mode_follows_the_analytic_two_by_two_solution():
+    grid = island_grid()
+    model = forced_model(grid, ConstantVelocity(0.1), n_modes=12, forcing_modes=4)
+    params = {**FORCING_PARAMS, "u": 0.0, "v": 0.0}  # still water: the modes decouple
+    dt = 2.5 * DAY
+    data = model.prepare(observations(grid, days=3), np.array([0.0, dt]))
+    transition = np.asarray(model.state_space(params, data).transition)
+    b = 1.0 / (params["forcing_days"] * DAY)
+    for j, col in zip(model.forced_modes, range(model.n_modes, model.state_size), strict=True):
+        a = params["diffusivity"] * model.basis.eigenvalues[j] + (
+            1.0 / (params["damping_days"] * DAY) if j >= model.basis.n_basins else 0.0)
+        coupling = (np.exp(-b * dt) - np.exp(-a * dt)) / (a - b) / DAY  # f is per day
+        np.testing.assert_allclose(transition[j, j], np.exp(-a * dt), rtol=1e-12)
+        np.testing.assert_allclose(transition[j, col], coupling, rtol=1e-10)
+        np.testing.assert_allclose(transition[col, col], np.exp(-b * dt), rtol=1e-12)
+
+
+def test_forcing_stays_stationary_and_zero_forcing_is_the_model_without_memory():
+    from tracerbayes.exact.kalman import kalman_log_likelihood
+
+    grid = island_grid()
+    model = forced_model(grid, ConstantVelocity(0.1), n_modes=15)
+    times = np.array([0.0, 1.0, 2.5, 3.0, 4.5]) * DAY
+    data = model.prepare(observations(grid), times)
+    ssm = model.state_space(FORCING_PARAMS, data)
+    K = model.n_modes
+    P = np.asarray(ssm.initial_cov)
+    stationary = np.diag(P)[K:]
+    assert np.all(stationary > 0) and np.all(P[:K, K:] == 0)
+    for F, Q in zip(np.asarray(ssm.transition), np.asarray(ssm.process_cov), strict=True):
+        P = F @ P @ F.T + Q
+        np.testing.assert_allclose(P[K:, K:], np.diag(stationary), rtol=1e-12,
+                                   atol=1e-12 * stationary.max())
+    # forcing_sd = 0: the likelihood of the same data under the model without memory
+    plain = forced_model(grid, ConstantVelocity(0.1), n_modes=15, forcing_modes=0)
+    plain_data = plain.prepare(observations(grid), times)
+    params = {**FORCING_PARAMS, "forcing_sd": 0.0}
+    lik = model.likelihood(params, data)
+    expected = plain.likelihood(PARAMS, plain_data)
+    np.testing.assert_allclose(
+        float(lik.log_prob(data.values)), float(expected.log_prob(plain_data.values)),
+        rtol=1e-10)
+    assert float(kalman_log_likelihood(lik.ssm, lik._padded(data.values))) != pytest.approx(
+        float(model.likelihood(FORCING_PARAMS, data).log_prob(data.values)), rel=1e-3)
+    trace = numpyro.handlers.trace(numpyro.handlers.seed(model.sample_parameters, 0)).get_trace()
+    assert "forcing_sd" in trace and "forcing_days" in trace
+    with pytest.raises(ValueError, match="needs transition='galerkin'"):
+        AdvectionDiffusionModel(grid, ConstantVelocity(0.1), Priors(), n_modes=10,
+                                transition="projected", forcing_modes=3)
 
 
 def test_nonconserved_model_samples_damping_and_source():

@@ -34,6 +34,23 @@ prior. Over an interval the augmented state ``(z, z_m)`` moves by ``expm(G dt)``
 on the whole field, damping only on its departure from ``m``. Conserved tracers (the default)
 keep the total exactly and have no mean state.
 
+Forcing with memory (``forcing_modes > 0``): besides the white process noise, the first
+``forcing_modes`` modes (the non-constant ones for a conserved tracer) are driven by a smooth
+forcing field ``f`` (tracer units per day) that persists for a correlation time ``tau_f``
+(``forcing_days``), an Ornstein-Uhlenbeck process sampled at the analysis times whose
+coefficients join the state::
+
+    dc/dt = ... + f,   f_{k+1} = e^{-dt_k / tau_f} f_k + v_k,
+    v_k ~ N(0, diag(s) (1 - e^{-2 dt_k / tau_f})),   f_0 ~ N(0, diag(s))
+
+with ``s`` the masked Matérn spectrum of ``forcing_sd`` (tracer units per day) on the noise's
+lengthscale. Between analysis times ``f`` decays deterministically and the tracer integrates
+it, through the same ``expm`` of the generator, which gains the blocks
+``dz/dt += E_f f / 1 day`` and ``df/dt = -f / tau_f`` (state ``(z, z_m, f)``). A heating
+anomaly that lasts weeks or a season is so carried forward from one map to the next instead
+of forgotten, and the tracer is smoother in time than the exponential correlation of white
+forcing. ``forcing_sd = 0`` is the model without memory.
+
 ``transition="projected"`` replaces ``expm(L_K dt_k)`` by the basis advected on the full grid
 and projected back, with exact diffusion split around it (:mod:`tracerbayes.exact.projection`).
 
@@ -91,6 +108,12 @@ DEFAULT_SOURCE_SD = 0.2
 DEFAULT_MEAN_MODES = 40
 #: Prior scale of ``mean_state_sd``, in units of the data's spread: HalfNormal(2 s).
 DEFAULT_MEAN_STATE_SD = 2.0
+#: Prior of the forcing's correlation time (days) when it has memory: median 10 days, 0.5 to
+#: 200 days at +-2 sd (weather systems to a season).
+DEFAULT_FORCING_DAYS = dist.LogNormal(np.log(10.0), 1.5)
+#: Prior scale of ``forcing_sd`` (forcing with memory), in units of the data's spread per
+#: day: HalfNormal(0.1 s) lets a persistent forcing move the field by ~s in ten days.
+DEFAULT_FORCING_SD = 0.1
 
 
 # ------------------------------------------------------------------------------- velocity
@@ -229,6 +252,13 @@ class Priors:
         (tracer units). ``None``: HalfNormal(:data:`DEFAULT_MEAN_STATE_SD` ``data_sd``).
     mean_state_lengthscale_km : Distribution
         ``conserved=False`` only: Matérn lengthscale of the mean-state field, km.
+    forcing_sd : Distribution or None
+        Models with forcing memory (``forcing_modes > 0``) only: sd of the persistent forcing
+        field, tracer units per day. ``None``: HalfNormal(:data:`DEFAULT_FORCING_SD`
+        ``data_sd``).
+    forcing_days : Distribution or None
+        Models with forcing memory only: the correlation time of the forcing, days.
+        ``None``: :data:`DEFAULT_FORCING_DAYS`.
     representation_scale : Distribution
         Multiplier of the representation error (the prior variance of the modes beyond
         ``n_modes``; models with one only). Default LogNormal(0, 2) (0.02 to 55 at +-2 sd):
@@ -255,6 +285,8 @@ class Priors:
     damping_days: Any = None
     mean_state_sd: Any = None
     mean_state_lengthscale_km: Any = dist.LogNormal(np.log(400.0), 0.5)
+    forcing_sd: Any = None
+    forcing_days: Any = None
     representation_scale: Any = dist.LogNormal(0.0, 2.0)
     data_sd: float = 1.0
 
@@ -354,7 +386,12 @@ class AdvectionDiffusionModel:
         ``conserved=False`` only: the number of modes (constant ones included, at most
         ``n_modes``) that carry the static mean state; 0 damps toward the basin level alone.
         Default :data:`DEFAULT_MEAN_MODES`. The state then has ``n_modes + mean_modes -
-        n_basins`` entries (:attr:`state_size`).
+        n_basins`` entries (:attr:`state_size`), plus the forcing's.
+    forcing_modes : int
+        How many of the lowest modes (constant ones excluded for a conserved tracer) are
+        also driven by a forcing with memory (the module docstring): their forcing
+        coefficients join the state, with ``forcing_sd`` and ``forcing_days`` among the
+        parameters. 0 (default): white forcing only. Needs ``transition="galerkin"``.
     representation_error : bool
         True (default): each observation's error variance also holds the prior variance of
         the modes beyond ``n_modes`` at that observation and time (:meth:`tail_spectrum`,
@@ -374,9 +411,15 @@ class AdvectionDiffusionModel:
     def __init__(self, grid: Grid, velocity: Any = None, priors: Priors | None = None,
                  n_modes: int = 100, *, transition: str = "galerkin",
                  conserved: bool = True, max_speed: float | None = None,
-                 mean_modes: int | None = None, representation_error: bool = True):
+                 mean_modes: int | None = None, representation_error: bool = True,
+                 forcing_modes: int = 0):
         if transition not in ("galerkin", "projected"):
             raise ValueError(f"transition must be 'galerkin' or 'projected', got {transition!r}")
+        if not int(forcing_modes) >= 0:
+            raise ValueError(f"forcing_modes must be a count >= 0, got {forcing_modes}")
+        if forcing_modes and transition == "projected":
+            raise ValueError("forcing_modes > 0 (forcing with memory) needs "
+                             "transition='galerkin'")
         if transition == "projected" and getattr(velocity, "time_varying", False):
             raise ValueError("transition='projected' needs a steady velocity; a time-varying "
                              "given field works with transition='galerkin'")
@@ -395,6 +438,11 @@ class AdvectionDiffusionModel:
         nb = self.basis.n_basins
         #: number of static mean-state coefficients in the state (0 for conserved tracers)
         self.n_mean = 0 if self.conserved else max(0, min(wanted, self.n_modes) - nb)
+        self.forcing_modes = int(forcing_modes)
+        #: first forced mode (a conserved tracer's forcing keeps the total)
+        self._forcing_start = nb if self.conserved else 0
+        #: number of forcing coefficients in the state (the modes forced with memory)
+        self.n_forcing = min(self.forcing_modes, self.n_modes - self._forcing_start)
         self._pre = self._precompute()
         if isinstance(self.velocity, StreamfunctionVelocity):
             self._psi_basis = streamfunction_basis(grid, self.velocity.n_modes)
@@ -414,7 +462,8 @@ class AdvectionDiffusionModel:
         return AdvectionDiffusionModel(self.grid, self.velocity, self.priors, n_modes,
                                        transition=self.transition, conserved=self.conserved,
                                        max_speed=self.max_speed, mean_modes=self.mean_modes,
-                                       representation_error=self.representation_error)
+                                       representation_error=self.representation_error,
+                                       forcing_modes=self.forcing_modes)
 
     @property
     def has_representation_error(self) -> bool:
@@ -425,21 +474,26 @@ class AdvectionDiffusionModel:
     @property
     def state_size(self) -> int:
         """Length of the state: the ``n_modes`` tracer coefficients, then the ``n_mean``
-        mean-state coefficients."""
-        return self.n_modes + self.n_mean
+        mean-state coefficients, then the ``n_forcing`` forcing coefficients."""
+        return self.n_modes + self.n_mean + self.n_forcing
+
+    @property
+    def forced_modes(self) -> np.ndarray:
+        """Indices of the modes forced with memory (:attr:`n_forcing` of them)."""
+        return np.arange(self._forcing_start, self._forcing_start + self.n_forcing)
 
     @property
     def state_vectors(self) -> np.ndarray:
         """(n_wet, state_size): the tracer field is ``state_vectors @ state`` (the basis
-        vectors, zeros under the mean-state entries)."""
-        return np.pad(self.basis.vectors, ((0, 0), (0, self.n_mean)))
+        vectors, zeros under the mean-state and forcing entries)."""
+        return np.pad(self.basis.vectors, ((0, 0), (0, self.state_size - self.n_modes)))
 
     def mean_state_vectors(self) -> np.ndarray:
         """(n_wet, state_size): the mean state's non-constant part is ``mean_state_vectors @
         state`` (zeros for a model without a mean state)."""
         out = np.zeros((self.grid.n_wet, self.state_size))
         nb = self.basis.n_basins
-        out[:, self.n_modes:] = self.basis.vectors[:, nb:nb + self.n_mean]
+        out[:, self.n_modes:self.n_modes + self.n_mean] = self.basis.vectors[:, nb:nb + self.n_mean]
         return out
 
     # ---------------------------------------------------------------- set-up
@@ -466,7 +520,7 @@ class AdvectionDiffusionModel:
         padded = prepared.padded()
         phi = self.basis.vectors
         operators = np.einsum("tmj,tmjk->tmk", padded.weights, phi[padded.indices])
-        operators = np.pad(operators, ((0, 0), (0, 0), (0, self.n_mean)))
+        operators = np.pad(operators, ((0, 0), (0, 0), (0, self.state_size - self.n_modes)))
         times = np.asarray(times)
         if np.issubdtype(times.dtype, np.datetime64):
             seconds = (times - times[0]) / np.timedelta64(1, "s")
@@ -622,7 +676,7 @@ class AdvectionDiffusionModel:
         else:
             rates = self.damping_rates(params)
             operator = self.reduced_operator(params, data) - jnp.diag(rates)
-            operator = self._with_mean_state(operator, rates, 0.0)
+            operator = self._with_forcing(self._with_mean_state(operator, rates, 0.0), params)
             if data.given is not None:
                 transition = expm(operator * dts[:, None, None])
             elif _uniform(dts):
@@ -635,7 +689,18 @@ class AdvectionDiffusionModel:
         nb = self.basis.n_basins
         if "source_sd" in params:  # sources/sinks: the basin-mean level random-walks
             q = q.at[:nb].set(params["source_sd"] ** 2 * self._basin_areas()[:nb])
-        process_cov = jnp.diag(jnp.pad(q, (0, self.n_mean))) * day_fraction
+        process_cov = jnp.diag(jnp.pad(q, (0, self.state_size - self.n_modes))) * day_fraction
+        forcing_var = None
+        if self.n_forcing:  # f's stationary variance s, and its noise over each interval
+            shape = (pri.smoothness, params["noise_lengthscale_km"] * KM,
+                     params["forcing_sd"] ** 2)  # per day; constant modes: wavenumber 0
+            forcing_var = spectral_variances(
+                self.basis, *shape, mass_variance=matern_spectral_density(*shape, 0.0)
+            )[self.forced_modes]
+            fade = -jnp.expm1(-2.0 * (dts[0] if _uniform(dts) else dts[:, None])
+                              / (params["forcing_days"] * DAY))
+            cols = np.arange(self.n_modes + self.n_mean, self.state_size)
+            process_cov = process_cov.at[..., cols, cols].set(forcing_var * fade)
         p0 = spectral_variances(self.basis, pri.smoothness,
                                 params["initial_lengthscale_km"] * KM,
                                 params["initial_sd"] ** 2)
@@ -644,13 +709,16 @@ class AdvectionDiffusionModel:
         p0 = p0.at[:nb].set(pri.mean_sd**2 * self._basin_areas()[:nb])
         m0 = jnp.zeros(self.state_size).at[: self.basis.n_basins].set(
             data.mean_level * np.sqrt(self._basin_areas()))
-        cov0 = jnp.diag(jnp.pad(p0, (0, self.n_mean)))
+        cov0 = jnp.diag(jnp.pad(p0, (0, self.state_size - self.n_modes)))
         if self.n_mean:  # the first map is the mean state plus an anomaly: z_0 = E z_m + a
             sm = self.mean_state_variances(params)
             rows = np.arange(nb, nb + self.n_mean)
-            cols = np.arange(self.n_modes, self.state_size)
+            cols = np.arange(self.n_modes, self.n_modes + self.n_mean)
             cov0 = (cov0.at[rows, rows].add(sm).at[rows, cols].set(sm)
                     .at[cols, rows].set(sm).at[cols, cols].set(sm))
+        if forcing_var is not None:  # the first forcing is stationary
+            cols = np.arange(self.n_modes + self.n_mean, self.state_size)
+            cov0 = cov0.at[cols, cols].set(forcing_var)
         return LinearGaussianSSM(m0, cov0, transition, process_cov)
 
     def mean_state_variances(self, params: dict[str, Any]) -> jax.Array:
@@ -665,20 +733,31 @@ class AdvectionDiffusionModel:
 
     def _with_mean_state(self, block: jax.Array, coupling: jax.Array, corner: float
                          ) -> jax.Array:
-        """``[[block, C], [0, corner I]]`` (``..., state_size, state_size``), where ``C``
+        """``[[block, C], [0, corner I]]`` (``..., K + n_mean, K + n_mean``), where ``C``
         carries the mean-state coefficients onto their modes with weights ``coupling`` (K,):
         for the generator, ``coupling = 1 / tau`` and ``corner = 0``; for a transition,
         ``coupling = 1 - exp(-dt / tau)`` and ``corner = 1``. ``block`` unchanged without a
         mean state."""
         if not self.n_mean:
             return block
-        nb, K, S = self.basis.n_basins, self.n_modes, self.state_size
+        nb, K = self.basis.n_basins, self.n_modes
         rows = np.arange(nb, nb + self.n_mean)
-        cols = np.arange(K, S)
+        cols = np.arange(K, K + self.n_mean)
         pad = [(0, 0)] * (block.ndim - 2) + [(0, self.n_mean), (0, self.n_mean)]
         out = jnp.pad(block, pad)
         out = out.at[..., rows, cols].set(coupling[..., rows])
         return out.at[..., cols, cols].set(corner)
+
+    def _with_forcing(self, generator: jax.Array, params: dict[str, Any]) -> jax.Array:
+        """The generator with the forcing coefficients appended (``dz/dt += E_f f / 1 day`` on
+        the forced modes, ``df/dt = -f / tau_f``); unchanged without forcing memory. ``f`` is
+        per day so that the generator's entries stay of the order of its rates."""
+        if not self.n_forcing:
+            return generator
+        cols = np.arange(self.n_modes + self.n_mean, self.state_size)
+        pad = [(0, 0)] * (generator.ndim - 2) + [(0, self.n_forcing), (0, self.n_forcing)]
+        out = jnp.pad(generator, pad).at[..., self.forced_modes, cols].set(1.0 / DAY)
+        return out.at[..., cols, cols].set(-1.0 / (params["forcing_days"] * DAY))
 
     def _basin_areas(self) -> np.ndarray:
         b = self.basis
@@ -709,6 +788,9 @@ class AdvectionDiffusionModel:
             params["mean_state_sd"] = numpyro.sample("mean_state_sd", self.mean_state_prior())
             params["mean_state_lengthscale_km"] = numpyro.sample(
                 "mean_state_lengthscale_km", pri.mean_state_lengthscale_km)
+        if self.n_forcing:
+            params["forcing_sd"] = numpyro.sample("forcing_sd", self.forcing_sd_prior())
+            params["forcing_days"] = numpyro.sample("forcing_days", self.forcing_prior())
         params.update(self.velocity.sample())
         return params
 
@@ -724,6 +806,19 @@ class AdvectionDiffusionModel:
         """The prior of ``damping_days``."""
         pri = self.priors
         return DEFAULT_DAMPING_DAYS if pri.damping_days is None else pri.damping_days
+
+    def forcing_prior(self) -> Any:
+        """The prior of ``forcing_days`` (models with forcing memory)."""
+        pri = self.priors
+        return DEFAULT_FORCING_DAYS if pri.forcing_days is None else pri.forcing_days
+
+    def forcing_sd_prior(self) -> Any:
+        """The prior of ``forcing_sd`` (the given one, or HalfNormal(0.1 ``data_sd``) per
+        day)."""
+        pri = self.priors
+        if pri.forcing_sd is not None:
+            return pri.forcing_sd
+        return dist.HalfNormal(DEFAULT_FORCING_SD * pri.data_sd)
 
     def mean_state_prior(self) -> Any:
         """The prior of ``mean_state_sd`` (the given one, or HalfNormal(2 ``data_sd``))."""

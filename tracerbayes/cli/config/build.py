@@ -227,6 +227,7 @@ PRIOR_FIELDS = {"diffusivity": "diffusivity", "noise_sd": "noise_sd",
                 "source_sd": "source_sd", "damping": "damping_days",
                 "mean_state_sd": "mean_state_sd",
                 "mean_state_lengthscale": "mean_state_lengthscale_km",
+                "forcing_sd": "forcing_sd", "forcing_time": "forcing_days",
                 "representation_scale": "representation_scale"}
 
 
@@ -296,6 +297,7 @@ def build_model(cfg: RunConfig, grid: Grid, obs: Observations | None = None,
                                    transition=cfg.model.transition,
                                    conserved=cfg.tracer.conserved,
                                    mean_modes=cfg.tracer.mean_modes,
+                                   forcing_modes=cfg.tracer.forcing_modes,
                                    representation_error=cfg.model.representation_error)
 
 
@@ -306,8 +308,12 @@ def model_modes(cfg: RunConfig, grid: Grid, priors: Priors, n_times: int) -> tup
 
     if cfg.model.n_modes != "auto":
         return int(cfg.model.n_modes), "set in the config"
-    extra = 0 if cfg.tracer.conserved else cfg.tracer.mean_modes
-    return choose_n_modes(grid, priors, n_times, extra_state=extra)
+    return choose_n_modes(grid, priors, n_times, extra_state=extra_state(cfg))
+
+
+def extra_state(cfg: RunConfig) -> int:
+    """State entries beyond the modes: the mean state's and the forcing's (at most)."""
+    return (0 if cfg.tracer.conserved else cfg.tracer.mean_modes) + cfg.tracer.forcing_modes
 
 
 def fit_options(cfg: RunConfig) -> dict[str, Any]:

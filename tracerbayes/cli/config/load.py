@@ -294,6 +294,11 @@ def _input_problems(cfg: RunConfig) -> list[Problem]:
         return None
 
     problems.extend(_unsupported_options(cfg))
+    if cfg.tracer.forcing_modes and cfg.model.transition == "projected":
+        problems.append(Problem("tracer.forcing_modes", "a forcing with memory needs "
+                                "model.transition: galerkin (the projected transition cannot "
+                                "carry the forcing between maps); set forcing_modes: 0 or "
+                                "transition: galerkin"))
     grid = attempt("grid", lambda: build.build_grid(cfg))
     if grid is None:
         return problems
@@ -345,7 +350,7 @@ def estimated_memory(cfg: RunConfig, grid: Any, obs: Any, prepared: Any, n_times
         return need, f"{members} members x {n} wet cells x {n_times} times"
     priors = build.build_priors(cfg, obs, grid)
     K = build.model_modes(cfg, grid, priors, n_times)[0]
-    S = K + (0 if cfg.tracer.conserved else cfg.tracer.mean_modes)
+    S = K + build.extra_state(cfg)
     draws = getattr(method, "map_draws", None) or 100
     need = 8.0 * (4 * n_times * S * S + n_times * m_max * S + 2 * draws * n_times * n)
     return need, (f"{n_times} times x {S}-entry state (covariances), {m_max} observations "

@@ -171,6 +171,11 @@ class TracerConfig:
     mean_modes: int = setting(Int(0), "tracer.conserved: false: modes (constant ones "
                               "included) carrying the static mean state; 0: damp toward the "
                               "basin level alone", 40)
+    forcing_modes: int = setting(Int(0), "modes (the lowest; constant ones excluded for a "
+                                 "conserved tracer) also driven by a forcing with memory, "
+                                 "whose sd and correlation time are fitted "
+                                 "(priors.forcing_sd, priors.forcing_time); 0: white forcing "
+                                 "only", 0)
 
 
 @_frozen
@@ -494,6 +499,14 @@ class PriorsConfig:
         Optional(Prior("length", "km")),
         "lengthscale of the mean-state field, km (tracer.conserved: false; default lognormal, "
         "median max(400 km, 8/3 x the grid's scale), sigma 0.5)", None)
+    forcing_sd: PriorSpec | None = setting(
+        Optional(Prior(None, "tracer units")),
+        "sd of the forcing with memory, tracer units per day (tracer.forcing_modes > 0; "
+        "default halfnormal 0.1 x the data's sd)", None)
+    forcing_time: PriorSpec | None = setting(
+        Optional(Prior("time", "day")),
+        "correlation time of the forcing with memory, days (tracer.forcing_modes > 0; "
+        "default lognormal, median 10 days, sigma 1.5)", None)
     representation_scale: PriorSpec | None = setting(
         Optional(Prior(None, "1")),
         "multiplier of the representation error (the variance of the modes left out; "
