@@ -12,6 +12,7 @@ import xarray as xr
 
 from tracerbayes.cli.config import build_grid, load_config
 from tracerbayes.cli.main import main
+from tracerbayes.cli.resume import CHECKPOINT
 from tracerbayes.io.files import LOCK_NAME, TEMP_PATTERN
 from tracerbayes.twin import simulate
 
@@ -196,6 +197,11 @@ def _check_complete(out: Path) -> list[Path]:
     return hidden
 
 
+def _not_checkpoint(out: Path, paths: list[Path]) -> list[Path]:
+    """``paths`` but the checkpoint folder of ``out`` and what it holds."""
+    return [p for p in paths if p.relative_to(out).parts[0] != CHECKPOINT]
+
+
 class _Run:
     """``python -m tracerbayes.cli.main run CONFIG -o OUT`` in a subprocess, watched."""
 
@@ -258,9 +264,10 @@ def test_a_run_killed_midway_leaves_only_complete_files(tmp_path):
         run.wait_for(lambda: run.temporaries("maps"))
         rc, _ = run.stop(signal.SIGKILL)
         assert rc == -signal.SIGKILL
-        left = _check_complete(out)
-        assert (out / "posterior.nc").exists()
-        # the killed run's temporaries and its lock (taken over by the next run)
+        left = _not_checkpoint(out, _check_complete(out))
+        assert (out / "posterior.nc").exists() and (out / CHECKPOINT / "nuts.npz").exists()
+        # the killed run's temporaries and its lock (taken over by the next run); and its
+        # checkpoint (for --resume; --overwrite discards it)
         assert all(TEMP_PATTERN.match(p.name) or p.name == LOCK_NAME for p in left)
         stale = out / "diagnostics" / f".summary.csv.tb{run.proc.pid}-x1y2.part"
         stale.parent.mkdir(exist_ok=True)
@@ -269,7 +276,8 @@ def test_a_run_killed_midway_leaves_only_complete_files(tmp_path):
 
         # The next run in that folder (--overwrite: it holds the killed run's outputs):
         # SIGTERM while the diagnostics are written. Exit 143 with one line; whole files
-        # only; no temporary left, its own or the killed run's, and no lock.
+        # only; no temporary left, its own or the killed run's, and no lock: only its
+        # checkpoint, for --resume.
         runs.append(run := _Run(config, out, "--overwrite"))
         run.wait_for(lambda: run.temporaries("diagnostics") and not stale.exists())
         rc, err = run.stop(signal.SIGTERM)
@@ -277,14 +285,16 @@ def test_a_run_killed_midway_leaves_only_complete_files(tmp_path):
         assert err.strip().splitlines()[-1] == ("tracerbayes: terminated (SIGTERM); no "
                                                 "partial output files left")
         assert not [p for p in left if p.exists()]
-        assert _check_complete(out) == []
+        assert _not_checkpoint(out, _check_complete(out)) == []
 
-        # SIGTERM and SIGKILL while fitting, in a fresh folder: nothing, or whole files.
+        # SIGTERM and SIGKILL while fitting, in fresh folders: nothing, or whole files (and
+        # a checkpoint if the sampler got that far).
         for signum, code in ((signal.SIGTERM, 143), (signal.SIGKILL, -signal.SIGKILL)):
-            runs.append(run := _Run(config, tmp_path / "early"))
+            early = tmp_path / f"early{signum}"
+            runs.append(run := _Run(config, early))
             run.wait_for(lambda: any("tracerbayes run" in line for line in run.lines))
             assert run.stop(signum)[0] == code
-            left = [p.name for p in _check_complete(tmp_path / "early")]
+            left = [p.name for p in _not_checkpoint(early, _check_complete(early))]
             assert left == ([LOCK_NAME] if signum == signal.SIGKILL else [])
     finally:
         for run in runs:

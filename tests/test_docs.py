@@ -39,6 +39,14 @@ PAGES = [
     "api/priors/index.html",
     "api/kalman/index.html",
     "api/kalman_parallel/index.html",
+    "api/grid/index.html",
+    "api/observations/index.html",
+    "api/exact/index.html",
+    "api/posterior/index.html",
+    "api/io/index.html",
+    "api/cli/index.html",
+    "api/twin/index.html",
+    "api/reference/index.html",
 ]
 
 
@@ -62,6 +70,7 @@ def test_docs_build_strict(tmp_path):
     assert "Posterior maps on (time, lat, lon)" in api  # Posterior.maps
     ensemble = (site / "api/ensemble/index.html").read_text(encoding="utf-8")
     assert "Gaspari-Cohn" in ensemble
+    assert "IUGG mean radius R1" in api  # EARTH_RADIUS's `#:` comment (docs/_griffe_comments.py)
     config = (site / "configuration/index.html").read_text(encoding="utf-8")
     assert "priors.diffusivity.median" in config
     model = (site / "model/index.html").read_text(encoding="utf-8")

@@ -5,7 +5,9 @@
 field integrated out exactly by the Kalman filter (:mod:`tracerbayes.exact.model`). Chains run in
 parallel over the available JAX devices when there are enough of them, vectorised otherwise
 (on a CPU, ``XLA_FLAGS=--xla_force_host_platform_device_count=4`` set before JAX starts
-exposes 4 devices).
+exposes 4 devices). With ``checkpoint=FOLDER`` the sampler runs in segments and saves its state
+after each, and a fit given the checkpoint of an interrupted one continues it to the same draws
+(:mod:`tracerbayes.exact.resumable`).
 
 ``method="enkf" | "etkf" | "letkf"``: the full-grid model run for an ensemble, filtered and
 smoothed, parameters held at point values; ``method="eki"``: parameters by ensemble Kalman
@@ -23,6 +25,8 @@ from numpyro.infer import MCMC, NUTS
 
 from tracerbayes.exact.mode import optimised_starts
 from tracerbayes.exact.model import AdvectionDiffusionModel
+from tracerbayes.exact.resumable import EXTRA_FIELDS, Draws, load_nuts, sample_nuts
+from tracerbayes.io.checkpoint import Checkpoint
 from tracerbayes.observations.core import Observations
 from tracerbayes.posterior.exact import Posterior
 
@@ -98,6 +102,8 @@ def fit(
     holdout_by: str = "random",
     map_modes: Any = "auto",
     map_draws: int = 20,
+    checkpoint: Any = None,
+    checkpoint_every: int | None = None,
 ) -> Posterior:
     """Fit ``model`` to ``obs`` at the analysis ``times``.
 
@@ -199,6 +205,24 @@ def fit(
     holdout_by : {'random', 'platform', 'block'}
         How the held-out observations are chosen: single rows, whole platforms, or whole
         spatial blocks (the map away from the data).
+    checkpoint : path or Checkpoint, optional
+        A folder for checkpoints of a long fit (:mod:`tracerbayes.io.checkpoint`). NUTS then
+        runs in segments of ``checkpoint_every`` iterations (warm-up and sampling) and saves
+        its state and the draws so far after each (:mod:`tracerbayes.exact.resumable`); the
+        ensemble state methods save their ensemble every ``checkpoint_every`` cycles. A
+        folder holding a checkpoint of the same fit (same settings and seed; for NUTS the
+        same potential energy at the same starting points, for the ensemble methods the same
+        initial ensemble, observations and parameters) is continued from its last segment,
+        to the same posterior, bit for bit, as the fit never interrupted; a checkpoint of
+        another fit raises :class:`~tracerbayes.io.checkpoint.CheckpointError`. The result
+        does not depend on ``checkpoint_every``. Checkpointed NUTS draws equal those without
+        a checkpoint in distribution, not bit for bit (the sampling loop is compiled
+        differently). ``laplace`` and ``eki`` ignore it. The folder is left in place;
+        remove it once the result is safe. None (default): NUTS in one ``MCMC.run``, the
+        ensemble methods without checkpoints.
+    checkpoint_every : int, optional
+        NUTS iterations (default 50) or ensemble cycles (default a tenth of the analysis
+        times) between checkpoints.
     """
     from threadpoolctl import threadpool_limits
 
@@ -225,7 +249,8 @@ def fit(
                     eki_iterations=eki_iterations, eks_iterations=eks_iterations,
                     eks_burn_in=eks_burn_in, importance_draws=importance_draws,
                     weight_stride=weight_stride, init=init, map_modes=map_modes,
-                    map_draws=map_draws)
+                    map_draws=map_draws, checkpoint=_checkpoint(checkpoint),
+                    checkpoint_every=checkpoint_every)
         post.offset, post.obs = offset, obs
         if split is not None:
             from tracerbayes.posterior.validation import holdout_scores
@@ -257,11 +282,18 @@ def choose_method(model: Any, obs: Any, times: Any, *, num_warmup: int = 500,
                        "Gaussian about it, maps on a basis fine enough for the field")
 
 
+def _checkpoint(checkpoint: Any) -> Checkpoint | None:
+    """``fit``'s ``checkpoint`` as a :class:`Checkpoint` (a folder path is wrapped)."""
+    if checkpoint is None or isinstance(checkpoint, Checkpoint):
+        return checkpoint
+    return Checkpoint(checkpoint)
+
+
 def _fit(model, obs, times, method, *, num_warmup, num_samples, num_chains, seed,
          target_accept, max_tree_depth, dense_mass, chain_method, progress, drop_invalid,
          ensemble_size, localisation_km, inflation, parameters, lag, mass_safe,
          eki_iterations, eks_iterations, eks_burn_in, importance_draws,
-         weight_stride, init, map_modes, map_draws) -> Posterior:
+         weight_stride, init, map_modes, map_draws, checkpoint, checkpoint_every) -> Posterior:
     if method == "auto":
         method, reason = choose_method(model, obs, times, num_warmup=num_warmup,
                                        num_samples=num_samples, num_chains=num_chains)
@@ -291,7 +323,8 @@ def _fit(model, obs, times, method, *, num_warmup, num_samples, num_chains, seed
                 model, obs, times, method, ensemble_size=ensemble_size or 64,
                 localisation_km=localisation_km, inflation=inflation, parameters=parameters,
                 lag=lag, mass_safe=mass_safe, seed=seed, progress=progress,
-                drop_invalid=drop_invalid, weight_stride=weight_stride)
+                drop_invalid=drop_invalid, weight_stride=weight_stride,
+                checkpoint=checkpoint, checkpoint_every=checkpoint_every)
         for message in post.check_diagnostics():
             warnings.warn(message, SamplingWarning, stacklevel=3)
         return post
@@ -312,29 +345,72 @@ def _fit(model, obs, times, method, *, num_warmup, num_samples, num_chains, seed
 
     kernel = NUTS(numpyro_model, target_accept_prob=target_accept, max_tree_depth=max_tree_depth,
                   dense_mass=dense_mass)
-    mcmc = MCMC(kernel, num_warmup=num_warmup, num_samples=num_samples, num_chains=num_chains,
-                chain_method=chain_method, progress_bar=progress)
-    init_params = None
-    if init == "mode":
-        starts = optimised_starts(jax.random.fold_in(jax.random.key(seed), 1), numpyro_model,
-                                  num_chains)
-        init_params = {k: (v if num_chains > 1 else v[0]) for k, v in starts.params.items()}
-        if progress:
-            print(f"NUTS starts: {int(starts.optimised.sum())} of {num_chains} chains at an "
-                  f"optimised mode (potential energy {np.round(starts.energy, 1).tolist()})",
-                  flush=True)
-    mcmc.run(jax.random.key(seed), init_params=init_params,
-             extra_fields=("diverging", "num_steps", "energy", "accept_prob",
-                           "potential_energy"))
-    posterior = Posterior.from_mcmc(model, obs, times, data, mcmc,
-                                    method="nuts", settings={
-                                        "num_warmup": num_warmup, "num_samples": num_samples,
-                                        "num_chains": num_chains, "seed": seed,
-                                        "target_accept": target_accept,
-                                        "dense_mass": dense_mass,
-                                        "chain_method": chain_method, "init": init})
+    settings = {"num_warmup": num_warmup, "num_samples": num_samples, "num_chains": num_chains,
+                "seed": seed, "target_accept": target_accept, "dense_mass": dense_mass,
+                "chain_method": chain_method, "init": init}
+    if checkpoint is None:
+        draws = _run_mcmc(kernel, numpyro_model, settings, progress)
+    else:
+        draws = _run_segments(kernel, numpyro_model, settings, progress, checkpoint,
+                              every=checkpoint_every or 50, max_tree_depth=max_tree_depth)
+    posterior = Posterior.from_mcmc(model, obs, times, data, draws, method="nuts",
+                                    settings=settings)
     for message in posterior.check_diagnostics():
         warnings.warn(message, SamplingWarning, stacklevel=3)
     _warn_resolution(posterior)
     return posterior
 
+
+def _starts(numpyro_model: Any, settings: dict[str, Any], progress: bool
+            ) -> dict[str, np.ndarray] | None:
+    """NUTS starting points, (chain, ...) each: optimised modes (``init='mode'``), else None
+    (the kernel draws them from the prior)."""
+    if settings["init"] != "mode":
+        return None
+    num_chains = settings["num_chains"]
+    starts = optimised_starts(jax.random.fold_in(jax.random.key(settings["seed"]), 1),
+                              numpyro_model, num_chains)
+    if progress:
+        print(f"NUTS starts: {int(starts.optimised.sum())} of {num_chains} chains at an "
+              f"optimised mode (potential energy {np.round(starts.energy, 1).tolist()})",
+              flush=True)
+    return dict(starts.params)
+
+
+def _run_mcmc(kernel: Any, numpyro_model: Any, settings: dict[str, Any], progress: bool
+              ) -> MCMC:
+    """NUTS in one ``MCMC.run``."""
+    num_chains = settings["num_chains"]
+    mcmc = MCMC(kernel, num_warmup=settings["num_warmup"], num_samples=settings["num_samples"],
+                num_chains=num_chains, chain_method=settings["chain_method"],
+                progress_bar=progress)
+    starts = _starts(numpyro_model, settings, progress)
+    init_params = None if starts is None else {k: (v if num_chains > 1 else v[0])
+                                               for k, v in starts.items()}
+    mcmc.run(jax.random.key(settings["seed"]), init_params=init_params,
+             extra_fields=EXTRA_FIELDS)
+    return mcmc
+
+
+def _run_segments(kernel: Any, numpyro_model: Any, settings: dict[str, Any], progress: bool,
+                  checkpoint: Checkpoint, *, every: int, max_tree_depth: int) -> Draws:
+    """NUTS in checkpointed segments of ``every`` iterations, continuing ``checkpoint``
+    when it holds this fit's (:mod:`tracerbayes.exact.resumable`)."""
+    if int(every) != every or every < 1:
+        raise ValueError(f"checkpoint_every must be an integer >= 1, got {every}")
+    # not ``every``: the draws do not depend on where the run is cut
+    recorded = {**settings, "method": "nuts", "max_tree_depth": max_tree_depth}
+    saved = load_nuts(checkpoint, recorded)
+    if saved is None:
+        starts = _starts(numpyro_model, settings, progress)
+    else:
+        starts = saved.starts
+        if progress:
+            print(f"NUTS: resuming from the checkpoint in {checkpoint.folder} after "
+                  f"{saved.iterations} iterations", flush=True)
+    say = (lambda line: print(line, flush=True)) if progress else (lambda line: None)
+    return sample_nuts(jax.random.key(settings["seed"]), kernel, starts,
+                       num_warmup=settings["num_warmup"], num_samples=settings["num_samples"],
+                       num_chains=settings["num_chains"], chain_method=settings["chain_method"],
+                       every=int(every), checkpoint=checkpoint, settings=recorded, saved=saved,
+                       say=say)

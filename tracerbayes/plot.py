@@ -10,7 +10,7 @@ GSHHS shapefiles are already on disk (e.g. Debian's ``python-cartopy-data`` unde
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -241,7 +241,7 @@ def map_figure(ds: xr.Dataset, index: int, obs: Any = None, *,
 
     missing = [v for v in variables if v not in ds]
     if missing:
-        raise ValueError(f"ds lacks variables {missing}; it has {sorted(ds.data_vars)}")
+        raise ValueError(f"ds lacks variables {missing}; it has {sorted(ds.data_vars, key=str)}")
     lonlat = _lonlat(ds)
     ranges = ranges or _ranges(ds, variables)
     frame = _obs_frame(obs, ds)
@@ -352,7 +352,7 @@ def diagnostics(idata: Any, out_dir: str | os.PathLike, fmt: str = "png") -> lis
 
     fmt = _check_format(fmt)
     out_dir = Path(out_dir)
-    plots = {"trace": az.plot_trace, "rank": az.plot_rank}
+    plots: dict[str, Callable[..., Any]] = {"trace": az.plot_trace, "rank": az.plot_rank}
     if "sample_stats" in idata.groups() and "energy" in idata.sample_stats:
         plots["energy"] = az.plot_energy
     paths = []

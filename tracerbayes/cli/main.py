@@ -2,12 +2,13 @@
 
 ``demo``, ``run`` and ``simulate`` take ``[-o DIR] [--seed N] [-q]``; ``run`` also takes
 ``--overwrite`` (replace the outputs of an earlier run in the output folder, which it refuses
-otherwise). Exit codes: 0 on success; 1 with a one-line reason on stderr when the run fails
+otherwise) and ``--resume`` (continue an interrupted run from the checkpoint in its output
+folder). Exit codes: 0 on success; 1 with a one-line reason on stderr when the run fails
 (a full disk or a denied permission is said in plain words, naming the file); 2 for a usage
 error (from argparse); 3 when the sampler did not converge (outputs written); 130 after
 Ctrl-C and 143 after SIGTERM, with a one-line reason. Every output file is written under a
 hidden temporary name and renamed when complete (:mod:`tracerbayes.io.files`), so an
-interrupted or killed run leaves no partial output.
+interrupted or killed run leaves no partial output, only its last complete checkpoint.
 """
 
 from __future__ import annotations
@@ -120,7 +121,7 @@ def _run(args: argparse.Namespace) -> int:
     from tracerbayes.cli.workflow import run_config
 
     run_config(args.config, output=args.output, seed=args.seed, quiet=args.quiet,
-               overwrite=args.overwrite)
+               overwrite=args.overwrite, resume=args.resume)
     return 0
 
 
@@ -151,7 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=None, help="sampler seed (overrides config)")
     run.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
     run.add_argument("--overwrite", action="store_true",
-                     help="replace the outputs of an earlier run in the output folder")
+                     help="replace the outputs of an earlier run in the output folder (and "
+                          "discard the checkpoint of an interrupted one)")
+    run.add_argument("--resume", action="store_true",
+                     help="continue the interrupted run whose checkpoint is in the output "
+                          "folder (same config and seed); start afresh if there is none")
     run.set_defaults(func=_run)
     simulate = sub.add_parser("simulate", help="draw a synthetic truth (truth.nc) and its "
                                                  "observations (CSV) from the simulate section")

@@ -13,6 +13,15 @@ enough free disk space), takes the folder's lock (:class:`~tracerbayes.io.files.
 and refuses a folder holding an earlier run's outputs unless ``overwrite`` is set; then it
 removes them just before writing the new ones. It writes the manifest ``run.json`` last
 (:func:`run_manifest`): a folder without one holds no complete run.
+
+A run is resumable. NUTS and the LETKF save a checkpoint in the hidden folder
+``.checkpoint/`` of the output folder as they go (:mod:`tracerbayes.io.checkpoint`), with
+``identity.json`` naming the config (its path and SHA-256) and the seed; it is removed once
+``run.json`` is written. A run killed, interrupted or failing to write its outputs leaves the
+last complete checkpoint; ``resume`` continues it and gives the same outputs as a run never
+interrupted (:mod:`tracerbayes.cli.resume`). Without ``resume`` a folder holding a checkpoint is
+refused (unless ``overwrite``, which discards it), so a long run is not thrown away by
+accident.
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from tracerbayes.cli.resume import CHECKPOINT, checkpointed_fit, resumed_checkpoint
 from tracerbayes.io.files import (
     OutputError,
     atomic_path,
@@ -298,12 +308,15 @@ def run_manifest(out: Path, record: dict[str, Any], files: Sequence[Path]) -> Pa
 
 
 def run_config(path: str | Path, output: str | Path | None = None, seed: int | None = None,
-               quiet: bool = False, overwrite: bool = False) -> dict[str, Any]:
+               quiet: bool = False, overwrite: bool = False,
+               resume: bool = False) -> dict[str, Any]:
     """``tracerbayes run CONFIG``: load and check the config, fit, write the outputs.
 
     The output folder is checked and locked before the fit; an earlier run's outputs in it
     are refused unless ``overwrite`` (then removed just before the new ones are written);
-    ``run.json`` is written last. See the module docstring.
+    ``run.json`` is written last. The fit saves checkpoints in ``.checkpoint/`` of the
+    output folder; ``resume`` continues those of an interrupted run of the same config and
+    seed (whose outputs, if any, are then replaced). See the module docstring.
     """
     from tracerbayes.cli import config as tbc
     from tracerbayes.fitting import fit
@@ -327,9 +340,13 @@ def run_config(path: str | Path, output: str | Path | None = None, seed: int | N
     check_output_folder(out, files=("posterior.nc", MANIFEST), folders=("maps", "diagnostics"),
                         need_bytes=need - (_bytes_in(earlier) if overwrite else 0),
                         hint="choose another output.directory (or -o DIR)")
+    identity = {"config": str(Path(path).resolve()),
+                "sha256": hashlib.sha256(config_bytes).hexdigest(), "seed": options["seed"]}
     with folder_lock(out, say=say):
+        resuming = resumed_checkpoint(out / CHECKPOINT, identity, resume=resume,
+                                      overwrite=overwrite, say=say)
         earlier = earlier_outputs(out)
-        if earlier and not overwrite:
+        if earlier and not (overwrite or resuming):
             names = ", ".join(p.relative_to(out).as_posix() + "/" * p.is_dir()
                               for p in earlier[:4]) + (", ..." if len(earlier) > 4 else "")
             raise OutputError(f"output folder {out} already holds the outputs of an earlier run "
@@ -344,14 +361,15 @@ def run_config(path: str | Path, output: str | Path | None = None, seed: int | N
         if cfg.model.n_modes == "auto":
             n_modes, why = tbc.model_modes(cfg, grid, model.priors, len(times))
             say(f"model.n_modes auto: {n_modes} ({why})")
-        post = fit(model, obs, times, progress=not quiet, **options)
+        post = checkpointed_fit(fit, model, obs, times, options, out / CHECKPOINT, identity,
+                                every=cfg.output.checkpoint_every, quiet=quiet)
         if post.validation is not None:
             say(f"  {validation_line(post.validation, cfg.tracer.units)}")
         if earlier:
             gone = remove_earlier_outputs(out)
-            say(f"  --overwrite: removed {len(gone)} outputs of the earlier run in {out}")
-        manifest = {"config": {"path": str(Path(path).resolve()),
-                               "sha256": hashlib.sha256(config_bytes).hexdigest()},
+            flag = "--overwrite" if overwrite else "--resume"
+            say(f"  {flag}: removed {len(gone)} outputs of the earlier run in {out}")
+        manifest = {"config": {"path": identity["config"], "sha256": identity["sha256"]},
                     "seed": options["seed"], "method": options["method"], "start": started}
         return _write_run(cfg, post, out, manifest, title=cfg.title or f"tracerbayes run of "
                           f"{path}", config_text=config_bytes.decode(), say=say)
@@ -359,7 +377,8 @@ def run_config(path: str | Path, output: str | Path | None = None, seed: int | N
 
 def _write_run(cfg: Any, post: Any, out: Path, manifest: dict[str, Any], *, title: str,
                config_text: str, say: Callable[..., None]) -> dict[str, Any]:
-    """The outputs of a fitted run, then ``run.json`` with how it ended (also on failure)."""
+    """The outputs of a fitted run, then ``run.json`` with how it ended (also on failure);
+    then the checkpoint goes, unless writing failed (``--resume`` then writes again)."""
     from tracerbayes.fitting import ConvergenceError, convergence_paragraph
 
     tracer = TracerInfo(cfg.tracer.name, cfg.tracer.long_name, cfg.tracer.units,
@@ -379,6 +398,7 @@ def _write_run(cfg: Any, post: Any, out: Path, manifest: dict[str, Any], *, titl
     status = "not converged" if problems and not allowed else "complete"
     run_manifest(out, {**manifest, "status": status, "diagnostics": problems},
                  result["paths"])
+    shutil.rmtree(out / CHECKPOINT, ignore_errors=True)  # the run is done
     say(f"  wrote {len(result['paths'])} files and {MANIFEST} under {out}")
     result["posterior"] = post
     if problems:

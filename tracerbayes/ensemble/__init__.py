@@ -60,7 +60,13 @@ from tracerbayes.ensemble.tracer import (
     tracer_transition,
     weight_nodes,
 )
-from tracerbayes.ensemble.window import GlobalUpdate, LocalUpdate, WindowResult, smooth_window
+from tracerbayes.ensemble.window import (
+    GlobalUpdate,
+    LocalUpdate,
+    WindowCheckpoint,
+    WindowResult,
+    smooth_window,
+)
 
 __all__ = [
     "AdaptiveInflation",
@@ -71,6 +77,7 @@ __all__ = [
     "NoiseField",
     "Stencil",
     "WeightNodes",
+    "WindowCheckpoint",
     "WindowResult",
     "EARTH_RADIUS_KM",
     "ObsAtTime",

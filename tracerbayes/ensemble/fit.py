@@ -19,6 +19,8 @@ mixture over them, as for NUTS.
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -38,13 +40,20 @@ from tracerbayes.ensemble.tracer import (
     tracer_transition,
     weight_nodes,
 )
-from tracerbayes.ensemble.window import AdaptiveSpec, GlobalUpdate, LocalUpdate, smooth_window
+from tracerbayes.ensemble.window import (
+    AdaptiveSpec,
+    GlobalUpdate,
+    LocalUpdate,
+    WindowCheckpoint,
+    smooth_window,
+)
 from tracerbayes.exact.kalman import PaddedObservations
 from tracerbayes.exact.model import ConstantVelocity, GivenVelocity, StreamfunctionVelocity
+from tracerbayes.io.checkpoint import Checkpoint, CheckpointError
 from tracerbayes.posterior.ensemble import EnsemblePosterior, InversionPosterior
 
 __all__ = ["ENSEMBLE_METHODS", "fit_ensemble", "fit_eki", "point_parameters", "mode_parameters",
-           "eki_forward",
+           "window_checkpoint", "eki_forward",
            "eki_log_posterior", "eki_priors"]
 
 ENSEMBLE_METHODS = ("enkf", "etkf", "letkf")
@@ -76,6 +85,9 @@ def _parameter_priors(model: Any) -> dict[str, Any]:
     if getattr(model, "n_mean", 0):
         priors["mean_state_sd"] = model.mean_state_prior()
         priors["mean_state_lengthscale_km"] = pri.mean_state_lengthscale_km
+    if getattr(model, "n_forcing", 0):  # (the full-grid ensemble's forcing stays white)
+        priors["forcing_sd"] = model.forcing_sd_prior()
+        priors["forcing_days"] = model.forcing_prior()
     vel = model.velocity
     if isinstance(vel, GivenVelocity) and vel.scale_prior is not None:
         priors["velocity_scale"] = vel.scale_prior
@@ -152,8 +164,14 @@ def fit_ensemble(model: Any, obs: Any, times: Any, method: str, *, ensemble_size
                  localisation_km: float = 300.0, inflation: Any = "adaptive",
                  parameters: Any = None, lag: int | None = None, mass_safe: bool = True,
                  seed: int = 0, progress: bool = True, drop_invalid: bool = False,
-                 batch_size: int | None = None, weight_stride: int = 1) -> EnsemblePosterior:
-    """Run an ensemble filter and smoother of ``model`` over ``obs``; see :func:`fit`."""
+                 batch_size: int | None = None, weight_stride: int = 1,
+                 checkpoint: Checkpoint | None = None,
+                 checkpoint_every: int | None = None) -> EnsemblePosterior:
+    """Run an ensemble filter and smoother of ``model`` over ``obs``; see :func:`fit`.
+
+    With ``checkpoint``, the window's cycles run in chunks of ``checkpoint_every`` (default a
+    tenth of them) and the ensemble is saved after each (:func:`window_checkpoint`); a
+    checkpoint of the same run is continued."""
     if method not in ENSEMBLE_METHODS:
         raise ValueError(f"method={method!r}; ensemble state methods are {ENSEMBLE_METHODS}")
     if int(ensemble_size) < 2:
@@ -226,17 +244,72 @@ def fit_ensemble(model: Any, obs: Any, times: Any, method: str, *, ensemble_size
         else:
             def infl(key, E):
                 return multiplicative(E, inflation)
-    result = smooth_window(k_run, transition, E0, observations, update, lag=lag,
-                           inflation=infl, forecast_first=False, cell_area=area,
-                           progress=progress, adaptive=spec)
     settings = {"ensemble_size": N, "localisation_km": float(localisation_km),
                 "inflation": inflation if adaptive else float(inflation),
                 "lag": "window" if lag is None else int(lag),
                 "mass_safe": bool(mass_safe), "seed": int(seed), "dt_s": (dt if np.ndim(dt) == 0
                                                  else f"{np.min(dt):g}..{np.max(dt):g}"),
                 "substeps": int(transition.substeps), "weight_stride": int(weight_stride)}
+    resume, on_chunk, chunk_size = None, None, None
+    if checkpoint is not None:
+        chunk_size = checkpoint_every or max(1, -(-T // 10))
+        recorded = {**settings, "method": method,
+                    "inputs_sha256": _inputs_digest(E0, observations, params)}
+        resume, on_chunk = window_checkpoint(checkpoint, recorded)
+    result = smooth_window(k_run, transition, E0, observations, update, lag=lag,
+                           inflation=infl, forecast_first=False, cell_area=area,
+                           progress=progress, adaptive=spec, chunk_size=chunk_size,
+                           resume=resume, on_chunk=on_chunk)
     return EnsemblePosterior.from_window(model, obs, times, prepared, observations, params,
                                          result, method=method, settings=settings)
+
+
+def _inputs_digest(*inputs: Any) -> str:
+    """SHA-256 of the arrays in ``inputs`` (values, dtypes and shapes): equal for equal
+    inputs of a run."""
+    digest = hashlib.sha256()
+    for leaf in jax.tree.leaves(inputs):
+        array = np.asarray(leaf)
+        digest.update(f"{array.dtype}{array.shape}".encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+def window_checkpoint(checkpoint: Checkpoint, settings: dict[str, Any]
+                      ) -> tuple[WindowCheckpoint | None, Callable[[WindowCheckpoint], None]]:
+    """Where a checkpointed :func:`~tracerbayes.ensemble.window.smooth_window` goes on from
+    (None: the start) and the function that saves its progress after each chunk.
+
+    The archive ``ensemble`` holds the scan's carry and how many cycles and chunks are done;
+    ``ensemble-0000``, ``ensemble-0001``, ... each chunk's outputs, written once, before the
+    carry that counts them, so the whole window is written once and the carry after every
+    chunk. A checkpoint recorded with other ``settings`` raises
+    :class:`~tracerbayes.io.checkpoint.CheckpointError`.
+    """
+    def save(state: WindowCheckpoint) -> None:
+        chunk = len(state.pieces) - 1
+        checkpoint.save(f"ensemble-{chunk:04d}", state.pieces[-1], {"settings": settings})
+        members, buffer, inflation = state.carry
+        checkpoint.save("ensemble", {"members": members, "buffer": buffer,
+                                     "inflation": inflation},
+                        {"settings": settings, "done": state.done, "chunks": chunk + 1})
+
+    def piece(chunk: int) -> dict[str, np.ndarray]:
+        loaded = checkpoint.load(f"ensemble-{chunk:04d}")
+        if loaded is None:
+            raise CheckpointError(f"checkpoint {checkpoint.folder} lacks the outputs of chunk "
+                                  f"{chunk} of the ensemble's cycles: remove it to start "
+                                  "afresh")
+        return loaded[0]
+
+    saved = checkpoint.load("ensemble")
+    if saved is None:
+        return None, save
+    arrays, meta = saved
+    checkpoint.check("ensemble", meta, settings)
+    pieces = [piece(chunk) for chunk in range(meta["chunks"])]
+    carry = (arrays["members"], arrays["buffer"], arrays["inflation"])
+    return WindowCheckpoint(meta["done"], carry, pieces), save
 
 
 # ---------------------------------------------------------------------------------- EKI

@@ -16,10 +16,13 @@ field restores the total of the global ETKF update, whose members are affine com
 the forecast members (so equal member totals stay equal).
 
 The scan runs in chunks of cycles (one compilation for all chunks of the same length) so that
-a progress bar can follow it; compilation is cached on the identity of the transition and
-inflation functions and on the update's static part (its kind, callables, ints and floats):
-the update's arrays (coordinates, cell areas, basins, weight nodes) are traced arguments, so
-an equal update built again does not recompile.
+a progress bar can follow it and a long run can be checkpointed: after each chunk
+``on_chunk`` receives a :class:`WindowCheckpoint` (the scan's carry and every chunk's
+outputs), and ``resume`` goes on from one. The chunks do not change the numbers: each cycle
+is the same compiled step, whichever chunk it falls in. Compilation is cached on the
+identity of the transition and inflation functions and on the update's static part (its
+kind, callables, ints and floats): the update's arrays (coordinates, cell areas, basins,
+weight nodes) are traced arguments, so an equal update built again does not recompile.
 
 References
 ----------
@@ -60,7 +63,8 @@ from tracerbayes.ensemble.cycle import (
 from tracerbayes.ensemble.inflation import AdaptiveInflation, adaptive_inflation_update
 from tracerbayes.ensemble.localisation import gaspari_cohn, restore_totals
 
-__all__ = ["AdaptiveSpec", "WindowResult", "GlobalUpdate", "LocalUpdate", "smooth_window"]
+__all__ = ["AdaptiveSpec", "WindowResult", "WindowCheckpoint", "GlobalUpdate", "LocalUpdate",
+           "smooth_window"]
 
 
 class WindowResult(NamedTuple):
@@ -99,6 +103,26 @@ class WindowResult(NamedTuple):
     member_totals: jax.Array | None
     innovation_chi2: jax.Array
     inflation: jax.Array
+
+
+class WindowCheckpoint(NamedTuple):
+    """How far a chunked :func:`smooth_window` got, enough to go on from there.
+
+    Attributes
+    ----------
+    done : int
+        Cycles done.
+    carry : tuple of Array
+        The scan's carry after them: members (N_e, n), smoothing buffer (lag, N_e, n) and
+        inflation ().
+    pieces : list of dict of name -> Array
+        Each chunk's outputs in order: ``emitted`` (the members that left the smoothing
+        buffer) and the statistics of :class:`WindowResult`, (cycles, ...) each.
+    """
+
+    done: int
+    carry: tuple[Any, Any, Any]
+    pieces: list[dict[str, Any]]
 
 
 class AdaptiveSpec(NamedTuple):
@@ -286,7 +310,9 @@ def smooth_window(key: jax.Array, transition: Callable[[jax.Array, jax.Array], j
                   observe: Callable | None = None, forecast_first: bool = True,
                   cell_area: Any = None, progress: bool = True,
                   chunk_size: int | None = None,
-                  adaptive: AdaptiveSpec | None = None) -> WindowResult:
+                  adaptive: AdaptiveSpec | None = None,
+                  resume: WindowCheckpoint | None = None,
+                  on_chunk: Callable[[WindowCheckpoint], None] | None = None) -> WindowResult:
     """Filter and smooth ``T`` times from the initial ensemble ``E0`` (N_e, n).
 
     Parameters
@@ -307,8 +333,15 @@ def smooth_window(key: jax.Array, transition: Callable[[jax.Array, jax.Array], j
         Cell areas (m^2), for the member totals.
     progress : bool
         tqdm bar over chunks of cycles.
+    chunk_size : int, optional
+        Cycles per chunk (default a tenth of the window with ``progress``, else all).
     adaptive : AdaptiveSpec, optional
         Adaptive inflation of every forecast (after ``inflation``), from the innovations.
+    resume : WindowCheckpoint, optional
+        Go on from there (as saved by ``on_chunk`` of an interrupted run with the same
+        inputs).
+    on_chunk : callable, optional
+        Called with the :class:`WindowCheckpoint` after every chunk (e.g. to save it).
     """
     E0 = check_cycle_inputs(E0, observations, observe)
     T = observations.values.shape[0]
@@ -323,25 +356,30 @@ def smooth_window(key: jax.Array, transition: Callable[[jax.Array, jax.Array], j
                      adaptive)
     start = 1.0 if adaptive is None else float(adaptive.initial)
     carry = (E0, jnp.zeros((config.lag,) + E0.shape, E0.dtype), jnp.asarray(start, E0.dtype))
+    state = resume or WindowCheckpoint(0, carry, [])
     keys, ks = jax.random.split(key, T), jnp.arange(T)
-    size = T if not progress else (chunk_size or max(1, -(-T // 10)))
-    pieces = []
+    size = chunk_size or (max(1, -(-T // 10)) if progress else T)
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=T, desc="ensemble cycles", unit="cycle")
+        bar = tqdm(total=T, initial=state.done, desc="ensemble cycles", unit="cycle")
     try:
-        for start in range(0, T, size):
-            part = slice(start, min(start + size, T))
+        for first in range(state.done, T, size):
+            part = slice(first, min(first + size, T))
             sub = jax.tree.map(lambda a, p=part: a[p], (ks, keys, obs))
-            carry, piece = _scan(config, carry, *sub, area, update_arrays)
-            pieces.append(piece)
+            carry, (emitted, out) = _scan(config, state.carry, *sub, area, update_arrays)
+            piece = {"emitted": emitted, **{k: v for k, v in out.items() if v is not None}}
+            state = WindowCheckpoint(part.stop, carry, [*state.pieces, piece])
+            if on_chunk is not None:
+                on_chunk(state)
             if bar is not None:
                 bar.update(part.stop - part.start)
     finally:
         if bar is not None:
             bar.close()
-    emitted, out = jax.tree.map(lambda *a: jnp.concatenate(a), *pieces)
-    smoothed = jnp.concatenate([emitted, carry[1]])[-T:] if config.lag else emitted
-    return WindowResult(smoothed=smoothed, **out)
+    joined = jax.tree.map(lambda *a: jnp.concatenate(a), *state.pieces)
+    emitted, buffer = joined.pop("emitted"), state.carry[1]
+    smoothed = jnp.concatenate([emitted, buffer])[-T:] if config.lag else emitted
+    return WindowResult(smoothed=smoothed, **{name: joined.get(name) for name in
+                                              WindowResult._fields[1:]})

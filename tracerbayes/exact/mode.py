@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import jax.scipy.optimize
 import numpy as np
 from jax.flatten_util import ravel_pytree
 from numpyro.infer import init_to_sample

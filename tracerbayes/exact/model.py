@@ -424,7 +424,7 @@ class AdvectionDiffusionModel:
             raise ValueError("transition='projected' needs a steady velocity; a time-varying "
                              "given field works with transition='galerkin'")
         self.grid = grid
-        self.velocity = ConstantVelocity() if velocity is None else velocity
+        self.velocity: Any = ConstantVelocity() if velocity is None else velocity
         self.priors = Priors() if priors is None else priors
         self.n_modes = int(min(n_modes, grid.n_wet))
         self.transition = transition
@@ -589,7 +589,8 @@ class AdvectionDiffusionModel:
 
     def _rate_bound(self) -> float:
         """Upper bound (1/s) of any cell's upwind outflow rate at face speeds <= max_speed."""
-        u = self.max_speed * (1.0 if isinstance(self.velocity, ConstantVelocity) else 2.0)
+        u = (self.max_speed or 0.0) * (
+            1.0 if isinstance(self.velocity, ConstantVelocity) else 2.0)
         # a field with face speeds <= U empties a cell through at most two faces per axis
         return physics.max_rate(self.grid, physics.constant_velocity(self.grid, u, u), 0.0)
 
@@ -611,7 +612,7 @@ class AdvectionDiffusionModel:
             key = dt
             if key not in self._tables:
                 top = physics.max_face_speed(self.velocity.velocity)
-                scale_max = self.max_speed / top if top > 0 else 1.0
+                scale_max = (self.max_speed or 0.0) / top if top > 0 else 1.0
                 with jax.ensure_compile_time_eval():  # once, eagerly, even inside a trace
                     self._tables[key] = projection.advection_table(
                         self.grid, self.basis, self.velocity.velocity, scale_max * dt)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 import xarray as xr
@@ -312,7 +312,7 @@ class Grid:
         periodic : bool
             Wrap in longitude (the extent must then be 360 degrees).
         """
-        dlon, dlat = (resolution, resolution) if np.isscalar(resolution) else resolution
+        dlon, dlat = _cell_sizes(resolution)
         x_edges = _regular_edges("lon", lon, dlon, max_cells)
         y_edges = _regular_edges("lat", lat, dlat, max_cells)
         if y_edges[0] < -90 or y_edges[-1] > 90:
@@ -335,7 +335,7 @@ class Grid:
         max_cells: int = DEFAULT_MAX_CELLS,
     ) -> Grid:
         """A regular Cartesian grid tiling ``x`` x ``y`` (metres) with cells of ``resolution`` m."""
-        dx, dy = (resolution, resolution) if np.isscalar(resolution) else resolution
+        dx, dy = _cell_sizes(resolution)
         x_edges = _regular_edges("x", x, dx, max_cells)
         y_edges = _regular_edges("y", y, dy, max_cells)
         _check_size(x_edges.size - 1, y_edges.size - 1, max_cells)
@@ -488,6 +488,13 @@ class Grid:
         return (f"Grid({self.coords.value}, ny={ny}, nx={nx}, n_wet={self.n_wet}, "
                 f"x=[{self.x_edges[0]:g}, {self.x_edges[-1]:g}], "
                 f"y=[{self.y_edges[0]:g}, {self.y_edges[-1]:g}], periodic_x={self.periodic_x})")
+
+
+def _cell_sizes(resolution: float | tuple[float, float]) -> tuple[float, float]:
+    """One cell size (any scalar, NumPy's included) for both axes, or the pair as given."""
+    if np.isscalar(resolution):
+        return cast(float, resolution), cast(float, resolution)
+    return cast(tuple[float, float], resolution)
 
 
 def _regular_edges(name: str, extent: tuple[float, float], step: float,

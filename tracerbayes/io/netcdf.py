@@ -33,6 +33,7 @@ import re
 import shutil
 import sys
 import tempfile
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,7 @@ __all__ = ["cf_dataset", "parameter_attributes", "read_netcdf", "write_netcdf", 
 #: Reference of CF time; float model times are seconds after it.
 EPOCH = "1970-01-01 00:00:00"
 
-_COORDINATES = {
+_COORDINATES: dict[Hashable, dict[str, str]] = {
     "lat": {"standard_name": "latitude", "long_name": "latitude", "units": "degrees_north",
             "axis": "Y"},
     "lon": {"standard_name": "longitude", "long_name": "longitude", "units": "degrees_east",
@@ -260,7 +261,7 @@ def _global_attributes(maps_attrs: dict, title: str, method: str | None, source:
     return attrs
 
 
-def _compressed(ds: xr.Dataset) -> dict[str, dict[str, Any]]:
+def _compressed(ds: xr.Dataset) -> dict[Hashable, dict[str, Any]]:
     """The variables' own encodings, plus zlib compression of the 2-D and larger ones."""
     return {name: {**ds[name].encoding, "zlib": True, "complevel": 4, "shuffle": True}
             for name in ds.data_vars if ds[name].ndim >= 2}

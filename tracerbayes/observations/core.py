@@ -129,7 +129,8 @@ class Observations:
     y: np.ndarray
     value: np.ndarray
     error: np.ndarray
-    platform: np.ndarray | None = None
+    # typed as stored: __post_init__ replaces the default None by "obs" on every row
+    platform: np.ndarray = None  # type: ignore[assignment]
     coords: CoordinateSystem | None = None
     drop_invalid: InitVar[bool] = False
 
@@ -277,7 +278,9 @@ class Observations:
             raise ObservationError(f"{places.label} has no usable observations: all {n} rows "
                                    f"were dropped ({describe(problems, places)})")
         rows = np.flatnonzero(keep)
-        kept = handle_duplicates({k: v[rows] for k, v in fields.items()}, rows, n, how, places)
+        # fields time, x, y, value, error, platform (Any: mypy would match them to drop_invalid)
+        kept: dict[str, Any] = handle_duplicates({k: v[rows] for k, v in fields.items()}, rows,
+                                                 n, how, places)
         return cls(**kept, coords=coords)
 
     def to_dataframe(self) -> pd.DataFrame:
@@ -566,10 +569,12 @@ class ObservationOperator(NamedTuple):
 
     def to_bcoo(self) -> Any:
         """``H`` as a ``jax.experimental.sparse.BCOO`` matrix."""
+        import jax.numpy as jnp
         from jax.experimental import sparse as jsparse
 
         coo = self.to_sparse().tocoo()
-        return jsparse.BCOO((coo.data, np.stack([coo.row, coo.col], axis=1)), shape=self.shape)
+        indices = np.stack([coo.row, coo.col], axis=1)
+        return jsparse.BCOO((jnp.asarray(coo.data), jnp.asarray(indices)), shape=self.shape)
 
 
 class _Located(NamedTuple):

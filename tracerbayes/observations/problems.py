@@ -8,7 +8,7 @@ file when it was read from a CSV file: :class:`Places`) and shows the first
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NamedTuple, Protocol
 
 import numpy as np
@@ -73,7 +73,7 @@ class Places:
             return f"{text} (line{plural} {at}{etc} of {self.source})"
         return f"{text} of {self.source}" if self.source else text
 
-    def row(self, row: int, n: int) -> str:
+    def row(self, row: int | np.integer, n: int) -> str:
         """``'row 17, line 19'`` (the file named elsewhere in the message) or ``'row 17'``."""
         lines = self.line_numbers(n)
         return f"row {row}" if lines is None else f"row {row}, line {lines[row]}"
@@ -90,7 +90,9 @@ NOWHERE = Places()
 class Problem(Protocol):
     """Some rows of the observations that cannot be used, and how to say so."""
 
-    bad: np.ndarray  # (n,) bool: True on the offending rows
+    @property
+    def bad(self) -> np.ndarray:  # (n,) bool: True on the offending rows
+        ...
 
     def message(self, places: Places) -> str: ...
 
@@ -115,12 +117,12 @@ class RowProblem(NamedTuple):
                 f"{', ...' if more else ''}){self.hint}")
 
 
-def describe(problems: list[Problem], places: Places) -> str:
+def describe(problems: Sequence[Problem], places: Places) -> str:
     """The messages of the problems that have offending rows, joined."""
     return "; ".join(p.message(places) for p in problems if p.bad.any())
 
 
-def resolve(problems: list[Problem], n: int, drop_invalid: bool,
+def resolve(problems: Sequence[Problem], n: int, drop_invalid: bool,
             places: Places = NOWHERE) -> np.ndarray:
     """The rows to keep; raise (or warn, with ``drop_invalid``) if any row is bad."""
     problems = [p for p in problems if p.bad.any()]

@@ -127,7 +127,8 @@ class Posterior(AbstractPosterior):
 
         return jax.lax.map(jax.jit(one), draws)
 
-    def maps(self, n_draws: int = 100, quantiles: tuple[float, ...] = (0.05, 0.5, 0.95)
+    def maps(self, n_draws: int | None = 100,
+             quantiles: tuple[float, ...] = (0.05, 0.5, 0.95)
              ) -> xr.Dataset:
         """Posterior maps on (time, lat, lon): ``mean``, ``sd`` and ``quantiles``, NaN on land.
 
@@ -163,7 +164,7 @@ class Posterior(AbstractPosterior):
         ds.attrs.update({"method": self.method, "n_draws_mixed": int(means.shape[0])})
         return ds
 
-    def predict_observations(self, obs: Any, n_draws: int = 100
+    def predict_observations(self, obs: Any, n_draws: int | None = 100
                              ) -> tuple[np.ndarray, np.ndarray]:
         """Posterior predictive of new observations ``obs`` (same grid and analysis times):
         per parameter draw, the mean and sd (observation error, times ``error_scale``,

@@ -70,21 +70,20 @@ def _align(truth, *forecasts, member_dim=None):
     """
     if not isinstance(truth, xr.DataArray):
         truth = np.asarray(truth, dtype=float)
-        forecasts = [np.asarray(f, dtype=float) for f in forecasts]
-        shapes = [f.shape[:-1] if member_dim == "last" and f.ndim else f.shape
-                  for f in forecasts]
+        arrays = [np.asarray(f, dtype=float) for f in forecasts]
+        shapes = [a.shape[:-1] if member_dim == "last" and a.ndim else a.shape for a in arrays]
         shape = np.broadcast_shapes(truth.shape, *shapes)
-        return np.broadcast_to(truth, shape), forecasts, None
+        return np.broadcast_to(truth, shape), arrays, None
     if any(np.ndim(f) and not isinstance(f, xr.DataArray) for f in forecasts):
         raise TypeError("truth is a DataArray: give the forecasts as DataArrays (or scalars)")
-    forecasts = [f if isinstance(f, xr.DataArray) else xr.DataArray(f) for f in forecasts]
-    has_members = [member_dim is not None and member_dim in f.dims for f in forecasts]
+    labelled = [f if isinstance(f, xr.DataArray) else xr.DataArray(f) for f in forecasts]
+    has_members = [member_dim is not None and member_dim in f.dims for f in labelled]
     plain = [f.isel({member_dim: 0}, drop=True) if m else f
-             for f, m in zip(forecasts, has_members, strict=True)]
+             for f, m in zip(labelled, has_members, strict=True)]
     xr.align(truth, *plain, join="exact")
     template = xr.broadcast(truth, *plain)[0]
     out = []
-    for f, m in zip(forecasts, has_members, strict=True):
+    for f, m in zip(labelled, has_members, strict=True):
         dims = (*template.dims, member_dim) if m else template.dims
         out.append(np.asarray(f.broadcast_like(template).transpose(*dims).values, dtype=float))
     return np.asarray(template.values, dtype=float), out, template

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
@@ -53,9 +53,12 @@ __all__ = [
     "transition",
 ]
 
+#: Variables on the ring.
 N_VARIABLES = 40
+#: The forcing ``F``.
 FORCING = 8.0
-STEP = 0.05  # model time units per step (about 6 h of "weather")
+#: Model time units per step and observation interval (about 6 h of "weather").
+STEP = 0.05
 
 
 def tendency(x: jax.Array, forcing: float = FORCING) -> jax.Array:
@@ -220,4 +223,5 @@ def run_sakov2008(key: jax.Array, setup: Sakov2008Setup, n_cycles: int = 1000,
                              inflation=inflate, truth=truth, progress=progress)
     measured = slice(burn_in, None)
     spread = jnp.sqrt(jnp.mean(out.analysis_spread[measured] ** 2, axis=1)).mean()
-    return Sakov2008Result(float(out.analysis_rmse[measured].mean()), float(spread), out)
+    rmse = cast(jax.Array, out.analysis_rmse)  # not None: the truth was given
+    return Sakov2008Result(float(rmse[measured].mean()), float(spread), out)

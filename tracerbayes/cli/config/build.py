@@ -8,7 +8,7 @@ key path of the setting to fix.
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -18,6 +18,7 @@ from tracerbayes.cli.config.schema import ConfigError, Problem, suggest
 from tracerbayes.cli.config.sections import (
     AutoConfig,
     ConstantVelocityConfig,
+    Extent,
     GivenVelocityConfig,
     LaplaceConfig,
     MaskFile,
@@ -121,11 +122,13 @@ def build_grid(cfg: RunConfig) -> Grid:
     g = cfg.grid
     mask = None if isinstance(g.mask, MaskFile) else g.mask
     try:
+        # GridConfig.check: the extents of the grid's kind are both set
         if g.cartesian:
-            grid = Grid.cartesian(x=g.x, y=g.y, resolution=g.resolution, mask=mask)
+            grid = Grid.cartesian(x=cast(Extent, g.x), y=cast(Extent, g.y),
+                                  resolution=g.resolution, mask=mask)
         else:
-            grid = Grid.regular(lon=g.lon, lat=g.lat, resolution=g.resolution, mask=mask,
-                                periodic=g.periodic)
+            grid = Grid.regular(lon=cast(Extent, g.lon), lat=cast(Extent, g.lat),
+                                resolution=g.resolution, mask=mask, periodic=g.periodic)
         if isinstance(g.mask, MaskFile):
             wet = _mask_from_file(cfg, g.mask, grid)
             grid = Grid(grid.x, grid.y, grid.x_edges, grid.y_edges, wet, grid.coords,
@@ -344,7 +347,7 @@ def build_platforms(cfg: RunConfig) -> list[simulate.Platform]:
     """The observing platforms of ``cfg.simulate`` (:mod:`tracerbayes.twin.simulate`)."""
     if cfg.simulate is None:
         raise _fail(cfg, "simulate", "this configuration has no simulate section")
-    out = []
+    out: list[simulate.Platform] = []
     for p in cfg.simulate.platforms:
         if isinstance(p, FloatsConfig):
             out.append(simulate.Floats(n_floats=p.n_floats, every=p.every, error=p.error,

@@ -6,6 +6,7 @@ import dataclasses
 import enum
 
 from tracerbayes.cli.config.run import PLATFORMS, RunConfig, SimulateConfig, TruthConfig
+from tracerbayes.cli.config.schema import SectionClass
 from tracerbayes.cli.config.sections import (
     METHODS,
     VELOCITY_KINDS,
@@ -66,7 +67,7 @@ def _method_name(value: object) -> str:
     return next(name for name, cls in METHODS.items() if isinstance(value, cls))
 
 
-def _section(cls: type) -> str:
+def _section(cls: type[SectionClass]) -> str:
     summary = " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())  # 1st paragraph
     lines = [f"## `{cls.section}`", "", summary, "",
              "| key | value | default | meaning |", "|---|---|---|---|"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -16,6 +15,7 @@ from tracerbayes.cli.config.schema import (
     Section,
     Str,
     Tagged,
+    frozen_dataclass,
     setting,
 )
 from tracerbayes.cli.config.sections import (
@@ -33,11 +33,10 @@ from tracerbayes.cli.config.sections import (
     ValidationConfig,
 )
 
-_frozen = dataclasses.dataclass(frozen=True, kw_only=True)
 _ERROR = Float(low=0.0, open_low=True)
 
 
-@_frozen
+@frozen_dataclass
 class TruthConfig:
     """The true physics of a twin experiment (``tracerbayes simulate``)."""
 
@@ -62,7 +61,7 @@ class TruthConfig:
     velocity_scale: float = setting(Float(low=0.0), "multiplier of a given velocity field", 1.0)
 
 
-@_frozen
+@frozen_dataclass
 class FloatsConfig:
     """Profiling floats surfacing every ``every`` analysis times."""
 
@@ -75,7 +74,7 @@ class FloatsConfig:
     name: str = setting(Str(), "platform name", "float")
 
 
-@_frozen
+@frozen_dataclass
 class GliderConfig:
     """A glider flying back and forth along waypoints."""
 
@@ -87,7 +86,7 @@ class GliderConfig:
     name: str = setting(Str(), "platform name", "glider")
 
 
-@_frozen
+@frozen_dataclass
 class ShipConfig:
     """A ship steaming once along waypoints."""
 
@@ -99,7 +98,7 @@ class ShipConfig:
     name: str = setting(Str(), "platform name", "ship")
 
 
-@_frozen
+@frozen_dataclass
 class SatelliteConfig:
     """A satellite swath with cloud gaps."""
 
@@ -118,7 +117,7 @@ PLATFORMS = {"floats": FloatsConfig, "glider": GliderConfig, "ship": ShipConfig,
              "satellite": SatelliteConfig}
 
 
-@_frozen
+@frozen_dataclass
 class SimulateConfig:
     """Twin experiment: a synthetic truth on the run's grid and times, and its observations."""
 
@@ -131,7 +130,7 @@ class SimulateConfig:
     seed: int = setting(Int(0), "random seed of truth and platforms", 0)
 
 
-@_frozen
+@frozen_dataclass
 class RunConfig:
     """A complete tracerbayes run (``tracerbayes run/simulate/validate CONFIG``)."""
 

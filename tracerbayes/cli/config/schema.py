@@ -14,8 +14,9 @@ import datetime
 import difflib
 import math
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple, Protocol, TypeVar, dataclass_transform
 
 import numpy as np
 
@@ -23,9 +24,24 @@ from tracerbayes.cli.config.units import KINDS, UnitError, parse_quantity
 
 __all__ = ["ConfigError", "Problem", "Context", "setting", "read_section", "position", "INVALID"]
 
+_T = TypeVar("_T")
+
 #: Marks a value that could not be read (a problem was recorded instead).
 INVALID = type("Invalid", (), {"__repr__": lambda self: "INVALID"})()
 _REQUIRED = dataclasses.MISSING
+
+
+@dataclass_transform(frozen_default=True, kw_only_default=True)
+def frozen_dataclass(cls: type[_T]) -> type[_T]:
+    """``cls`` as a frozen, keyword-only dataclass (every section is one)."""
+    return dataclasses.dataclass(frozen=True, kw_only=True)(cls)
+
+
+class SectionClass(Protocol):
+    """A section: a dataclass (see :func:`frozen_dataclass`) named by ``section``."""
+
+    section: ClassVar[str]
+    __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]
 
 
 class Problem(NamedTuple):
@@ -260,7 +276,7 @@ class Folder:
 class Range:
     """``[low, high]`` with ``low < high``, each read by ``item``."""
 
-    def __init__(self, item: Any, what: str):
+    def __init__(self, item: Any, what: tuple[str, str]):
         self.item, self.what = item, what
         self.doc = f"[{what[0]}, {what[1]}], two values of {item.doc}, increasing"
 
@@ -304,7 +320,7 @@ class ListOf:
 class Section:
     """A mapping read into the dataclass ``cls`` (see :func:`read_section`)."""
 
-    def __init__(self, cls: type):
+    def __init__(self, cls: type[SectionClass]):
         self.cls = cls
         self.doc = f"a mapping (see `{cls.section}`)"
 
@@ -315,7 +331,7 @@ class Section:
 class Tagged:
     """A mapping whose ``tag`` key (e.g. ``kind``, ``name``) selects its section class."""
 
-    def __init__(self, tag: str, classes: dict[str, type]):
+    def __init__(self, tag: str, classes: Mapping[str, type[SectionClass]]):
         self.tag, self.classes = tag, classes
         self.doc = (f"a mapping whose `{tag}` is one of "
                     + ", ".join(f"'{name}'" for name in classes))
@@ -335,7 +351,7 @@ class Tagged:
 
 
 # ------------------------------------------------------------------------- sections
-def read_section(cls: type, value: Any, ctx: Context, path: str) -> Any:
+def read_section(cls: type[SectionClass], value: Any, ctx: Context, path: str) -> Any:
     """Read the mapping ``value`` into the section dataclass ``cls``; INVALID on problems.
 
     Fields are read in declaration order; while reading, ``ctx.siblings`` holds the fields

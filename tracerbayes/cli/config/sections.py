@@ -8,9 +8,9 @@ names.
 
 from __future__ import annotations
 
-import dataclasses
+import builtins
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import numpy as np
 
@@ -29,13 +29,15 @@ from tracerbayes.cli.config.schema import (
     Section,
     Str,
     Time,
+    frozen_dataclass,
     join,
     setting,
     suggest,
 )
 from tracerbayes.exact.priors import Smoothness
 
-_frozen = dataclasses.dataclass(frozen=True, kw_only=True)
+#: A domain's (west, east) or (south, north) edges, degrees or m.
+Extent = tuple[float, float]
 
 
 # ------------------------------------------------------------------------- special types
@@ -86,7 +88,7 @@ class Prior:
         return PriorSpec(family=family, params=tuple(out.items()))
 
 
-@_frozen
+@frozen_dataclass
 class PriorSpec:
     """A parsed prior: family name and (parameter, value) pairs in documented units."""
 
@@ -155,7 +157,7 @@ class Point:
 
 
 # ------------------------------------------------------------------------- sections
-@_frozen
+@frozen_dataclass
 class TracerConfig:
     """The mapped tracer: names and units (CF conventions) used in the output files."""
 
@@ -178,7 +180,7 @@ class TracerConfig:
                                  "only", 0)
 
 
-@_frozen
+@frozen_dataclass
 class MaskFile:
     """A land/sea mask read from a NetCDF file, on the grid's cells or regridded as asked."""
 
@@ -195,19 +197,19 @@ class MaskFile:
                                "regrid: fraction: the least wet fraction of a wet cell", 0.5)
 
 
-@_frozen
+@frozen_dataclass
 class GridConfig:
     """The grid: lon/lat in degrees (spherical metrics) or Cartesian x/y in metres."""
 
     section: ClassVar[str] = "grid"
-    lon: tuple | None = setting(Optional(Range(Float(-360.0, 360.0), ("west", "east"))),
-                                "west and east edges of the domain, degrees", None)
-    lat: tuple | None = setting(Optional(Range(Float(-90.0, 90.0), ("south", "north"))),
-                                "south and north edges of the domain, degrees", None)
-    x: tuple | None = setting(Optional(Range(Quantity("length", "m"), ("west", "east"))),
-                              "west and east edges of a Cartesian domain, m", None)
-    y: tuple | None = setting(Optional(Range(Quantity("length", "m"), ("south", "north"))),
-                              "south and north edges of a Cartesian domain, m", None)
+    lon: Extent | None = setting(Optional(Range(Float(-360.0, 360.0), ("west", "east"))),
+                                 "west and east edges of the domain, degrees", None)
+    lat: Extent | None = setting(Optional(Range(Float(-90.0, 90.0), ("south", "north"))),
+                                 "south and north edges of the domain, degrees", None)
+    x: Extent | None = setting(Optional(Range(Quantity("length", "m"), ("west", "east"))),
+                               "west and east edges of a Cartesian domain, m", None)
+    y: Extent | None = setting(Optional(Range(Quantity("length", "m"), ("south", "north"))),
+                               "south and north edges of a Cartesian domain, m", None)
     resolution: tuple = setting(Resolution(), "cell size (whole number of cells per extent)")
     mask: Any = setting(Mask(), "land/sea mask", None)
     periodic: bool = setting(Bool(), "wrap in longitude (lon extent exactly 360 degrees)",
@@ -224,8 +226,9 @@ class GridConfig:
             return [("", "give either lon and lat (degrees) or x and y (metres)")]
         problems = []
         names = ("x", "y") if self.cartesian else ("lon", "lat")
-        for name, extent, step in zip(names, xy if self.cartesian else lonlat,
-                                      self.resolution, strict=True):
+        # both extents of one kind are set (checked above)
+        extents = cast(tuple[Extent, Extent], xy if self.cartesian else lonlat)
+        for name, extent, step in zip(names, extents, self.resolution, strict=True):
             n = (extent[1] - extent[0]) / step
             if not np.isfinite(n) or not np.isclose(n, round(n), rtol=0, atol=1e-6):
                 span = f"[{extent[0]:g}, {extent[1]:g}]"
@@ -235,7 +238,7 @@ class GridConfig:
         if self.cartesian and self.mask == "auto":
             problems.append(("mask", "'auto' needs a lon/lat grid; give {file, variable} or "
                                      "'none' for an x/y grid"))
-        if self.periodic and (self.cartesian or self.lon[1] - self.lon[0] != 360.0):
+        if self.periodic and (self.cartesian or extents[0][1] - extents[0][0] != 360.0):
             problems.append(("periodic", "needs a lon/lat grid whose lon extent is 360"))
         return problems
 
@@ -284,7 +287,7 @@ class PointParameters:
         return ctx.error(path, f"expected {self.doc}, got {value!r}")
 
 
-@_frozen
+@frozen_dataclass
 class TimesConfig:
     """Analysis times: ``start, start + step, ...`` up to and including ``end`` (``step``
     a duration or ``monthly``); or an explicit ``list``; or ``from_observations`` (every
@@ -303,7 +306,7 @@ class TimesConfig:
                            "with from_observations: observation times are floored to this "
                            "interval (default 1 day) before taking the distinct ones", 86400.0)
 
-    def check(self) -> list[tuple[str, str]]:
+    def check(self) -> builtins.list[tuple[str, str]]:  # `list` is a field here
         ways = [self.start is not None or self.end is not None, self.list is not None,
                 self.from_observations]
         if sum(ways) != 1:
@@ -365,7 +368,7 @@ def _monthly(start: Any, end: Any) -> np.ndarray:
     return np.asarray(out, dtype="datetime64[ns]")
 
 
-@_frozen
+@frozen_dataclass
 class ColumnsConfig:
     """Column (CSV) or variable (NetCDF) names of one observation source."""
 
@@ -384,7 +387,7 @@ class ColumnsConfig:
                                    None)
 
 
-@_frozen
+@frozen_dataclass
 class ObservationSource:
     """One file of observations (``.csv`` or ``.nc``), one row per observation."""
 
@@ -414,7 +417,7 @@ class ObservationSource:
         return []
 
 
-@_frozen
+@frozen_dataclass
 class ConstantVelocityConfig:
     """A uniform unknown current (u, v) with Normal(0, scale) priors."""
 
@@ -423,7 +426,7 @@ class ConstantVelocityConfig:
                            "prior sd of u and v, m/s", 0.1)
 
 
-@_frozen
+@frozen_dataclass
 class GivenVelocityConfig:
     """A known current from a NetCDF file (cell-centre u, v in m/s), optionally scaled."""
 
@@ -448,7 +451,7 @@ class GivenVelocityConfig:
                            "error")
 
 
-@_frozen
+@frozen_dataclass
 class StreamfunctionVelocityConfig:
     """A divergence-free current from a Matérn Gaussian-process stream function."""
 
@@ -466,7 +469,7 @@ VELOCITY_KINDS = {"given": GivenVelocityConfig, "constant": ConstantVelocityConf
                   "streamfunction": StreamfunctionVelocityConfig}
 
 
-@_frozen
+@frozen_dataclass
 class PriorsConfig:
     """Priors of the physical unknowns; an omitted one keeps the package default."""
 
@@ -517,7 +520,7 @@ class PriorsConfig:
                                      Smoothness.THREE_HALVES)
 
 
-@_frozen
+@frozen_dataclass
 class ModelConfig:
     """The reduced spectral model."""
 
@@ -532,7 +535,7 @@ class ModelConfig:
                               "variance eddies stir below the basis's scales)", "galerkin")
 
 
-@_frozen
+@frozen_dataclass
 class NutsConfig:
     """NUTS over the physical parameters, the tracer integrated out by the Kalman filter."""
 
@@ -554,7 +557,7 @@ class NutsConfig:
                                       False)
 
 
-@_frozen
+@frozen_dataclass
 class LetkfConfig:
     """Local ensemble transform Kalman filter (Hunt et al. 2007), Gaspari-Cohn localisation."""
 
@@ -573,7 +576,7 @@ class LetkfConfig:
                                       "why)", False)
 
 
-@_frozen
+@frozen_dataclass
 class LaplaceConfig:
     """The exact model's posterior mode with a Gaussian about it (Laplace); maps from the
     Rao-Blackwellised smoother on a basis fine enough for the field."""
@@ -587,7 +590,7 @@ class LaplaceConfig:
                                       False)
 
 
-@_frozen
+@frozen_dataclass
 class AutoConfig(LaplaceConfig):
     """The default: NUTS when its estimated work is small (about ten minutes on one core),
     otherwise Laplace (``name: laplace``); the run says which and why. NUTS runs with the
@@ -600,7 +603,7 @@ METHODS = {"auto": AutoConfig, "nuts": NutsConfig, "laplace": LaplaceConfig,
            "letkf": LetkfConfig}
 
 
-@_frozen
+@frozen_dataclass
 class ValidationConfig:
     """Held-out validation: observations kept out of the fit and scored (RMSE, CRPS and 90%
     interval coverage, observation noise included); the first line of the run's summary."""
@@ -613,7 +616,7 @@ class ValidationConfig:
                       "or whole spatial blocks (the map away from the data)", "random")
 
 
-@_frozen
+@frozen_dataclass
 class OutputConfig:
     """What a run writes, and where."""
 
@@ -624,3 +627,6 @@ class OutputConfig:
     zarr: bool = setting(Bool(), "write posterior.zarr", False)
     maps: str = setting(Str(("png", "pdf", "svg", "none")), "map figures format", "png")
     diagnostics: bool = setting(Bool(), "write sampler summary and trace plots", True)
+    checkpoint_every: int | None = setting(
+        Optional(Int(1)), "NUTS iterations, or LETKF cycles, between the checkpoints saved in "
+        "the output folder for --resume (null: 50 iterations, or a tenth of the cycles)", None)
