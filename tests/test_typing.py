@@ -15,13 +15,6 @@ mypy_api = pytest.importorskip("mypy.api")
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.xfail(
-    strict=True, raises=AssertionError,
-    reason="mypy errors remain in files being edited elsewhere: tracerbayes/fitting.py, "
-           "tracerbayes/cli/workflow.py, tracerbayes/cli/main.py, tracerbayes/exact/model.py, "
-           "tracerbayes/posterior/exact.py and tracerbayes/ensemble/ (cycle, fit, importance, "
-           "tracer, window); remove this marker once they are fixed",
-)
 def test_mypy_reports_no_errors(monkeypatch):
     monkeypatch.chdir(ROOT)  # pyproject.toml's [tool.mypy] and the package are found here
     stdout, stderr, status = mypy_api.run(["--config-file", str(ROOT / "pyproject.toml")])

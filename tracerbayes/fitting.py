@@ -257,7 +257,7 @@ def fit(
 
             post.holdout = split
             post.validation = holdout_scores(post, split.test)
-            post.settings.update({"holdout": float(holdout), "holdout_by": holdout_by})
+            post.settings.update({"holdout": split.fraction, "holdout_by": holdout_by})
     return post
 
 

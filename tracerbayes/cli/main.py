@@ -20,6 +20,7 @@ import sys
 import threading
 from typing import Any
 
+from tracerbayes.cli.config.schema import ConfigError
 from tracerbayes.io.files import held_locks, live_temporaries, write_error_message
 
 __all__ = ["main"]
@@ -200,9 +201,8 @@ def main(argv: list[str] | None = None) -> int:
         if type(err).__name__ == "ConvergenceError":  # a paragraph, not a one-liner
             print(f"tracerbayes: {err}", file=sys.stderr)
             return 3
-        problems = getattr(err, "problems", None)
-        if problems:  # a ConfigError: one line per problem, as validate prints them
-            for problem in problems:
+        if isinstance(err, ConfigError) and err.problems:  # one line each, as validate does
+            for problem in err.problems:
                 print(f"tracerbayes: error: {err.source}: {problem}", file=sys.stderr)
             return 1
         plain = write_error_message(err)  # a full disk, a denied permission: no type name

@@ -307,6 +307,17 @@ def run_manifest(out: Path, record: dict[str, Any], files: Sequence[Path]) -> Pa
     return path
 
 
+def _output_folder(directory: Path | None, output: str | Path | None) -> Path:
+    """The folder a command writes to: ``output`` if given, else the config's
+    ``output.directory`` (which :func:`~tracerbayes.cli.config.load_config` always sets)."""
+    if output is not None:
+        return Path(output)
+    if directory is None:
+        raise ValueError("output.directory is not set: read the configuration with "
+                         "tracerbayes.cli.config.load_config, which defaults it")
+    return directory
+
+
 def run_config(path: str | Path, output: str | Path | None = None, seed: int | None = None,
                quiet: bool = False, overwrite: bool = False,
                resume: bool = False) -> dict[str, Any]:
@@ -334,7 +345,7 @@ def run_config(path: str | Path, output: str | Path | None = None, seed: int | N
     options = tbc.fit_options(cfg)
     if seed is not None:
         options["seed"] = seed
-    out = Path(output) if output is not None else cfg.output.directory
+    out = _output_folder(cfg.output.directory, output)
     earlier = earlier_outputs(out) if out.is_dir() else []
     need = estimated_output_bytes(cfg.output, grid.n_wet, len(times))
     check_output_folder(out, files=("posterior.nc", MANIFEST), folders=("maps", "diagnostics"),
@@ -469,7 +480,7 @@ def simulate_config(path: str | Path, output: str | Path | None = None, seed: in
                                                        "section; add one (see docs/"
                                                        "configuration.md) to draw a twin")],
                               path)
-    out = Path(output) if output is not None else cfg.output.directory
+    out = _output_folder(cfg.output.directory, output)
     csv = cfg.simulate.observations
     if csv is None:
         csv = next((s.file for s in cfg.observations if s.file.suffix.lower() == ".csv"),

@@ -52,6 +52,7 @@ from tracerbayes.ensemble.smoother import (
 )
 from tracerbayes.ensemble.tracer import (
     NoiseField,
+    TracerTransition,
     initial_ensemble,
     noise_field,
     sample_noise,
@@ -76,6 +77,7 @@ __all__ = [
     "LocalUpdate",
     "NoiseField",
     "Stencil",
+    "TracerTransition",
     "WeightNodes",
     "WindowCheckpoint",
     "WindowResult",

@@ -56,6 +56,8 @@ def operator_of(ob: Any, observe: Callable | None) -> Any:
         return ob.operators.apply
     if ob.operators is not None:
         return ob.operators
+    if observe is None:
+        raise ValueError("give observations.operators (T, m, n) or an observe function")
     return lambda x: observe(x, ob)
 
 
@@ -80,7 +82,7 @@ class CycleObservations(NamedTuple):
     values: jax.Array
     sd: jax.Array
     valid: jax.Array
-    operators: jax.Array | None = None
+    operators: jax.Array | Stencil | None = None
     coords: jax.Array | None = None
 
 
@@ -90,7 +92,7 @@ class ObsAtTime(NamedTuple):
     values: jax.Array
     sd: jax.Array
     valid: jax.Array
-    operators: jax.Array | None = None
+    operators: jax.Array | Stencil | None = None
     coords: jax.Array | None = None
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import jax
@@ -52,8 +53,8 @@ from tracerbayes.exact.model import ConstantVelocity, GivenVelocity, Streamfunct
 from tracerbayes.io.checkpoint import Checkpoint, CheckpointError
 from tracerbayes.posterior.ensemble import EnsemblePosterior, InversionPosterior
 
-__all__ = ["ENSEMBLE_METHODS", "fit_ensemble", "fit_eki", "point_parameters", "mode_parameters",
-           "window_checkpoint", "eki_forward",
+__all__ = ["ENSEMBLE_METHODS", "EKIForward", "fit_ensemble", "fit_eki", "point_parameters",
+           "mode_parameters", "window_checkpoint", "eki_forward",
            "eki_log_posterior", "eki_priors"]
 
 ENSEMBLE_METHODS = ("enkf", "etkf", "letkf")
@@ -102,7 +103,7 @@ def point_parameters(model: Any, parameters: Any = None) -> dict[str, Any]:
     ``parameters``: None (every prior's median), a dict (missing names take the prior
     median; unknown names are an error) or a fitted Posterior (its posterior means).
     """
-    values = {name: _median(p) for name, p in _parameter_priors(model).items()}
+    values: dict[str, Any] = {name: _median(p) for name, p in _parameter_priors(model).items()}
     if isinstance(model.velocity, StreamfunctionVelocity):
         values["streamfunction"] = np.zeros(model.velocity.n_modes)
     if parameters is None:
@@ -218,6 +219,7 @@ def fit_ensemble(model: Any, obs: Any, times: Any, method: str, *, ensemble_size
     observations = stencil_observations(prepared, obs, float(params["error_scale"]))
     area = jnp.asarray(grid.wet_area)
     basins = noise.basins
+    update: LocalUpdate | GlobalUpdate
     if method == "letkf":
         lonlat = is_lonlat(grid)
         update = LocalUpdate(jnp.asarray(state_coordinates(grid)),
@@ -326,8 +328,45 @@ def _gaussian_prior(name: str, prior: Any) -> Any:
     return dist.LogNormal(np.log(mid), np.log(hi / lo) / (2 * 1.6448536269514722))
 
 
+def _cholesky_logdet(L: jax.Array) -> jax.Array:
+    """``sum_k log det S_k`` from the Cholesky factors ``L_k`` (T, m, m) of ``S_k``."""
+    return 2.0 * jnp.sum(jnp.log(jnp.diagonal(L, axis1=-2, axis2=-1)))
+
+
+@dataclass(frozen=True, eq=False)
+class EKIForward:
+    """Forward map ``G(theta)`` of :func:`eki_forward`, with its log-determinant term.
+
+    Compared and hashed by identity, as a function is (it is jit-compiled).
+
+    Attributes
+    ----------
+    innovations : callable
+        ``theta -> (e, S)``: the Kalman filter's innovations (T, m) and their covariances
+        (T, m, m) at one unconstrained parameter vector.
+    offset : float
+        Subtracted from ``sum_k log det S_k`` before the square root.
+    """
+
+    innovations: Callable[[jax.Array], tuple[jax.Array, jax.Array]]
+    offset: float = 0.0
+
+    def __call__(self, theta: jax.Array) -> jax.Array:
+        """``G(theta) = [whitened innovations; sqrt(sum_k log det S_k - offset)]``."""
+        e, S = self.innovations(theta)
+        L = jnp.linalg.cholesky(S)
+        white = jax.vmap(lambda Lk, ek: jax.scipy.linalg.solve_triangular(Lk, ek, lower=True))(
+            L, e).reshape(-1)
+        logdet = _cholesky_logdet(L)
+        return jnp.concatenate([white, jnp.sqrt(jnp.clip(logdet - self.offset, 0.0))[None]])
+
+    def logdet(self, theta: jax.Array) -> jax.Array:
+        """``sum_k log det S_k`` at ``theta`` (to choose ``offset`` below it)."""
+        return _cholesky_logdet(jnp.linalg.cholesky(self.innovations(theta)[1]))
+
+
 def eki_forward(model: Any, data: Any, names: tuple[str, ...], space: Any,
-                offset: float = 0.0):
+                offset: float = 0.0) -> EKIForward:
     """Forward map ``G(theta)`` (unconstrained theta) for EKI/EKS on the tracer model.
 
     ``G = [whitened innovations; sqrt(sum_k log det S_k - offset)]`` from the reduced-basis
@@ -343,17 +382,7 @@ def eki_forward(model: Any, data: Any, names: tuple[str, ...], space: Any,
                                     model.observation_variances(params, data), data.valid)
         return inversion.kalman_innovations(ssm, padded)
 
-    def forward(theta):
-        e, S = innovations(theta)
-        L = jnp.linalg.cholesky(S)
-        white = jax.vmap(lambda Lk, ek: jax.scipy.linalg.solve_triangular(Lk, ek, lower=True))(
-            L, e).reshape(-1)
-        logdet = 2.0 * jnp.sum(jnp.log(jnp.diagonal(L, axis1=-2, axis2=-1)))
-        return jnp.concatenate([white, jnp.sqrt(jnp.clip(logdet - offset, 0.0))[None]])
-
-    forward.logdet = lambda theta: 2.0 * jnp.sum(jnp.log(jnp.diagonal(
-        jnp.linalg.cholesky(innovations(theta)[1]), axis1=-2, axis2=-1)))
-    return forward
+    return EKIForward(innovations, offset)
 
 
 def eki_priors(model: Any) -> dict[str, Any]:

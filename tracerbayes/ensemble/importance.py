@@ -128,11 +128,11 @@ def laplace_approximation(log_density: Callable[[jax.Array], jax.Array], start: 
         value, grad = negative(jnp.asarray(x))
         return float(value), np.asarray(grad, dtype=float)
 
-    start = np.asarray(start, dtype=float)
-    found = scipy.optimize.minimize(fun, start, jac=True, method="L-BFGS-B",
+    x0 = np.asarray(start, dtype=float)
+    found = scipy.optimize.minimize(fun, x0, jac=True, method="L-BFGS-B",
                                     options={"gtol": gtol, "maxiter": int(max_iterations)})
     if not found.success or not np.all(np.isfinite(found.x)):
-        raise ValueError(f"the mode search from {start} did not converge ({found.message}); "
+        raise ValueError(f"the mode search from {x0} did not converge ({found.message}); "
                          "start nearer the posterior (e.g. from a sampler's mean)")
     # column by column (forward over reverse): memory of one gradient, not p of them
     gradient = jax.grad(log_density)
@@ -207,12 +207,12 @@ def importance_correct(
             raise ValueError(f"proposal must be (mean (p,), cov (p, p)), got shapes "
                              f"{loc.shape} and {cov.shape}")
     else:
-        ensemble = np.asarray(ensemble, dtype=float)
-        if ensemble.ndim != 2 or ensemble.shape[0] <= ensemble.shape[1]:
+        members = np.asarray(ensemble, dtype=float)
+        if members.ndim != 2 or members.shape[0] <= members.shape[1]:
             raise ValueError(f"ensemble must have shape (J, p) with J > p for a nonsingular "
-                             f"covariance, got {ensemble.shape}")
-        loc = ensemble.mean(axis=0)
-        cov = np.cov(ensemble.T).reshape(loc.size, loc.size)
+                             f"covariance, got {members.shape}")
+        loc = members.mean(axis=0)
+        cov = np.cov(members.T).reshape(loc.size, loc.size)
     if int(n_draws) < 2 or int(n_draws) != n_draws:
         raise ValueError(f"n_draws must be an integer >= 2, got {n_draws}")
     if not scale > 0:

@@ -68,6 +68,7 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro.distributions as dist
 from jax.scipy.linalg import cho_factor, cho_solve, solve_triangular
+from jax.typing import ArrayLike
 from tqdm.auto import tqdm
 
 from tracerbayes.exact.kalman import LinearGaussianSSM, PaddedObservations, kalman_filter, psd_sqrt
@@ -113,11 +114,11 @@ class ParameterSpace(NamedTuple):
     prior_mean: jax.Array
     prior_cov: jax.Array
 
-    def to_physical(self, theta: jax.Array) -> jax.Array:
+    def to_physical(self, theta: ArrayLike) -> jax.Array:
         """Unconstrained ``(..., p)`` -> physical units ``(..., p)``."""
         return jnp.where(np.asarray(self.log_scale), jnp.exp(theta), theta)
 
-    def to_unconstrained(self, physical: jax.Array) -> jax.Array:
+    def to_unconstrained(self, physical: ArrayLike) -> jax.Array:
         """Physical units ``(..., p)`` -> unconstrained ``(..., p)`` (log where positive)."""
         flags = np.asarray(self.log_scale)
         safe = jnp.where(flags, physical, 1.0)  # no log of a negative identity parameter

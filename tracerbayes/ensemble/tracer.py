@@ -28,6 +28,8 @@ grows like the number of cells, not its square.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import jax
@@ -44,6 +46,7 @@ from tracerbayes.grid.core import CoordinateSystem, Grid
 
 __all__ = [
     "NoiseField",
+    "TracerTransition",
     "basin_levels",
     "damp_anomalies",
     "initial_ensemble",
@@ -139,9 +142,35 @@ def damp_anomalies(E: jax.Array, factor: Any, cell_area: Any, basins: np.ndarray
     return E - (1.0 - factor) * anomaly
 
 
+@dataclass(frozen=True, eq=False)
+class TracerTransition:
+    """The ensemble transition built by :func:`tracer_transition`: ``(key, E) -> E``, or
+    ``(key, E, k) -> E`` when ``per_step``. Compared and hashed by identity, as a function is
+    (a static argument of the jit-compiled cycles).
+
+    Attributes
+    ----------
+    move : callable
+        The forecast itself, ``(key, E) -> E`` or ``(key, E, k) -> E``.
+    substeps : int
+        Heun sub-steps per interval (for reports).
+    per_step : bool
+        Whether the transition takes the analysis index ``k`` (irregular intervals or a
+        time-varying flow).
+    """
+
+    move: Callable[..., jax.Array]
+    substeps: int
+    per_step: bool
+
+    def __call__(self, key: jax.Array, E: jax.Array, *k: Any) -> jax.Array:
+        """Move the ensemble ``E`` (N_e, n_wet) over one interval."""
+        return self.move(key, E, *k)
+
+
 def tracer_transition(grid: Grid, velocity: physics.FaceVelocity, diffusivity: Any, dt: Any,
                       noise: NoiseField, noise_sd: float, *, courant: float = 0.9,
-                      damping_rate: float = 0.0, source_sd: float = 0.0):
+                      damping_rate: float = 0.0, source_sd: float = 0.0) -> TracerTransition:
     """The ensemble transition ``(key, E) -> E`` over ``dt`` seconds.
 
     ``E`` (N_e, n_wet); velocity in m/s (steady faces), diffusivity in m^2/s, ``noise_sd`` the
@@ -198,18 +227,17 @@ def tracer_transition(grid: Grid, velocity: physics.FaceVelocity, diffusivity: A
     if per_step:
         intervals = jnp.asarray(steps)
 
-        def transition(key: jax.Array, E: jax.Array, k: Any) -> jax.Array:
+        def move_interval(key: jax.Array, E: jax.Array, k: Any) -> jax.Array:
             j = jnp.clip(k - 1, 0, steps.size - 1)
             return move(key, E, intervals[j], j)
-    else:
-        h0 = float(steps[0])
 
-        def transition(key: jax.Array, E: jax.Array) -> jax.Array:
-            return move(key, E, h0)
+        return TracerTransition(move_interval, substeps, per_step)
+    h0 = float(steps[0])
 
-    transition.substeps = substeps  # for reports
-    transition.per_step = per_step
-    return transition
+    def move_fixed(key: jax.Array, E: jax.Array) -> jax.Array:
+        return move(key, E, h0)
+
+    return TracerTransition(move_fixed, substeps, per_step)
 
 
 def initial_ensemble(key: jax.Array, grid: Grid, n_members: int, mean_level: float,

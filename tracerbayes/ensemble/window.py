@@ -243,8 +243,8 @@ def _partition(tree: Any) -> tuple[_Static, tuple[Any, ...]]:
 
 def _combine(static: _Static, arrays: tuple[Any, ...]) -> Any:
     """The inverse of :func:`_partition`."""
-    arrays, others = iter(arrays), iter(static.others)
-    leaves = [next(arrays) if a else next(others) for a in static.is_array]
+    array_leaves, other_leaves = iter(arrays), iter(static.others)
+    leaves = [next(array_leaves) if a else next(other_leaves) for a in static.is_array]
     return jax.tree.unflatten(static.treedef, leaves)
 
 
@@ -304,7 +304,8 @@ def _scan(config: _Config, carry, ks, keys, ob, area, update_arrays):
 
 
 def smooth_window(key: jax.Array, transition: Callable[[jax.Array, jax.Array], jax.Array],
-                  E0: jax.Array, observations: CycleObservations, update: Callable, *,
+                  E0: jax.Array, observations: CycleObservations,
+                  update: GlobalUpdate | LocalUpdate, *,
                   lag: int | None = None,
                   inflation: Callable[[jax.Array, jax.Array], jax.Array] | None = None,
                   observe: Callable | None = None, forecast_first: bool = True,
