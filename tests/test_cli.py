@@ -356,3 +356,16 @@ def test_unconverged_run_writes_outputs_then_exits_3_with_one_paragraph(tmp_path
     record = json.loads((tmp_path / "out" / "diagnostics" / "validation.json").read_text())
     assert record["by"] == "platform" and record["n"] == len(record["held_out_rows"]) > 0
     assert record["summary"].startswith(f"held-out validation ({record['n']} observations")
+
+
+def test_validate_says_what_the_analysis_times_are(tmp_path, capsys):
+    config = tiny_config(tmp_path)
+    assert main(["simulate", str(config), "-q"]) == 0
+    capsys.readouterr()
+    assert main(["validate", str(config)]) == 0
+    assert capsys.readouterr().out.strip().endswith(
+        "OK; 5 analysis times, 2020-01-01T00:00:00 to 2020-01-05T00:00:00")
+    config.write_text(config.read_text().replace("end: 2020-01-05,", "end: 2020-01-05T12:00,"))
+    assert main(["validate", str(config)]) == 0
+    assert ("(times.end 2020-01-05T12:00:00 is not on the step: the last analysis time is the "
+            "last step before it)") in capsys.readouterr().out

@@ -134,8 +134,33 @@ def _validate(args: argparse.Namespace) -> int:
         for problem in problems:
             print(f"{args.config}: {problem}", file=sys.stderr)
         return 1
-    print(f"{args.config}: OK")
+    print(f"{args.config}: OK; {_times_summary(args.config)}")
     return 0
+
+
+#: More analysis times than this gets a word in ``validate`` (a step in seconds by mistake?).
+MANY_TIMES = 10_000
+
+
+def _times_summary(path: str) -> str:
+    """What the config's analysis times are, in one line: how many, first and last, and a
+    word when ``times.end`` is not on the step or when there are very many."""
+    import numpy as np
+
+    from tracerbayes.cli.config import build, load_config
+
+    cfg = load_config(path)
+    times = build.build_times(cfg)
+    first, last = (str(t.astype("datetime64[s]")) for t in (times[0], times[-1]))
+    text = f"{len(times)} analysis times, {first} to {last}"
+    end = cfg.times.end
+    if end is not None and np.datetime64(end, "ns") != times[-1]:
+        text += (f" (times.end {np.datetime64(end, 's')} is not on the step: the last "
+                 "analysis time is the last step before it)")
+    if len(times) > MANY_TIMES:
+        text += (f"; {len(times)} maps is very many: check times.step (a bare number is "
+                 "seconds; write e.g. '1 day')")
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:

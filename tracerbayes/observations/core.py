@@ -216,6 +216,12 @@ class Observations:
         places = csv_places(path)
         try:
             df = pd.read_csv(path)
+            header = csv_header(path)
+        except UnicodeDecodeError as err:
+            raise ObservationError(
+                f"{places.source} is not UTF-8 text: byte {err.object[err.start]:#04x} at "
+                f"position {err.start}; save it as UTF-8 (or plain ASCII) CSV"
+            ) from None
         except pd.errors.EmptyDataError:
             raise ObservationError(f"{places.source} is empty: it has no header line and no "
                                    "observations") from None
@@ -225,7 +231,7 @@ class Observations:
                 "with more fields than the header: a stray comma, or text with a comma that "
                 "needs quotes?)"
             ) from err
-        return cls._from_table(df, places, csv_header(path), **kwargs)
+        return cls._from_table(df, places, header, **kwargs)
 
     @classmethod
     def from_xarray(cls, ds: xr.Dataset, **kwargs: Any) -> Observations:
@@ -249,7 +255,7 @@ class Observations:
     @classmethod
     def _from_dataset(cls, ds: xr.Dataset, places: Places, **kwargs: Any) -> Observations:
         names, _ = _column_names(**kwargs)
-        check_names(names, sorted(map(str, ds.variables)), "variable")
+        check_names(names, sorted(map(str, ds.variables)), "variable", places.source)
         dims = {name: ds[name].dims for name in names.values()}
         if any(len(d) != 1 for d in dims.values()) or len(set(dims.values())) != 1:
             raise ObservationError(

@@ -67,12 +67,15 @@ def as_frame(df: Any) -> pd.DataFrame:
     raise TypeError(f"from_dataframe needs a pandas DataFrame, got {type(df).__name__}{hint}")
 
 
-def check_names(wanted: dict[str, Any], available: list, kind: str) -> None:
-    """Every wanted column (or variable) name is available, or an error listing them."""
+def check_names(wanted: dict[str, Any], available: list, kind: str,
+                source: str | None = None) -> None:
+    """Every wanted column (or variable) name is available, or an error listing them (and
+    naming the file ``source`` they were looked for in)."""
     missing = [f"{name!r}" for name in wanted.values() if name not in available]
     if missing:
+        where = f" in {source}" if source else ""
         raise ObservationError(
-            f"{kind} {', '.join(missing)} not found; available {kind}s: "
+            f"{kind} {', '.join(missing)} not found{where}; available {kind}s: "
             f"{[str(c) for c in available]}"
         )
 
@@ -89,7 +92,7 @@ def check_columns(df: pd.DataFrame, wanted: dict[str, Any], places: Places,
             f"{where} names the same column more than once ({counts}); which one holds the "
             "observations is ambiguous: rename or remove the extra columns"
         )
-    check_names(wanted, list(df.columns), "column")
+    check_names(wanted, list(df.columns), "column", places.source)
 
 
 def check_rows(df: pd.DataFrame, places: Places) -> None:
