@@ -483,6 +483,11 @@ class AdvectionDiffusionModel:
         return np.arange(self._forcing_start, self._forcing_start + self.n_forcing)
 
     @property
+    def _forcing_columns(self) -> np.ndarray:
+        """Indices of the forcing coefficients in the state (after the mean state's)."""
+        return np.arange(self.n_modes + self.n_mean, self.state_size)
+
+    @property
     def state_vectors(self) -> np.ndarray:
         """(n_wet, state_size): the tracer field is ``state_vectors @ state`` (the basis
         vectors, zeros under the mean-state and forcing entries)."""
@@ -700,7 +705,7 @@ class AdvectionDiffusionModel:
             )[self.forced_modes]
             fade = -jnp.expm1(-2.0 * (dts[0] if _uniform(dts) else dts[:, None])
                               / (params["forcing_days"] * DAY))
-            cols = np.arange(self.n_modes + self.n_mean, self.state_size)
+            cols = self._forcing_columns
             process_cov = process_cov.at[..., cols, cols].set(forcing_var * fade)
         p0 = spectral_variances(self.basis, pri.smoothness,
                                 params["initial_lengthscale_km"] * KM,
@@ -718,7 +723,7 @@ class AdvectionDiffusionModel:
             cov0 = (cov0.at[rows, rows].add(sm).at[rows, cols].set(sm)
                     .at[cols, rows].set(sm).at[cols, cols].set(sm))
         if forcing_var is not None:  # the first forcing is stationary
-            cols = np.arange(self.n_modes + self.n_mean, self.state_size)
+            cols = self._forcing_columns
             cov0 = cov0.at[cols, cols].set(forcing_var)
         return LinearGaussianSSM(m0, cov0, transition, process_cov)
 
@@ -755,7 +760,7 @@ class AdvectionDiffusionModel:
         per day so that the generator's entries stay of the order of its rates."""
         if not self.n_forcing:
             return generator
-        cols = np.arange(self.n_modes + self.n_mean, self.state_size)
+        cols = self._forcing_columns
         pad = [(0, 0)] * (generator.ndim - 2) + [(0, self.n_forcing), (0, self.n_forcing)]
         out = jnp.pad(generator, pad).at[..., self.forced_modes, cols].set(1.0 / DAY)
         return out.at[..., cols, cols].set(-1.0 / (params["forcing_days"] * DAY))
