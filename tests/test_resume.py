@@ -165,10 +165,6 @@ def test_a_nuts_checkpoint_of_other_settings_or_data_is_refused(problem, tmp_pat
 
 
 # ------------------------------------------------------------------ LETKF, in process
-# Slow-marked for now: in two CI runs (pytest -n 2) XLA's CPU compiler crashed the worker
-# (SIGSEGV in backend_compile_and_load) on the lag=2 case after the worker's earlier tests;
-# alone, or with its file, it passes in ~17 s. To investigate (issue 16 note).
-@pytest.mark.slow
 @pytest.mark.parametrize("lag", [None, 2])
 def test_letkf_resumed_and_chunked_equal_one_uninterrupted_scan(problem, tmp_path,
                                                                 monkeypatch, lag):
