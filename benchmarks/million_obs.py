@@ -10,7 +10,7 @@ evaluates the log-likelihood at fixed parameters (twice: the first call includes
 compilation) with the information-form update the filter chooses when a time holds more
 rows than the state has entries, and (``--compare-joint``) with the joint update, whose
 innovation matrix is m x m per time, as the peer; then the gradient; with ``--fit`` the
-whole job, ``tb.fit(..., method="laplace")`` and the maps. Prints the wall
+whole job, ``tb.fit(..., tb.Laplace())`` and the maps. Prints the wall
 seconds of each stage, the peak resident memory and how many super-observations resulted.
 
 Without binning the padded per-time arrays would have 30 x ~34,000 rows and the per-time
@@ -125,7 +125,7 @@ def main() -> None:
         import tracerbayes as tb
 
         start = time.perf_counter()
-        post = tb.fit(model, binned.observations, times, method="laplace", progress=False)
+        post = tb.fit(model, binned.observations, times, tb.Laplace(), progress=False)
         seconds["fit (Laplace: mode, Hessian, 20 draws)"] = time.perf_counter() - start
         start = time.perf_counter()
         maps = post.maps(n_draws=20)

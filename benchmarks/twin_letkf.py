@@ -6,11 +6,11 @@ drawn by the full-grid stochastic advection-diffusion model with mass-free noise
 (:func:`tracerbayes.twin.experiment.coastal_eddy_twin`), sampled daily by profiling floats and a
 glider.
 
-1. ``fit(method="eki")``: EKI then the ensemble Kalman sampler over the seven physical
+1. ``fit(..., tb.EKI(...))``: EKI then the ensemble Kalman sampler over the seven physical
    parameters against the reduced-basis Kalman filter's likelihood (heat-kernel priors,
    ``Smoothness.GAUSSIAN``, the truth's law); prints each parameter's 90% ensemble interval
    and whether the truth is inside.
-2. ``fit(method="letkf", parameters=<the EKI posterior>)``: mass-safe LETKF and smoother on
+2. ``fit(..., tb.LETKF(parameters=<the EKI posterior>))``: mass-safe LETKF and smoother on
    the full grid; prints the map RMSE against the held-out truth (cells not in any
    observation's stencil), the prior's RMSE (the constant prior mean level), the 90% interval
    coverage, CRPS and the mass drift; the same with the true parameters for reference.
@@ -158,9 +158,9 @@ def main() -> None:
           f"{np.ptp(tw.truth['total'].values) / abs(tw.truth['total'].values[0]):.1e}")
 
     t0 = time.perf_counter()
-    eki = tb.fit(model, obs, tw.times, method="eki", ensemble_size=args.eki_members,
-                 eks_iterations=args.eks_iterations, eks_burn_in=args.eks_burn_in,
-                 importance_draws=args.importance_draws,
+    eki = tb.fit(model, obs, tw.times,
+                 tb.EKI(ensemble_size=args.eki_members, eks_iterations=args.eks_iterations,
+                        eks_burn_in=args.eks_burn_in, importance_draws=args.importance_draws),
                  seed=args.seed, progress=False)
     print(f"\nEKI + EKS ({args.eki_members} members, {args.modes} modes): "
           f"{time.perf_counter() - t0:.0f} s")
@@ -187,9 +187,9 @@ def main() -> None:
           f"{'time s':>8}")
     for label, params in (("EKI", eki), ("true", TRUTH)):
         t0 = time.perf_counter()
-        post = tb.fit(model, obs, tw.times, method="letkf", ensemble_size=args.members,
-                      localisation_km=args.radius, inflation=args.inflation,
-                      parameters=params, seed=args.seed, progress=False)
+        letkf = tb.LETKF(ensemble_size=args.members, localisation=args.radius,
+                         inflation=args.inflation, parameters=params)
+        post = tb.fit(model, obs, tw.times, letkf, seed=args.seed, progress=False)
         rmse, crps, cover = scores(held, post.maps())
         print(f"{label:<12}{rmse:>8.4f}{crps:>8.4f}{100 * cover:>8.1f}%"
               f"{post.mass_drift['smoothed']:>12.1e}{time.perf_counter() - t0:>8.0f}")

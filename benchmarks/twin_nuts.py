@@ -48,6 +48,7 @@ from numpyro.infer.util import initialize_model  # noqa: E402
 
 from tracerbayes.exact.model import AdvectionDiffusionModel, Priors  # noqa: E402
 from tracerbayes.fitting import fit  # noqa: E402
+from tracerbayes.methods import CHAIN_METHODS, NUTS  # noqa: E402
 from tracerbayes.observations.core import Observations  # noqa: E402
 from tracerbayes.posterior.exact import Posterior  # noqa: E402
 from tracerbayes.twin import experiment as twin  # noqa: E402
@@ -62,6 +63,13 @@ def gradient_time(model, data, repeats=20):
     for _ in range(repeats):
         jax.block_until_ready(grad(x))
     return (time.perf_counter() - t0) / repeats
+
+
+def nuts(args) -> NUTS:
+    """The NUTS settings of the command line (always NUTS: ``fit``'s default is ``auto``)."""
+    return NUTS(num_warmup=args.warmup, num_samples=args.samples, num_chains=args.chains,
+                chain_method=args.chain_method, dense_mass=args.dense_mass,
+                target_accept=args.target_accept)
 
 
 def run_workers(args, model, obs, exp, data) -> Posterior:
@@ -104,7 +112,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--twin-seed", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--truth", choices=("model", "full"), default="model")
-    ap.add_argument("--chain-method", default="auto")
+    ap.add_argument("--chain-method", choices=CHAIN_METHODS, default="auto")
     ap.add_argument("--devices", type=int, default=1)
     ap.add_argument("--diagonal-mass", dest="dense_mass", action="store_false")
     ap.add_argument("--workers", type=int, default=1)
@@ -130,20 +138,14 @@ def main() -> None:
 
     t0 = time.perf_counter()
     if args.save is not None:  # worker: sample, save, stop
-        post = fit(model, obs, exp.times, num_warmup=args.warmup, num_samples=args.samples,
-                   num_chains=args.chains, seed=args.seed, progress=False,
-                   chain_method=args.chain_method, dense_mass=args.dense_mass,
-                   target_accept=args.target_accept)
+        post = fit(model, obs, exp.times, nuts(args), seed=args.seed, progress=False)
         np.savez(args.save, **{f"samples/{k}": v for k, v in post.samples.items()},
                  **{f"stats/{k}": v for k, v in post.sample_stats.items()})
         return
     if args.workers > 1:
         post = run_workers(args, model, obs, exp, data)
     else:
-        post = fit(model, obs, exp.times, num_warmup=args.warmup, num_samples=args.samples,
-                   num_chains=args.chains, seed=args.seed, progress=False,
-                   chain_method=args.chain_method, dense_mass=args.dense_mass,
-                   target_accept=args.target_accept)
+        post = fit(model, obs, exp.times, nuts(args), seed=args.seed, progress=False)
     wall = time.perf_counter() - t0
 
     idata = az.from_dict(posterior=post.samples)

@@ -369,3 +369,25 @@ def test_validate_says_what_the_analysis_times_are(tmp_path, capsys):
     assert main(["validate", str(config)]) == 0
     assert ("(times.end 2020-01-05T12:00:00 is not on the step: the last analysis time is the "
             "last step before it)") in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("method", [
+    "{name: etkf, ensemble_size: 8, parameters: prior, inflation: 1.02, seed: 2, "
+    "allow_unconverged: true}",
+    "{name: eki, ensemble_size: 8, eki_iterations: 1, eks_iterations: 4, seed: 2, "
+    "allow_unconverged: true}"])
+def test_every_method_of_the_api_runs_from_a_config(tmp_path, method):
+    """The ``method:`` section is generated from the method classes, so the methods the
+    config offers beyond NUTS, Laplace and LETKF (ETKF, EKI here) run end to end."""
+    config = tiny_config(tmp_path)
+    assert main(["simulate", str(config), "-q"]) == 0
+    config.write_text(config.read_text().replace(
+        "{name: nuts, num_warmup: 20, num_samples: 20, num_chains: 1, seed: 1,\n"
+        "         allow_unconverged: true}", method).replace("maps: png", "maps: none"))
+    assert main(["run", str(config), "-q"]) == 0
+    record = json.loads((tmp_path / "out" / "run.json").read_text())
+    name = method.split(",")[0].split()[-1]
+    assert record["method"] == name and record["seed"] == 2
+    with xr.open_dataset(tmp_path / "out" / "posterior.nc") as post:
+        assert post.attrs["method"] == name and post["mean"].shape == (5, 10, 12)
+        assert np.isfinite(post["mean"].values[:, ~np.isnan(post["mean"].values[0])]).all()

@@ -27,7 +27,7 @@ from tracerbayes.cli.config import (
     reference_markdown,
     validate_config,
 )
-from tracerbayes.cli.config.units import UnitError
+from tracerbayes.units import UnitError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -158,10 +158,9 @@ def test_valid_config_builds_grid_times_observations_priors_model(tmp_path, rng)
     assert model.n_modes == 12 and model.grid is grid and model.transition == "galerkin"
 
     options = fit_options(cfg)
-    assert options == {"method": "nuts", "num_warmup": 10, "num_samples": 20, "num_chains": 2,
-                       "seed": 3, "target_accept": 0.8, "max_tree_depth": 8,
-                       "dense_mass": True, "chain_method": "auto", "init": "mode",
-                       "drop_invalid": False}
+    assert options == {"method": tb.NUTS(num_warmup=10, num_samples=20, num_chains=2),
+                       "seed": 3, "drop_invalid": False}
+    assert type(options["method"]) is tb.NUTS  # the method object, without the run's keys
     assert set(options) <= set(inspect.signature(tb.fit).parameters)
     assert validate_config(tmp_path / "run.yaml") == []
 
@@ -270,7 +269,8 @@ def test_unit_mistake_names_the_setting(tmp_path, rng):
     ("num_chains: 2", "num_chains: 0", "method.num_chains", "expected an integer >= 1, got 0"),
     ("step: 1 day", "step: 1 km", "times.step", "'1 km' is a length; a duration is expected"),
     ("name: nuts", "name: nutz", "method.name",
-     "'nutz' is not one of ['auto', 'nuts', 'laplace', 'letkf']; did you mean 'nuts'?"),
+     "'nutz' is not one of ['auto', 'nuts', 'laplace', 'enkf', 'etkf', 'letkf', 'eki']; "
+     "did you mean 'nuts'?"),
     ("resolution: 10 km", "resolution: 8 km", "grid.resolution",
      "the y extent [0, 100000] is not a whole number of cells of 8000 (12.5)"),
     ("value: temp, platform", "value: temp, error: err, platform", "observations[0].error",
@@ -374,22 +374,18 @@ def test_letkf_options_and_whether_fit_accepts_them(tmp_path, rng):
         "weight_stride: 3}")
     path = _write(tmp_path, text)
     options = fit_options(load_config(path))
-    assert options == {"method": "letkf", "ensemble_size": 32, "localisation_km": 150.0,
-                       "inflation": 1.05, "seed": 0, "weight_stride": 3, "drop_invalid": False,
-                       "parameters": "auto"}
-    missing = sorted(set(options) - set(inspect.signature(tb.fit).parameters))
-    problems = validate_config(path)
-    assert [p.path for p in problems] == (["method.name"] if missing else [])
-    if missing:
-        assert f"fit() options {missing}" in problems[0].message
-    for given, expected in [("parameters: prior", None), ("inflation: adaptive", "adaptive"),
+    assert options == {"method": tb.LETKF(ensemble_size=32, localisation=150.0, inflation=1.05,
+                                          weight_stride=3, parameters="auto"),
+                       "seed": 0, "drop_invalid": False}
+    assert validate_config(path) == []
+    for given, expected in [("parameters: prior", "prior"), ("inflation: adaptive", "adaptive"),
                             ("parameters: {diffusivity: 500, noise_sd: 0.1}",
                              {"diffusivity": 500.0, "noise_sd": 0.1})]:
         key = given.split(":")[0]
         start = text.replace("inflation: 1.05, ", "") if key == "inflation" else text
         edited = _write(tmp_path, start.replace("weight_stride: 3}",
                                                 f"weight_stride: 3, {given}}}"), "edited.yaml")
-        assert fit_options(load_config(edited))[key] == expected
+        assert getattr(fit_options(load_config(edited))["method"], key) == expected
     (problem,) = _problems(tmp_path, text.replace("inflation: 1.05", "inflation: lots"))
     assert problem.path == "method.inflation" and "'adaptive' or a number >= 1" in problem.message
 

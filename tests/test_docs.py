@@ -33,6 +33,7 @@ PAGES = [
     "api/plot/index.html",
     "api/simulate/index.html",
     "api/config/index.html",
+    "api/methods/index.html",
     "api/physics/index.html",
     "api/basis/index.html",
     "api/projection/index.html",

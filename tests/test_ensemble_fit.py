@@ -130,7 +130,7 @@ def test_smoothed_ensemble_matches_the_dense_posterior(rng, method):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", tb.SamplingWarning)
         post = tb.fit(model, obs, times, method=method, ensemble_size=N, parameters=params,
-                      localisation_km=1e6, seed=1, progress=False, inflation=1.0)
+                      seed=1, progress=False, inflation=1.0)
     members = post.members + post.offset  # (T, N, n); fit removed the data mean
     got_mean, got_var = members.mean(1), members.var(1, ddof=1)
     # The analysis mean's sampling error comes from the sampled prior (through the gain),
@@ -266,13 +266,19 @@ def test_bad_ensemble_inputs_say_what_to_change(rng):
     model = AdvectionDiffusionModel(grid, GivenVelocity(velocity), Priors(), n_modes=8)
     with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['diffusion'\]"):
         point_parameters(model, {"diffusion": 1.0})
-    with pytest.raises(ValueError, match="ensemble_size must be >= 2"):
+    with pytest.raises(ValueError, match="ETKF: ensemble_size: expected an integer >= 2, got 1"):
         tb.fit(model, obs, times, method="etkf", ensemble_size=1, progress=False)
-    with pytest.raises(ValueError, match="weight_stride must be an integer >= 1"):
+    with pytest.raises(ValueError, match="LETKF: weight_stride: expected an integer >= 1"):
         tb.fit(model, obs, times, method="letkf", weight_stride=0, progress=False)
-    with pytest.raises(ValueError, match="choose 'auto', 'nuts', 'laplace', 'enkf', 'etkf', "
-                                         "'letkf' or 'eki'"):
+    with pytest.raises(ValueError, match=r"method='4dvar'; choose one of \['auto', 'nuts', "
+                                         r"'laplace', 'enkf', 'etkf', 'letkf', 'eki'\]"):
         tb.fit(model, obs, times, method="4dvar")
+    # a setting the method does not have is an error, never ignored
+    with pytest.raises(TypeError, match="method 'etkf' has no setting localisation; its "
+                                        "settings are"):
+        tb.fit(model, obs, times, method="etkf", localisation=100.0)
+    with pytest.raises(TypeError, match=r"give them to it: LETKF\(ensemble_size=...\)"):
+        tb.fit(model, obs, times, tb.LETKF(), ensemble_size=8)
 
 
 @pytest.mark.filterwarnings("ignore::tracerbayes.SamplingWarning")
@@ -281,7 +287,7 @@ def test_ensemble_posterior_outputs_round_trip(rng, tmp_path):
     model = AdvectionDiffusionModel(grid, GivenVelocity(velocity), Priors(), n_modes=8)
     params = {k: v for k, v in PARAMS.items() if k != "velocity_scale"}
     post = tb.fit(model, obs, times, method="letkf", ensemble_size=16, parameters=params,
-                  localisation_km=30.0, inflation=1.05, progress=False)
+                  localisation=30.0, inflation=1.05, progress=False)
     idata = post.to_inference_data()
     assert idata.attrs["inference_method"] == "letkf"
     assert {"posterior", "observed_data", "posterior_predictive",
@@ -356,7 +362,8 @@ def test_eki_method_returns_a_posterior_with_draws(rng):
 def test_eks_burn_in_must_leave_draws(rng, burn_in):
     grid, velocity, times, obs = small_problem(rng)
     model = AdvectionDiffusionModel(grid, GivenVelocity(velocity), Priors(), n_modes=8)
-    with pytest.raises(ValueError, match="eks_burn_in must be an integer in"):
+    with pytest.raises(ValueError, match="EKI: eks_burn_in: (expected an integer >= 0|must be "
+                                         "below eks_iterations)"):
         tb.fit(model, obs, times, method="eki", eks_iterations=6, eks_burn_in=burn_in,
                progress=False)
 
@@ -389,7 +396,7 @@ def test_importance_corrected_eki_matches_nuts_on_the_exact_likelihood(rng):
 def test_importance_draws_must_be_a_count(rng):
     grid, velocity, times, obs = small_problem(rng)
     model = AdvectionDiffusionModel(grid, GivenVelocity(velocity), Priors(), n_modes=8)
-    with pytest.raises(ValueError, match="importance_draws must be 0"):
+    with pytest.raises(ValueError, match="EKI: importance_draws: expected an integer >= 0"):
         tb.fit(model, obs, times, method="eki", importance_draws=-5, progress=False)
 
 
@@ -399,7 +406,8 @@ def test_ensemble_run_writes_netcdf_maps_and_spread_diagnostics(rng, tmp_path):
 
     grid, velocity, times, obs = small_problem(rng, dates=True)
     model = AdvectionDiffusionModel(grid, GivenVelocity(velocity), Priors(), n_modes=8)
-    post = tb.fit(model, obs, times, method="etkf", ensemble_size=12, progress=False)
+    post = tb.fit(model, obs, times, tb.ETKF(ensemble_size=12, parameters="prior"),
+                  progress=False)
     write_outputs(post, tmp_path, TracerInfo(units="degC"), title="ensemble run",
                   say=lambda *a: None)
     cycle = pd.read_csv(tmp_path / "diagnostics" / "cycle.csv")

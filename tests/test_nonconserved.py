@@ -386,7 +386,8 @@ def test_letkf_fit_accepts_irregular_times(key):
     obs = Observations.from_dataframe(pd.DataFrame(rows), x="x", y="y")
     model = AdvectionDiffusionModel(grid, ConstantVelocity(0.05), Priors(), n_modes=8,
                                     conserved=False)
-    post = tb.fit(model, obs, times, method="letkf", ensemble_size=10, localisation_km=30,
+    post = tb.fit(model, obs, times, method="letkf", ensemble_size=10, localisation=30,
+                  parameters="prior",
                   progress=False)
     assert post.settings["dt_s"] == "43200..172800"
     maps = post.maps()

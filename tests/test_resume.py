@@ -31,7 +31,7 @@ from tracerbayes.exact import resumable
 from tracerbayes.io.checkpoint import Checkpoint, CheckpointError
 from tracerbayes.io.files import LOCK_NAME
 
-NUTS_FIT = {"num_warmup": 20, "num_samples": 20, "num_chains": 2, "seed": 1,
+NUTS_FIT = {"method": "nuts", "num_warmup": 20, "num_samples": 20, "num_chains": 2, "seed": 1,
             "init": "prior", "progress": False}
 LETKF_FIT = {"method": "letkf", "ensemble_size": 16, "seed": 1, "parameters": None,
              "progress": False}

@@ -29,8 +29,9 @@ from tracerbayes.exact.model import (
     Priors,
     StreamfunctionVelocity,
 )
-from tracerbayes.fitting import SamplingWarning, fit
+from tracerbayes.fitting import ResolutionWarning, SamplingWarning, fit
 from tracerbayes.grid import EARTH_RADIUS, CoordinateSystem, Grid, GridError
+from tracerbayes.methods import EKI, ETKF, LETKF, NUTS, Auto, EnKF, Laplace, Method
 from tracerbayes.observations import (
     ObservationError,
     ObservationOperator,
@@ -70,6 +71,15 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "AdvectionDiffusionModel",
+    "Auto",
+    "EKI",
+    "ETKF",
+    "EnKF",
+    "LETKF",
+    "Laplace",
+    "Method",
+    "NUTS",
+    "ResolutionWarning",
     "ConstantVelocity",
     "EARTH_RADIUS",
     "CoordinateSystem",

@@ -138,6 +138,7 @@ def run_demo(output: str | Path, seed: int = 0, quiet: bool = False,
     from tracerbayes.cli.workflow import TracerInfo, write_outputs
     from tracerbayes.exact.model import AdvectionDiffusionModel, GivenVelocity, Priors
     from tracerbayes.fitting import fit
+    from tracerbayes.methods import NUTS
     from tracerbayes.observations.core import Observations
     from tracerbayes.twin import scenarios
 
@@ -170,9 +171,9 @@ def run_demo(output: str | Path, seed: int = 0, quiet: bool = False,
         f"{s.n_modes} Neumann modes, state integrated out by the Kalman filter ...")
     with phases("fit"), warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # demo-sized runs: diagnostics below
-        post = fit(model, obs, scenario.times, num_warmup=s.num_warmup,
-                   num_samples=s.num_samples, num_chains=s.num_chains, seed=seed,
-                   progress=not quiet)
+        post = fit(model, obs, scenario.times,
+                   NUTS(num_warmup=s.num_warmup, num_samples=s.num_samples,
+                        num_chains=s.num_chains), seed=seed, progress=not quiet)
     table = post.parameter_table()
     say("  posterior of the parameters (mean [5%, 95%]); truth: diffusivity "
         f"{scenario.diffusivity:g} m^2/s, velocity_scale 1")

@@ -20,8 +20,8 @@ import sys
 import threading
 from typing import Any
 
-from tracerbayes.cli.config.schema import ConfigError
 from tracerbayes.io.files import held_locks, live_temporaries, write_error_message
+from tracerbayes.schema import ConfigError
 
 __all__ = ["main"]
 

@@ -368,7 +368,7 @@ def run_config(path: str | Path, output: str | Path | None = None, seed: int | N
             say(f"  removed {len(removed)} temporary files left in {out} by a killed run")
         model = tbc.build_model(cfg, grid, obs, n_times=len(times))
         say(f"tracerbayes run {path}: {grid}, {len(times)} times, {len(obs)} observations, "
-            f"method {options['method']}")
+            f"method {options['method'].name}")
         if cfg.model.n_modes == "auto":
             n_modes, why = tbc.model_modes(cfg, grid, model.priors, len(times))
             say(f"model.n_modes auto: {n_modes} ({why})")
@@ -381,7 +381,7 @@ def run_config(path: str | Path, output: str | Path | None = None, seed: int | N
             flag = "--overwrite" if overwrite else "--resume"
             say(f"  {flag}: removed {len(gone)} outputs of the earlier run in {out}")
         manifest = {"config": {"path": identity["config"], "sha256": identity["sha256"]},
-                    "seed": options["seed"], "method": options["method"], "start": started}
+                    "seed": options["seed"], "method": options["method"].name, "start": started}
         return _write_run(cfg, post, out, manifest, title=cfg.title or f"tracerbayes run of "
                           f"{path}", config_text=config_bytes.decode(), say=say)
 

@@ -24,8 +24,8 @@ from tracerbayes.cli.config.build import (
 from tracerbayes.cli.config.load import load_config, validate_config
 from tracerbayes.cli.config.reference import reference_markdown
 from tracerbayes.cli.config.run import RunConfig, SimulateConfig
-from tracerbayes.cli.config.schema import ConfigError, Problem
-from tracerbayes.cli.config.units import UnitError, parse_quantity
+from tracerbayes.schema import ConfigError, Problem
+from tracerbayes.units import UnitError, parse_quantity
 
 __all__ = [
     "ConfigError",

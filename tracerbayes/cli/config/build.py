@@ -1,7 +1,7 @@
 """Turn a parsed :class:`~tracerbayes.cli.config.run.RunConfig` into tracerbayes objects.
 
 Problems that only show when input files are opened (a variable missing from a NetCDF file,
-observations on land) are raised as :class:`~tracerbayes.cli.config.schema.ConfigError` with the
+observations on land) are raised as :class:`~tracerbayes.schema.ConfigError` with the
 key path of the setting to fix.
 """
 
@@ -14,16 +14,13 @@ import numpy as np
 
 from tracerbayes import physics
 from tracerbayes.cli.config.run import FloatsConfig, GliderConfig, RunConfig, ShipConfig
-from tracerbayes.cli.config.schema import ConfigError, Problem, suggest
 from tracerbayes.cli.config.sections import (
-    AutoConfig,
     ConstantVelocityConfig,
     Extent,
     GivenVelocityConfig,
-    LaplaceConfig,
     MaskFile,
-    NutsConfig,
     PriorSpec,
+    method_object,
 )
 from tracerbayes.exact.model import (
     AdvectionDiffusionModel,
@@ -35,6 +32,7 @@ from tracerbayes.exact.model import (
 from tracerbayes.grid import regrid
 from tracerbayes.grid.core import Grid, GridError
 from tracerbayes.observations.core import ObservationError, Observations, ObservationWarning
+from tracerbayes.schema import ConfigError, Problem, suggest
 from tracerbayes.twin import simulate
 
 __all__ = ["build_grid", "build_times", "build_observations", "build_priors", "build_velocity",
@@ -320,26 +318,12 @@ def extra_state(cfg: RunConfig) -> int:
 
 
 def fit_options(cfg: RunConfig) -> dict[str, Any]:
-    """Keyword arguments for :func:`tracerbayes.fit` (after ``model, obs, times``)."""
-    m = cfg.method
+    """Keyword arguments for :func:`tracerbayes.fit` (after ``model, obs, times``): the
+    method object of the ``method`` section, its seed, and the run's options."""
     drop = any(s.drop_invalid for s in cfg.observations)
     checks = ({} if cfg.validation.holdout is None else
               {"holdout": cfg.validation.holdout, "holdout_by": cfg.validation.by})
-    if isinstance(m, LaplaceConfig):  # and AutoConfig
-        name = "auto" if isinstance(m, AutoConfig) else "laplace"
-        return {"method": name, "map_draws": m.map_draws, "map_modes": m.map_modes,
-                "seed": m.seed, "drop_invalid": drop, **checks}
-    if isinstance(m, NutsConfig):
-        return {"method": "nuts", "num_warmup": m.num_warmup, "num_samples": m.num_samples,
-                "num_chains": m.num_chains, "seed": m.seed, "target_accept": m.target_accept,
-                "max_tree_depth": m.max_tree_depth, "dense_mass": m.dense_mass,
-                "chain_method": m.chain_method, "init": m.init, "drop_invalid": drop,
-                **checks}
-    return {"method": "letkf", "ensemble_size": m.ensemble_size,
-            "localisation_km": m.localisation, "inflation": m.inflation, "seed": m.seed,
-            "weight_stride": m.weight_stride, "drop_invalid": drop,
-            "parameters": ({"auto": "auto", "prior": None}[m.parameters]
-                           if isinstance(m.parameters, str) else dict(m.parameters)),
+    return {"method": method_object(cfg.method), "seed": cfg.method.seed, "drop_invalid": drop,
             **checks}
 
 

@@ -23,7 +23,9 @@ from yaml.constructor import ConstructorError, SafeConstructor
 
 from tracerbayes.cli.config import build
 from tracerbayes.cli.config.run import RunConfig
-from tracerbayes.cli.config.schema import (
+from tracerbayes.grid.core import GridError
+from tracerbayes.observations.core import ObservationError
+from tracerbayes.schema import (
     ConfigError,
     Context,
     Problem,
@@ -32,8 +34,6 @@ from tracerbayes.cli.config.schema import (
     read_section,
     yaml_marks,
 )
-from tracerbayes.grid.core import GridError
-from tracerbayes.observations.core import ObservationError
 
 __all__ = ["load_config", "validate_config", "MAX_ALIAS_VALUES", "MAX_DEPTH"]
 
@@ -237,22 +237,6 @@ def load_config(path: str | os.PathLike, *, check_files: bool = True) -> RunConf
     return dataclasses.replace(cfg, output=output, path=path.resolve())
 
 
-def _unsupported_options(cfg: RunConfig) -> list[Problem]:
-    """Settings of ``cfg.method`` that this version's :func:`tracerbayes.fit` does not take."""
-    import inspect
-
-    from tracerbayes.fitting import fit
-
-    accepted = inspect.signature(fit).parameters
-    missing = sorted(set(build.fit_options(cfg)) - set(accepted))
-    if not missing:
-        return []
-    name = build.fit_options(cfg)["method"]
-    return [Problem("method.name", f"method {name!r} needs fit() options {missing}, which "
-                                   f"this version of tracerbayes.fit does not accept; use "
-                                   f"name: nuts")]
-
-
 def validate_config(path: str | os.PathLike) -> list[Problem]:
     """Every problem with a configuration and its inputs; empty if it is ready to run.
 
@@ -293,7 +277,6 @@ def _input_problems(cfg: RunConfig) -> list[Problem]:
             problems.append(Problem(where, str(err)))
         return None
 
-    problems.extend(_unsupported_options(cfg))
     if cfg.tracer.forcing_modes and cfg.model.transition == "projected":
         problems.append(Problem("tracer.forcing_modes", "a forcing with memory needs "
                                 "model.transition: galerkin (the projected transition cannot "
@@ -344,7 +327,7 @@ def estimated_memory(cfg: RunConfig, grid: Any, obs: Any, prepared: Any, n_times
     m_max = int(counts.max()) if counts.size else 0
     n = grid.n_wet
     method = cfg.method
-    if hasattr(method, "ensemble_size"):  # the ensemble methods
+    if not method.centred:  # the ensemble state methods
         members = method.ensemble_size
         need = 8.0 * members * n * n_times * 3
         return need, f"{members} members x {n} wet cells x {n_times} times"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import re
 
 from tracerbayes.cli.config.run import PLATFORMS, RunConfig, SimulateConfig, TruthConfig
-from tracerbayes.cli.config.schema import SectionClass
 from tracerbayes.cli.config.sections import (
     METHODS,
     VELOCITY_KINDS,
@@ -20,7 +20,8 @@ from tracerbayes.cli.config.sections import (
     TimesConfig,
     TracerConfig,
 )
-from tracerbayes.cli.config.units import KINDS, UNITS
+from tracerbayes.schema import SectionClass
+from tracerbayes.units import KINDS, UNITS
 
 __all__ = ["reference_markdown", "SECTIONS"]
 
@@ -69,6 +70,7 @@ def _method_name(value: object) -> str:
 
 def _section(cls: type[SectionClass]) -> str:
     summary = " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())  # 1st paragraph
+    summary = re.sub(r":\w+:`~?([^`]+)`", r"`\1`", summary).replace("``", "`")  # Sphinx roles
     lines = [f"## `{cls.section}`", "", summary, "",
              "| key | value | default | meaning |", "|---|---|---|---|"]
     for f in dataclasses.fields(cls):

@@ -5,7 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
-from tracerbayes.cli.config.schema import (
+from tracerbayes.cli.config.sections import (
+    METHODS,
+    VELOCITY_KINDS,
+    GridConfig,
+    ModelConfig,
+    ObservationSource,
+    OutputConfig,
+    Point,
+    PriorsConfig,
+    TimesConfig,
+    TracerConfig,
+    ValidationConfig,
+)
+from tracerbayes.schema import (
     File,
     Float,
     Int,
@@ -17,20 +30,6 @@ from tracerbayes.cli.config.schema import (
     Tagged,
     frozen_dataclass,
     setting,
-)
-from tracerbayes.cli.config.sections import (
-    METHODS,
-    VELOCITY_KINDS,
-    AutoConfig,
-    GridConfig,
-    ModelConfig,
-    ObservationSource,
-    OutputConfig,
-    Point,
-    PriorsConfig,
-    TimesConfig,
-    TracerConfig,
-    ValidationConfig,
 )
 
 _ERROR = Float(low=0.0, open_low=True)
@@ -145,7 +144,7 @@ class RunConfig:
                             "the current (default: constant, inferred)", None)
     priors: PriorsConfig = setting(Section(PriorsConfig), "priors", PriorsConfig())
     model: ModelConfig = setting(Section(ModelConfig), "the model", ModelConfig())
-    method: Any = setting(Tagged("name", METHODS), "inference method", AutoConfig())
+    method: Any = setting(Tagged("name", METHODS), "inference method", METHODS["auto"]())
     validation: ValidationConfig = setting(Section(ValidationConfig),
                                            "held-out validation", ValidationConfig())
     output: OutputConfig = setting(Section(OutputConfig), "outputs", OutputConfig())

@@ -1,6 +1,6 @@
 """The sections of a run configuration, as frozen dataclasses (the schema itself).
 
-Every field is declared with :func:`~tracerbayes.cli.config.schema.setting`: its value type
+Every field is declared with :func:`~tracerbayes.schema.setting`: its value type
 (which reads, converts and checks it) and a one-line description, from which
 ``docs/configuration.md`` is generated. Quantities are stored in the unit their description
 names.
@@ -9,12 +9,16 @@ names.
 from __future__ import annotations
 
 import builtins
+import dataclasses
 from pathlib import Path
 from typing import Any, ClassVar, cast
 
 import numpy as np
 
-from tracerbayes.cli.config.schema import (
+from tracerbayes import methods as tb_methods
+from tracerbayes.exact.priors import Smoothness
+from tracerbayes.methods import Method
+from tracerbayes.schema import (
     INVALID,
     Bool,
     Context,
@@ -29,12 +33,12 @@ from tracerbayes.cli.config.schema import (
     Section,
     Str,
     Time,
+    WordOr,
     frozen_dataclass,
     join,
     setting,
     suggest,
 )
-from tracerbayes.exact.priors import Smoothness
 
 #: A domain's (west, east) or (south, north) edges, degrees or m.
 Extent = tuple[float, float]
@@ -243,48 +247,10 @@ class GridConfig:
         return problems
 
 
-class WordOr:
-    """The keyword ``word`` or a value of ``kind`` (text other than the word is read by
-    ``kind`` when it reads text, as a quantity does, and is an error otherwise)."""
-
-    def __init__(self, word: str, kind: Any, doc: str):
-        self.word, self.kind, self.doc = word, kind, doc
-
-    def read(self, value: Any, ctx: Context, path: str) -> Any:
-        if value == self.word:
-            return self.word
-        if isinstance(value, str) and not isinstance(self.kind, Quantity):
-            return ctx.error(path, f"expected {self.doc}, got {value!r}")
-        return self.kind.read(value, ctx, path)
-
-
 STEP = WordOr("monthly", Quantity("time", "s", low=0.0, open_low=True),
               "a duration ('1 day', '6 h') or 'monthly' (the same day of every calendar month)")
-INFLATION = WordOr("adaptive", Float(low=1.0), "'adaptive' or a number >= 1")
-MAP_MODES = WordOr("auto", Int(1), "'auto' (enough modes for 95% of the fitted noise field's "
-                   "variance, at most 400) or a number of modes")
 N_MODES = WordOr("auto", Int(1), "'auto' (enough modes for 95% of the variance of the prior's "
                  "shorter lengthscale, within the compute budget) or a number of modes")
-
-
-class PointParameters:
-    """``auto``, ``prior`` or a mapping of parameter names to numbers."""
-
-    doc = ("'auto' (the posterior mode of the exact reduced model), 'prior' (the prior "
-           "medians) or a mapping {name: value} in physical units")
-
-    def read(self, value: Any, ctx: Context, path: str) -> Any:
-        if value in ("auto", "prior"):
-            return value
-        if isinstance(value, dict):
-            out = {}
-            for name, number in value.items():
-                if isinstance(number, bool) or not isinstance(number, int | float):
-                    ctx.error(join(path, str(name)), f"expected a number, got {number!r}")
-                else:
-                    out[str(name)] = float(number)
-            return tuple(sorted(out.items())) if len(out) == len(value) else INVALID
-        return ctx.error(path, f"expected {self.doc}, got {value!r}")
 
 
 @frozen_dataclass
@@ -535,72 +501,32 @@ class ModelConfig:
                               "variance eddies stir below the basis's scales)", "galerkin")
 
 
-@frozen_dataclass
-class NutsConfig:
-    """NUTS over the physical parameters, the tracer integrated out by the Kalman filter."""
-
-    section: ClassVar[str] = "method (name: nuts)"
-    num_warmup: int = setting(Int(1), "warm-up iterations per chain", 500)
-    num_samples: int = setting(Int(1), "kept draws per chain", 500)
-    num_chains: int = setting(Int(1), "chains", 4)
-    target_accept: float = setting(Float(0.0, 1.0, open_low=True), "target acceptance", 0.8)
-    max_tree_depth: int = setting(Int(1), "maximum tree depth", 8)
-    dense_mass: bool = setting(Bool(), "adapt a dense mass matrix", True)
-    chain_method: str = setting(Str(("auto", "parallel", "vectorized", "sequential")),
-                                "how chains run", "auto")
-    init: str = setting(Str(("mode", "prior")), "chains start at optimised posterior modes "
-                        "(one per chain, from its own prior draw) or at prior draws", "mode")
-    seed: int = setting(Int(0), "random seed", 0)
-    allow_unconverged: bool = setting(Bool(), "write the outputs and exit 0 even when R-hat, "
-                                      "ESS, divergences or prior edges say the run is not to "
-                                      "be trusted (default: exit 3 with a paragraph why)",
-                                      False)
+def _config_section(method: type[Method]) -> type[Any]:
+    """The ``method:`` section of ``name: <method>``: the method class itself (its settings,
+    defaults, checks and descriptions, :mod:`tracerbayes.methods`) plus the run's ``seed``
+    and ``allow_unconverged``. An instance is the method object :func:`tracerbayes.fit`
+    takes."""
+    allow = ("write the outputs and exit 0 even when the diagnostics say the run is not to "
+             "be trusted (R-hat, ESS, divergences, prior edges; a collapsed ensemble) "
+             "(default: exit 3 with a paragraph why)")
+    cls = dataclasses.make_dataclass(
+        f"{method.__name__}Config",
+        [("seed", int, setting(Int(0), "random seed", 0)),
+         ("allow_unconverged", bool, setting(Bool(), allow, False)),
+         ("section", ClassVar[str], f"method (name: {method.name})")],
+        bases=(method,), frozen=True, kw_only=True)
+    cls.__module__, cls.__doc__ = __name__, method.__doc__
+    return cls
 
 
-@frozen_dataclass
-class LetkfConfig:
-    """Local ensemble transform Kalman filter (Hunt et al. 2007), Gaspari-Cohn localisation."""
-
-    section: ClassVar[str] = "method (name: letkf)"
-    ensemble_size: int = setting(Int(2), "ensemble members", 64)
-    localisation: float = setting(Quantity("length", "km", low=0.0, open_low=True),
-                                  "localisation radius, km", 300.0)
-    inflation: Any = setting(INFLATION, "'adaptive' (from the innovations, Li et al. "
-                             "2009) or a fixed multiplicative factor >= 1", "adaptive")
-    weight_stride: int = setting(Int(1), "solve the local analyses every this many cells and "
-                                 "interpolate between (1 = every cell)", 1)
-    parameters: Any = setting(PointParameters(), PointParameters.doc, "auto")
-    seed: int = setting(Int(0), "random seed", 0)
-    allow_unconverged: bool = setting(Bool(), "write the outputs and exit 0 even when the "
-                                      "ensemble collapsed (default: exit 3 with a paragraph "
-                                      "why)", False)
+def method_object(section: Method) -> Method:
+    """The method object of a ``method:`` section (its settings, without the run's)."""
+    cls = type(section).__mro__[1]
+    return cls(**{f.name: getattr(section, f.name) for f in dataclasses.fields(cls)})
 
 
-@frozen_dataclass
-class LaplaceConfig:
-    """The exact model's posterior mode with a Gaussian about it (Laplace); maps from the
-    Rao-Blackwellised smoother on a basis fine enough for the field."""
-
-    section: ClassVar[str] = "method (name: laplace)"
-    map_draws: int = setting(Int(1), "parameter draws mixed into the maps", 20)
-    map_modes: Any = setting(MAP_MODES, MAP_MODES.doc, "auto")
-    seed: int = setting(Int(0), "random seed", 0)
-    allow_unconverged: bool = setting(Bool(), "write the outputs and exit 0 even when the "
-                                      "diagnostics fail (default: exit 3 with a paragraph why)",
-                                      False)
-
-
-@frozen_dataclass
-class AutoConfig(LaplaceConfig):
-    """The default: NUTS when its estimated work is small (about ten minutes on one core),
-    otherwise Laplace (``name: laplace``); the run says which and why. NUTS runs with the
-    ``name: nuts`` defaults."""
-
-    section: ClassVar[str] = "method (name: auto)"
-
-
-METHODS = {"auto": AutoConfig, "nuts": NutsConfig, "laplace": LaplaceConfig,
-           "letkf": LetkfConfig}
+#: The ``method:`` sections, by ``name``.
+METHODS = {name: _config_section(cls) for name, cls in tb_methods.METHODS.items()}
 
 
 @frozen_dataclass

@@ -1,10 +1,13 @@
-"""The machinery of the configuration schema: value types, sections and error collection.
+"""Typed settings: value types, sections and error collection, shared by the method objects
+(:mod:`tracerbayes.methods`) and the run configuration (:mod:`tracerbayes.cli.config`).
 
 A section is a frozen dataclass whose fields are declared with :func:`setting` (a value type
 and a one-line description). :func:`read_section` reads a YAML mapping into it, checking
 unknown keys, missing required keys, types, units, ranges and the section's own
 cross-field ``check``, and records every problem (with its full key path and YAML line) in
-a :class:`Context` instead of stopping at the first.
+a :class:`Context` instead of stopping at the first. :func:`checked` applies the same value
+types to an object built in Python, so a method object and its configuration section are
+one declaration with one set of defaults and checks.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import dataclasses
 import datetime
 import difflib
 import math
+import numbers
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,9 +24,10 @@ from typing import Any, ClassVar, NamedTuple, Protocol, TypeVar, dataclass_trans
 
 import numpy as np
 
-from tracerbayes.cli.config.units import KINDS, UnitError, parse_quantity
+from tracerbayes.units import KINDS, UnitError, parse_quantity
 
-__all__ = ["ConfigError", "Problem", "Context", "setting", "read_section", "position", "INVALID"]
+__all__ = ["ConfigError", "Problem", "Context", "SettingsError", "setting", "read_section",
+           "checked", "position", "INVALID"]
 
 _T = TypeVar("_T")
 
@@ -123,11 +128,11 @@ class Int:
         self.doc = "integer" + (f" >= {low}" if low is not None else "")
 
     def read(self, value: Any, ctx: Context, path: str) -> Any:
-        if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Integral):
             return ctx.error(path, f"expected an {self.doc}, got {_got(value)}")
         if self.low is not None and value < self.low:
             return ctx.error(path, f"expected an {self.doc}, got {value}")
-        return value
+        return int(value)
 
 
 def _check_range(value: float, low: float | None, high: float | None, open_low: bool,
@@ -148,8 +153,9 @@ def _range_doc(low: float | None, high: float | None, open_low: bool) -> str:
     return " and ".join(parts)
 
 
-def _float(value: int | float) -> float:
-    """``value`` as a float; an int too large for one becomes +-inf (refused as not finite)."""
+def _float(value: Any) -> float:
+    """``value`` (a real number) as a float; an int too large for one becomes +-inf (refused
+    as not finite)."""
     try:
         return float(value)
     except OverflowError:
@@ -164,7 +170,7 @@ class Float:
         self.doc = "a number" + (f" {bounds}" if bounds else "")
 
     def read(self, value: Any, ctx: Context, path: str) -> Any:
-        if isinstance(value, bool) or not isinstance(value, int | float):
+        if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
             return ctx.error(path, f"expected {self.doc}, got {_got(value)}")
         return _check_range(_float(value), self.low, self.high, self.open_low, ctx, path,
                             self.doc)
@@ -181,7 +187,7 @@ class Quantity:
         self.doc = f"{KINDS[kind][0][2:].lstrip()} in {unit}" + (f", {bounds}" if bounds else "")
 
     def read(self, value: Any, ctx: Context, path: str) -> Any:
-        if isinstance(value, int) and not isinstance(value, bool):
+        if isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_):
             value = _float(value)
         try:
             number = parse_quantity(value, self.kind, self.unit)
@@ -195,9 +201,9 @@ class Bool:
     doc = "true or false"
 
     def read(self, value: Any, ctx: Context, path: str) -> Any:
-        if not isinstance(value, bool):
+        if not isinstance(value, bool | np.bool_):
             return ctx.error(path, f"expected true or false, got {_got(value)}")
-        return value
+        return bool(value)
 
 
 class Str:
@@ -293,6 +299,21 @@ class Range:
         return (low, high)
 
 
+class WordOr:
+    """The keyword ``word`` or a value of ``kind`` (text other than the word is read by
+    ``kind`` when it reads text, as a quantity does, and is an error otherwise)."""
+
+    def __init__(self, word: str, kind: Any, doc: str):
+        self.word, self.kind, self.doc = word, kind, doc
+
+    def read(self, value: Any, ctx: Context, path: str) -> Any:
+        if isinstance(value, str) and value == self.word:
+            return self.word
+        if isinstance(value, str) and not isinstance(self.kind, Quantity):
+            return ctx.error(path, f"expected {self.doc}, got {value!r}")
+        return self.kind.read(value, ctx, path)
+
+
 class Optional:
     """``kind`` or null."""
 
@@ -383,10 +404,48 @@ def read_section(cls: type[SectionClass], value: Any, ctx: Context, path: str) -
     ctx.siblings = outer
     if len(ctx.problems) > before:
         return INVALID
-    obj = cls(**values)
+    try:
+        obj = cls(**values)
+    except SettingsError as err:  # a class that checks itself on construction
+        for key, message in err.problems:
+            ctx.error(join(path, key) if key else path, message)
+        return INVALID
     for key, message in getattr(obj, "check", lambda: [])():
         ctx.error(join(path, key) if key else path, message)
     return INVALID if len(ctx.problems) > before else obj
+
+
+class SettingsError(ValueError):
+    """Settings given in Python (a method object's) that the value types refuse; the
+    message names every one, and ``problems`` holds them as (key, message) pairs."""
+
+    def __init__(self, owner: str, problems: list[tuple[str, str]]):
+        self.owner, self.problems = owner, list(problems)
+        super().__init__(f"{owner}: " + "; ".join(f"{key}: {message}" if key else message
+                                                  for key, message in self.problems))
+
+
+def checked(obj: Any) -> None:
+    """Read every :func:`setting` field of the frozen dataclass ``obj`` through its value
+    type, as the configuration would, store the converted values (``"300 km"`` becomes
+    ``300.0``) and run its ``check``; raise :class:`SettingsError` naming each problem.
+
+    Called from ``__post_init__``; reading is idempotent, so an object built by
+    :func:`read_section` from a configuration passes again unchanged.
+    """
+    ctx = Context(Path.cwd(), check_files=False)
+    values = {}
+    for f in dataclasses.fields(obj):
+        if "kind" in f.metadata:
+            values[f.name] = f.metadata["kind"].read(getattr(obj, f.name), ctx, f.name)
+            ctx.siblings[f.name] = values[f.name]
+    problems = [(p.path, p.message) for p in ctx.problems]
+    if not problems:
+        for name, value in values.items():
+            object.__setattr__(obj, name, value)
+        problems = list(getattr(obj, "check", lambda: [])())
+    if problems:
+        raise SettingsError(type(obj).__name__, problems)
 
 
 def yaml_marks(node: Any, path: str = "", marks: dict | None = None) -> dict:
