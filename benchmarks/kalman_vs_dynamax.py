@@ -32,8 +32,8 @@ from dynamax.linear_gaussian_ssm import (  # noqa: E402
 )
 
 from tracerbayes.exact.kalman import (  # noqa: E402
+    KalmanObservations,
     LinearGaussianSSM,
-    PaddedObservations,
     kalman_log_likelihood,
 )
 
@@ -54,7 +54,7 @@ def problem(n: int, T: int, m: int, seed: int = 0):
 
 def ours(theta, p):
     ssm = LinearGaussianSSM(p["m0"], p["P0"], theta[0] * p["F"], theta[1] * p["Q"])
-    obs = PaddedObservations(p["y"], p["H"], p["r"], jnp.ones(p["y"].shape, dtype=bool))
+    obs = KalmanObservations(p["y"], p["H"], p["r"], jnp.ones(p["y"].shape, dtype=bool))
     return kalman_log_likelihood(ssm, obs)
 
 

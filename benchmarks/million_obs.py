@@ -37,7 +37,7 @@ import numpy as np
 
 jax.config.update("jax_enable_x64", True)  # an entry point: it chooses float64
 
-from tracerbayes.exact.kalman import PaddedObservations, kalman_log_likelihood  # noqa: E402
+from tracerbayes.exact.kalman import KalmanObservations, kalman_log_likelihood  # noqa: E402
 from tracerbayes.exact.model import (  # noqa: E402
     AdvectionDiffusionModel,
     ConstantVelocity,
@@ -104,7 +104,7 @@ def main() -> None:
 
     def log_likelihood(params, d, update="auto"):
         lik = model.likelihood(params, d)
-        padded = PaddedObservations(d.values, lik.operators, lik.variances, lik.valid)
+        padded = KalmanObservations(d.values, lik.operators, lik.variances, lik.valid)
         return kalman_log_likelihood(lik.ssm, padded, update=update)
 
     value = {}

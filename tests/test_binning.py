@@ -165,3 +165,11 @@ def test_config_binning_key_is_read_and_passed_through(tmp_path, rng, binning):
     np.testing.assert_array_equal(binned.time, expected.time)
     np.testing.assert_allclose(binned.value, expected.value, rtol=1e-12)
     np.testing.assert_allclose(binned.error, expected.error, rtol=1e-12)
+
+
+def test_the_binning_report_gives_counts_in_words():
+    from tracerbayes.observations.binning import BinningReport
+
+    assert str(BinningReport(1_000_000, 0, 250)).endswith("; 4,000 observations each)")
+    assert str(BinningReport(30, 3, 18)).endswith("; 1.5 observations each) (3 unusable rows "
+                                                  "left out)")

@@ -152,7 +152,7 @@ def linear_model(rng, n=4, m=2, T=4):
     sd = np.full((T, m), 0.7)
     obs = ens.CycleObservations(jnp.asarray(y), jnp.asarray(sd), jnp.ones((T, m), bool),
                                 jnp.asarray(H))
-    ref = kalman.kalman_filter(ssm, kalman.PaddedObservations(y, H, sd**2, obs.valid))
+    ref = kalman.kalman_filter(ssm, kalman.KalmanObservations(y, H, sd**2, obs.valid))
     return ssm, obs, ref
 
 
@@ -286,7 +286,7 @@ def test_ensemble_smoother_equals_rts(rng, key):
     ssm = kalman.LinearGaussianSSM(jnp.zeros(n), jnp.asarray(P0), jnp.asarray(F),
                                    jnp.zeros((n, n)))
     valid = np.ones((T, m), bool)
-    ref = kalman.rts_smoother(ssm, kalman.PaddedObservations(y, H, sd**2, valid))
+    ref = kalman.rts_smoother(ssm, kalman.KalmanObservations(y, H, sd**2, valid))
     E0 = exact_ensemble(rng, np.zeros(n), P0, N=6)
     obs = ens.CycleObservations(y, sd, valid, H)
     out = ens.ensemble_smoother(key, lambda k, E: E @ F.T, E0, obs, forecast_first=False)

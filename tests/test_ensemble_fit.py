@@ -20,7 +20,7 @@ from tracerbayes.ensemble.fit import eki_forward, point_parameters
 from tracerbayes.ensemble.inflation import mass_free_multiplicative, multiplicative
 from tracerbayes.ensemble.localisation import euclidean, gaspari_cohn
 from tracerbayes.ensemble.window import GlobalUpdate, LocalUpdate, smooth_window
-from tracerbayes.exact.kalman import PaddedObservations, kalman_log_likelihood
+from tracerbayes.exact.kalman import KalmanObservations, kalman_log_likelihood
 from tracerbayes.exact.model import AdvectionDiffusionModel, GivenVelocity, Priors
 from tracerbayes.grid.core import Grid
 from tracerbayes.observations.core import Observations
@@ -319,7 +319,7 @@ def test_eki_forward_is_the_negative_log_likelihood_up_to_a_constant(rng, key):
 
     def loglik(theta):
         p = dict(zip(names, space.to_physical(theta), strict=True))
-        padded = PaddedObservations(data.values, data.operators,
+        padded = KalmanObservations(data.values, data.operators,
                                     model.observation_variances(p, data), data.valid)
         return kalman_log_likelihood(model.state_space(p, data), padded)
 

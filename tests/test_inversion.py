@@ -14,7 +14,7 @@ from tracerbayes.ensemble.inversion import (
     to_inference_data,
     whitened_innovations,
 )
-from tracerbayes.exact.kalman import LinearGaussianSSM, PaddedObservations, kalman_filter
+from tracerbayes.exact.kalman import KalmanObservations, LinearGaussianSSM, kalman_filter
 
 
 @pytest.fixture
@@ -182,7 +182,7 @@ def _tiny_ssm(theta):
     )
     operators = jnp.array([[[1.0, 0.0], [0.3, 0.7]], [[0.0, 1.0], [0.0, 0.0]],
                            [[0.5, 0.5], [1.0, -1.0]], [[0.2, 0.1], [0.9, 0.4]]])
-    obs = PaddedObservations(
+    obs = KalmanObservations(
         values=jnp.array([[0.3, 0.1], [-0.4, jnp.nan], [1.2, 0.5], [0.0, -0.7]]),
         operators=operators,
         variances=jnp.exp(theta[1]) * jnp.array([[1.0, 0.5], [2.0, 1.0], [0.7, 1.0],

@@ -15,8 +15,8 @@ from scipy import stats
 
 from tracerbayes.exact.kalman import (
     FilterResult,
+    KalmanObservations,
     LinearGaussianSSM,
-    PaddedObservations,
     SmootherResult,
     is_time_varying,
     kalman_filter,
@@ -108,7 +108,7 @@ def make_problem(rng, time_varying=True, m=N_ROWS):
     values[~valid] = np.nan  # padding must never be read
     operators[~valid] = 1e6 * rng.normal(size=(np.sum(~valid), n))
     variances[~valid] = -1.0
-    obs = PaddedObservations(values, operators, variances, valid)
+    obs = KalmanObservations(values, operators, variances, valid)
     return jax.tree.map(jnp.asarray, model), jax.tree.map(jnp.asarray, obs)
 
 
@@ -304,7 +304,7 @@ def with_extra_padding(obs, rng, positions=(0, 2)):
         return np.insert(np.asarray(array), positions, garbage, axis=1)
 
     garbage_ops = rng.normal(size=(T, len(positions), n)) * 1e3
-    return PaddedObservations(
+    return KalmanObservations(
         values=jnp.asarray(insert(obs.values, np.inf)),
         operators=jnp.asarray(np.insert(np.asarray(obs.operators), positions, garbage_ops, 1)),
         variances=jnp.asarray(insert(obs.variances, 0.0)),

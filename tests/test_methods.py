@@ -64,10 +64,12 @@ def test_config_sections_are_the_method_classes_plus_the_runs_keys(name):
 
 def test_a_method_name_with_settings_is_the_method_object():
     model, obs, times = problem()
+    obs = dataclasses.replace(obs, units="degC")
     by_name = tb.fit(model, obs, times, "laplace", map_draws=4, map_modes=10, progress=False)
     by_object = tb.fit(model, obs, times, tb.Laplace(map_draws=4, map_modes=10),
                        progress=False)
     assert by_name.method == by_object.method == "laplace"
+    assert by_object.maps(n_draws=2)["mean"].attrs["units"] == "degC"  # from the observations
     for name, draws in by_name.samples.items():
         np.testing.assert_allclose(draws, by_object.samples[name], rtol=1e-12)
     with pytest.raises(TypeError, match="method 'laplace' has no setting num_warmup"):

@@ -368,7 +368,7 @@ def test_complete_basis_likelihood_equals_full_grid_state_space(kind, times):
     reduced = float(model.likelihood(params, data).log_prob(data.values))
     m0, P0, F, Q, H, r, valid, y = full_grid_state_space(model, params, times)
     full_ssm = LinearGaussianSSM(*(jnp.asarray(v) for v in (m0, P0, F, Q)))
-    padded = kalman.PaddedObservations(jnp.asarray(y), jnp.asarray(H), jnp.asarray(r),
+    padded = kalman.KalmanObservations(jnp.asarray(y), jnp.asarray(H), jnp.asarray(r),
                                        jnp.asarray(valid))
     full = float(full_grid_log_likelihood(full_ssm, padded))
     dense = dense_log_likelihood(m0, P0, F, Q, H, r, valid, y)
@@ -448,7 +448,7 @@ def test_reduced_smoothed_totals_constant_in_time():
     data = model.prepare(observations(), UNIFORM_TIMES)
     ssm = model.state_space(params, data)
     variances = model.observation_variances(params, data)
-    padded = kalman.PaddedObservations(data.values, data.operators, variances, data.valid)
+    padded = kalman.KalmanObservations(data.values, data.operators, variances, data.valid)
     result = kalman.rts_smoother(ssm, padded)
     a, phi = basis.cell_area, basis.vectors
     smoothed = np.asarray(result.smoothed_means) @ phi.T @ a

@@ -463,3 +463,23 @@ def test_observed_cells_are_the_interpolation_stencils(rng):
     expected = np.stack([grid.to_field((np.abs(H[k]).sum(axis=0) > 0).astype(float)) > 0.5
                          for k in range(len(times))])
     np.testing.assert_array_equal(prepared.observed_cells(grid), expected)
+
+
+def test_units_are_carried_from_the_reader_to_every_derived_set(tmp_path):
+    """The units of the values: given to from_dataframe, or the value variable's attribute of
+    a NetCDF file, kept by select, shifted, bin and to_xarray."""
+    frame = pd.DataFrame({"time": [0.0, 0.0, 86400.0], "x": [5e3, 6e3, 15e3],
+                          "y": [5e3, 5e3, 15e3], "value": [280.0, 281.0, 282.0], "error": 0.5})
+    obs = Observations.from_dataframe(frame, x="x", y="y", units="K")
+    assert obs.units == "K" and Observations.from_dataframe(frame, x="x", y="y").units is None
+    assert obs.select([0, 2]).units == obs.shifted(-273.15).units == "K"
+    grid = tb.Grid.cartesian(x=(0, 2e4), y=(0, 2e4), resolution=1e4)
+    binned = obs.bin(grid, np.array([0.0, 86400.0])).observations
+    assert binned.units == "K" and len(binned) == 2
+    ds = obs.to_xarray()
+    assert ds["value"].attrs["units"] == ds["error"].attrs["units"] == "K"
+    ds.to_netcdf(tmp_path / "obs.nc")
+    back = Observations.from_netcdf(tmp_path / "obs.nc", x="x", y="y")
+    assert back.units == "K" and np.array_equal(back.value, obs.value)
+    assert Observations.from_netcdf(tmp_path / "obs.nc", x="x", y="y", units="kelvin").units \
+        == "kelvin"

@@ -48,7 +48,7 @@ from tracerbayes.ensemble.window import (
     WindowCheckpoint,
     smooth_window,
 )
-from tracerbayes.exact.kalman import PaddedObservations
+from tracerbayes.exact.kalman import KalmanObservations
 from tracerbayes.exact.model import ConstantVelocity, GivenVelocity, StreamfunctionVelocity
 from tracerbayes.io.checkpoint import Checkpoint, CheckpointError
 from tracerbayes.posterior.ensemble import EnsemblePosterior, InversionPosterior
@@ -378,7 +378,7 @@ def eki_forward(model: Any, data: Any, names: tuple[str, ...], space: Any,
         physical = space.to_physical(theta)
         params = {name: physical[i] for i, name in enumerate(names)}
         ssm = model.state_space(params, data)
-        padded = PaddedObservations(data.values, data.operators,
+        padded = KalmanObservations(data.values, data.operators,
                                     model.observation_variances(params, data), data.valid)
         return inversion.kalman_innovations(ssm, padded)
 

@@ -71,7 +71,7 @@ from jax.scipy.linalg import cho_factor, cho_solve, solve_triangular
 from jax.typing import ArrayLike
 from tqdm.auto import tqdm
 
-from tracerbayes.exact.kalman import LinearGaussianSSM, PaddedObservations, kalman_filter, psd_sqrt
+from tracerbayes.exact.kalman import KalmanObservations, LinearGaussianSSM, kalman_filter, psd_sqrt
 
 __all__ = [
     "EnsembleKalmanResult",
@@ -522,7 +522,7 @@ def whitened_innovations(
 
 
 def kalman_innovations(
-    model: LinearGaussianSSM, obs: PaddedObservations
+    model: LinearGaussianSSM, obs: KalmanObservations
 ) -> tuple[jax.Array, jax.Array]:
     """Innovations ``e_k`` (T, m) and covariances ``S_k`` (T, m, m) of the exact Kalman filter.
 

@@ -21,8 +21,8 @@ import numpyro.distributions as dist
 from numpyro.distributions import constraints
 
 from tracerbayes.exact.kalman import (
+    KalmanObservations,
     LinearGaussianSSM,
-    PaddedObservations,
     kalman_filter,
     kalman_log_likelihood,
 )
@@ -66,8 +66,8 @@ class LinearGaussianStateSpace(dist.Distribution):
             )
         super().__init__(batch_shape=(), event_shape=event_shape, validate_args=validate_args)
 
-    def _padded(self, value: Any) -> PaddedObservations:
-        return PaddedObservations(jnp.asarray(value), self.operators, self.variances, self.valid)
+    def _padded(self, value: Any) -> KalmanObservations:
+        return KalmanObservations(jnp.asarray(value), self.operators, self.variances, self.valid)
 
     def log_prob(self, value: Any) -> jax.Array:
         """Kalman-filter log-likelihood of the valid entries of ``value`` (T, m)."""

@@ -72,7 +72,7 @@ from jax.scipy.linalg import cho_factor, cho_solve
 __all__ = [
     "FilterResult",
     "LinearGaussianSSM",
-    "PaddedObservations",
+    "KalmanObservations",
     "SmootherResult",
     "kalman_filter",
     "kalman_log_likelihood",
@@ -112,7 +112,7 @@ class LinearGaussianSSM(NamedTuple):
     process_cov: jax.Array
 
 
-class PaddedObservations(NamedTuple):
+class KalmanObservations(NamedTuple):
     """Observations ``y_k = H_k x_k + e_k``, ``e_k ~ N(0, diag(r_k))``, Eq. (2), padded.
 
     Each time ``k`` holds up to ``m`` scalar observations; row ``i`` is real where
@@ -193,7 +193,7 @@ class SmootherResult(NamedTuple):
 # --------------------------------------------------------------------------------------------
 
 
-def check_shapes(model: LinearGaussianSSM, obs: PaddedObservations) -> tuple[int, int, int]:
+def check_shapes(model: LinearGaussianSSM, obs: KalmanObservations) -> tuple[int, int, int]:
     """Check that a model and its observations agree; return ``(T, m, n)``.
 
     Raises
@@ -246,14 +246,14 @@ def symmetrise(matrix: jax.Array) -> jax.Array:
     return 0.5 * (matrix + jnp.swapaxes(matrix, -1, -2))
 
 
-def masked_observations(obs: PaddedObservations) -> PaddedObservations:
+def masked_observations(obs: KalmanObservations) -> KalmanObservations:
     """Replace padded rows by the exactly uninformative row ``H = 0, y = 0, r = 1``.
 
     After this, an update with a padded row is the identity, and NaN or garbage in padding
     can no longer reach any result (nor any gradient).
     """
     valid = obs.valid.astype(bool)
-    return PaddedObservations(
+    return KalmanObservations(
         values=jnp.where(valid, obs.values, 0.0),
         operators=jnp.where(valid[..., None], obs.operators, 0.0),
         variances=jnp.where(valid, obs.variances, 1.0),
@@ -420,7 +420,7 @@ def _updater(update: str, m: int, n: int):
     return by_rows
 
 
-def kalman_filter(model: LinearGaussianSSM, obs: PaddedObservations, *,
+def kalman_filter(model: LinearGaussianSSM, obs: KalmanObservations, *,
                   scalar_updates: bool = False, update: str = "auto") -> FilterResult:
     """Kalman filter over padded observations, by ``lax.scan`` over time.
 
@@ -441,7 +441,7 @@ def kalman_filter(model: LinearGaussianSSM, obs: PaddedObservations, *,
     ----------
     model : LinearGaussianSSM
         ``m_0`` (n,), ``P_0`` (n, n), ``F`` and ``Q`` (n, n) or (T - 1, n, n).
-    obs : PaddedObservations
+    obs : KalmanObservations
         ``values`` (T, m), ``operators`` (T, m, n), ``variances`` (T, m), ``valid`` (T, m).
 
     Returns
@@ -489,7 +489,7 @@ def kalman_filter(model: LinearGaussianSSM, obs: PaddedObservations, *,
     )
 
 
-def kalman_log_likelihood(model: LinearGaussianSSM, obs: PaddedObservations, *,
+def kalman_log_likelihood(model: LinearGaussianSSM, obs: KalmanObservations, *,
                           update: str = "auto") -> jax.Array:
     """``log p(y_{0:T-1})`` of the valid observations, with the state integrated out.
 
@@ -547,7 +547,7 @@ def _smoothing_inputs(model: LinearGaussianSSM, filtered: FilterResult) -> tuple
     )
 
 
-def rts_smoother(model: LinearGaussianSSM, obs: PaddedObservations) -> SmootherResult:
+def rts_smoother(model: LinearGaussianSSM, obs: KalmanObservations) -> SmootherResult:
     """Rauch-Tung-Striebel smoother [3]: moments of ``p(x_k | y_{0:T-1})``.
 
     Backward recursion, Eq. (6)::
@@ -614,7 +614,7 @@ def psd_sqrt(cov: jax.Array) -> jax.Array:
 
 
 def sample_smoothed(
-    key: jax.Array, model: LinearGaussianSSM, obs: PaddedObservations, num_samples: int
+    key: jax.Array, model: LinearGaussianSSM, obs: KalmanObservations, num_samples: int
 ) -> jax.Array:
     """Joint posterior samples of the state trajectory ``x_{0:T-1} | y_{0:T-1}``.
 

@@ -30,8 +30,8 @@ from jax.scipy.linalg import cho_factor, cho_solve, lu_factor, lu_solve
 
 from tracerbayes.exact.kalman import (
     FilterResult,
+    KalmanObservations,
     LinearGaussianSSM,
-    PaddedObservations,
     SmootherResult,
     check_shapes,
     masked_observations,
@@ -154,7 +154,7 @@ def _vectorised(operator):
     return jax.vmap(operator)
 
 
-def parallel_kalman_filter(model: LinearGaussianSSM, obs: PaddedObservations) -> FilterResult:
+def parallel_kalman_filter(model: LinearGaussianSSM, obs: KalmanObservations) -> FilterResult:
     """Kalman filter by associative scan (Särkkä & García-Fernández 2021, Section IV-A).
 
     Builds one element per time step (Eq. F1, :func:`_filter_element`) and combines them
@@ -167,7 +167,7 @@ def parallel_kalman_filter(model: LinearGaussianSSM, obs: PaddedObservations) ->
     ----------
     model : LinearGaussianSSM
         ``m_0`` (n,), ``P_0`` (n, n), ``F`` and ``Q`` (n, n) or (T - 1, n, n).
-    obs : PaddedObservations
+    obs : KalmanObservations
         ``values`` (T, m), ``operators`` (T, m, n), ``variances`` (T, m), ``valid`` (T, m).
 
     Returns
@@ -204,7 +204,7 @@ def parallel_kalman_filter(model: LinearGaussianSSM, obs: PaddedObservations) ->
     )
 
 
-def parallel_rts_smoother(model: LinearGaussianSSM, obs: PaddedObservations) -> SmootherResult:
+def parallel_rts_smoother(model: LinearGaussianSSM, obs: KalmanObservations) -> SmootherResult:
     """RTS smoother by associative scan (Särkkä & García-Fernández 2021, Section IV-B).
 
     Elements ``k < T - 1`` are, Eq. (S1), ``E_k = G_k`` (the RTS gain),

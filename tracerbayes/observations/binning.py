@@ -51,11 +51,14 @@ class BinningReport(NamedTuple):
     n_super: int
 
     def __str__(self) -> str:
+        """E.g. ``binned 1000000 observations into 250 super-observations (... 4,000
+        observations each)``."""
         used = self.n_observations - self.n_dropped
         ratio = used / self.n_super if self.n_super else 0.0
         dropped = f" ({self.n_dropped} unusable rows left out)" if self.n_dropped else ""
         return (f"binned {used} observations into {self.n_super} super-observations (one per "
-                f"wet cell, analysis time and platform; {ratio:.3g} observations each){dropped}")
+                f"wet cell, analysis time and platform; {_about(ratio)} observations each)"
+                f"{dropped}")
 
 
 class BinnedObservations(NamedTuple):
@@ -101,3 +104,8 @@ def super_observations(group: np.ndarray, x: np.ndarray, y: np.ndarray, value: n
         value=np.bincount(inverse, weights=weight * value, minlength=g) / total,
         error=1.0 / np.sqrt(total),
     )
+
+
+def _about(ratio: float) -> str:
+    """A mean count in words: ``'1.5'``, ``'12'``, ``'4,000'`` (never ``'4e+03'``)."""
+    return f"{ratio:.2g}" if ratio < 10 else f"{round(ratio, -int(np.log10(ratio)) + 1):,.0f}"

@@ -118,6 +118,9 @@ class Observations:
         Platform of each observation (default ``"obs"``).
     coords : CoordinateSystem or {'lonlat', 'cartesian'}, optional
         Meaning of ``x``/``y``; None (unspecified) matches any grid.
+    units : str, optional
+        Units of ``value`` and ``error`` (UDUNITS, e.g. ``'degC'``, ``'K'``, ``'psu'``), carried
+        to the posterior's maps and files; None: unknown (written as ``'1'``).
     drop_invalid : bool
         Drop rows with non-finite time, position or value, or with a non-positive or
         non-finite error, with an :class:`ObservationWarning`; by default they raise an
@@ -132,6 +135,7 @@ class Observations:
     # typed as stored: __post_init__ replaces the default None by "obs" on every row
     platform: np.ndarray = None  # type: ignore[assignment]
     coords: CoordinateSystem | None = None
+    units: str | None = None
     drop_invalid: InitVar[bool] = False
 
     def __post_init__(self, drop_invalid: bool) -> None:
@@ -170,6 +174,7 @@ class Observations:
         y: str | None = None,
         drop_invalid: bool = False,
         duplicates: str = "error",
+        units: str | None = None,
     ) -> Observations:
         """Observations from the columns of a DataFrame (one row per observation).
 
@@ -197,6 +202,8 @@ class Observations:
             observations with an :class:`ObservationWarning` (``'keep'``); ``'average'``
             merges all rows with the same time, position and platform into one, with the
             mean value and error ``sqrt(mean(error**2) / k)`` for ``k`` rows, and a warning.
+        units : str, optional
+            Units of the values and errors (see :class:`Observations`).
 
         Raises
         ------
@@ -207,7 +214,8 @@ class Observations:
             bad values (unless ``drop_invalid``) and duplicates (with ``'error'``).
         """
         return cls._from_table(df, NOWHERE, None, time, lon, lat, value, error, platform,
-                               x=x, y=y, drop_invalid=drop_invalid, duplicates=duplicates)
+                               x=x, y=y, drop_invalid=drop_invalid, duplicates=duplicates,
+                               units=units)
 
     @classmethod
     def from_csv(cls, path: str | PathLike, **kwargs: Any) -> Observations:
@@ -238,6 +246,7 @@ class Observations:
         """Observations from 1-D variables of a Dataset along one observation dimension.
 
         Keywords as in :meth:`from_dataframe`; names refer to data or coordinate variables.
+        ``units`` defaults to the ``units`` attribute of the value variable.
         """
         return cls._from_dataset(ds, Places(empty="the Dataset has no observations: its "
                                                    "observation dimension has length 0"),
@@ -262,6 +271,8 @@ class Observations:
                 f"observation variables must be 1-D along one common dimension, got {dims}"
             )
         df = pd.DataFrame({name: ds[name].values for name in names.values()})
+        if kwargs.get("units") is None:
+            kwargs["units"] = ds[names["value"]].attrs.get("units")
         return cls._from_table(df, places, None, **kwargs)
 
     @classmethod
@@ -270,7 +281,7 @@ class Observations:
                     value: str = "value", error: str | float = "error",
                     platform: str | None = None, *, x: str | None = None,
                     y: str | None = None, drop_invalid: bool = False,
-                    duplicates: str = "error") -> Observations:
+                    duplicates: str = "error", units: str | None = None) -> Observations:
         """:meth:`from_dataframe` for rows from ``places`` (a file's ``header`` as written)."""
         how = Duplicates.of(duplicates)
         df = as_frame(df)
@@ -287,7 +298,7 @@ class Observations:
         # fields time, x, y, value, error, platform (Any: mypy would match them to drop_invalid)
         kept: dict[str, Any] = handle_duplicates({k: v[rows] for k, v in fields.items()}, rows,
                                                  n, how, places)
-        return cls(**kept, coords=coords)
+        return cls(**kept, coords=coords, units=units)
 
     def to_dataframe(self) -> pd.DataFrame:
         """The observations as a DataFrame with columns time, lon/lat (or x/y), value,
@@ -300,7 +311,10 @@ class Observations:
     def to_xarray(self) -> xr.Dataset:
         """The observations as a Dataset of 1-D variables along dimension ``obs``."""
         df = self.to_dataframe()
-        return xr.Dataset({name: ("obs", df[name].to_numpy()) for name in df.columns})
+        ds = xr.Dataset({name: ("obs", df[name].to_numpy()) for name in df.columns})
+        if self.units is not None:
+            ds["value"].attrs["units"] = ds["error"].attrs["units"] = self.units
+        return ds
 
     # ------------------------------------------------------------------ container
     def __len__(self) -> int:
@@ -443,7 +457,7 @@ class Observations:
             x=np.clip(s.x, grid.x_edges[cx], grid.x_edges[cx + 1]),
             y=np.clip(s.y, grid.y_edges[cy], grid.y_edges[cy + 1]),
             value=s.value, error=s.error, platform=names[platform[s.first]],
-            coords=self.coords,
+            coords=self.coords, units=self.units,
         )
         return BinnedObservations(binned, BinningReport(len(self), len(self) - rows.size,
                                                         len(binned)))
@@ -513,7 +527,8 @@ def _constant_error(error: Any) -> float:
 
 
 def _column_names(time="time", lon=None, lat=None, value="value", error="error",
-                  platform=None, *, x=None, y=None, drop_invalid=False, duplicates="error"):
+                  platform=None, *, x=None, y=None, drop_invalid=False, duplicates="error",
+                  units=None):
     """Map of role (time, x, y, value, error, platform) to column name, and the coordinates."""
     if x is not None or y is not None:
         if lon is not None or lat is not None or x is None or y is None:

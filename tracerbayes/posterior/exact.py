@@ -40,7 +40,7 @@ import pandas as pd
 import xarray as xr
 
 from tracerbayes.exact.kalman import (
-    PaddedObservations,
+    KalmanObservations,
     kalman_filter,
     rts_smoother,
     sample_smoothed,
@@ -108,9 +108,9 @@ class Posterior(AbstractPosterior):
         index = np.linspace(0, total - 1, n).round().astype(int)  # evenly thinned
         return {k: jnp.asarray(v[index]) for k, v in flat.items()}
 
-    def _padded(self, params: dict) -> PaddedObservations:
+    def _padded(self, params: dict) -> KalmanObservations:
         d = self.data
-        return PaddedObservations(d.values, d.operators,
+        return KalmanObservations(d.values, d.operators,
                                   self.model.observation_variances(params, d), d.valid)
 
     # ------------------------------------------------------------------ maps

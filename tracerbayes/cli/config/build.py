@@ -7,6 +7,7 @@ key path of the setting to fix.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from typing import Any, cast
 
@@ -174,7 +175,7 @@ def build_observations(cfg: RunConfig) -> Observations:
     parts = [_read_source(cfg, k) for k in range(len(cfg.observations))]
     if any(source.binning == "cell" for source in cfg.observations):
         parts = _binned(cfg, parts)
-    return _concatenated(cfg, parts)
+    return dataclasses.replace(_concatenated(cfg, parts), units=cfg.tracer.units)
 
 
 def _concatenated(cfg: RunConfig, parts: list[Observations]) -> Observations:
