@@ -52,6 +52,9 @@ Cost on one CPU core: a likelihood and gradient evaluation is about 0.08 s for 1
 for 4000 observations; an L-BFGS run takes 10-40 of them. Prediction costs
 n_obs^2 * n_points flops (the exact posterior variance).
 
+Needs GPJax, the optional ``gp`` extra (``pip install -e '.[gp]'``; the ``test`` extra includes
+it): importing this module without it raises an ImportError that says so.
+
 Float64 must be enabled by the caller (``jax.config.update("jax_enable_x64", True)``) before
 fitting; this module does not change JAX's configuration on import.
 
@@ -74,14 +77,20 @@ import math
 import time
 from dataclasses import dataclass, field
 
-import gpjax as gpx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.linalg as sla
-from gpjax.parameters import Real
 from scipy.optimize import minimize
 from scipy.spatial.distance import cdist
+
+try:  # GPJax is an optional extra of tracerbayes; this baseline is built on its kernels.
+    import gpjax as gpx
+    from gpjax.parameters import Real
+except ImportError as _err:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "benchmarks/spacetime_gp.py needs GPJax, which the tracerbayes core does not install: "
+        "pip install -e '.[gp]' (or '.[test]'), then run it again") from _err
 
 EARTH_RADIUS_KM = 6371.0088
 TIME_KERNELS = {"matern32": gpx.kernels.Matern32, "exponential": gpx.kernels.Matern12}

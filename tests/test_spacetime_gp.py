@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 jax.config.update("jax_enable_x64", True)
+pytest.importorskip("gpjax", reason="the space-time GP baseline needs the 'gp' extra")
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from spacetime_gp import EARTH_RADIUS_KM, fit_spacetime_gp  # noqa: E402

@@ -1,4 +1,4 @@
-"""Gaussian-process priors for tracer fields and velocities, built on GPJax kernels.
+"""Gaussian-process priors for tracer fields and velocities: Matérn fields in closed form.
 
 Three constructions:
 
@@ -8,7 +8,7 @@ Three constructions:
   approximation, Solin & Särkkä 2020, Stat. Comput. 30, Eq. (20)). Correlations follow the
   water, never crossing land. Giving the constant mode(s) zero variance makes every sample
   mass-free: ``sum(a * eps) = 0`` exactly; a separate ``mass_variance`` frees the total.
-* **Stationary Matérn on the sphere**: GPJax's Matérn kernel on chordal distances between
+* **Stationary Matérn on the sphere**: the Matérn kernel on chordal distances between
   cell centres (a valid covariance on the sphere), dense, for small grids, optionally made
   mass-free by the projection ``Pi = I - 1 a^T / (1^T a)``: ``Q_c = Pi Q Pi^T``.
 * **Divergence-free velocity**: a stream function ``psi`` expanded in sine modes of the
@@ -16,9 +16,11 @@ Three constructions:
   velocity ``(u, v) = (-dpsi/dy, dpsi/dx)`` is discretely divergence-free
   (:func:`tracerbayes.physics.operator.velocity_from_streamfunction`).
 
-Spectral densities come from GPJax (``kernel.spectral_density``, a normalised Student-t
-measure ``p`` over angular wavenumber): ``S(omega) = variance * (2 pi)^2 * p(omega)`` in 2-D.
-Lengthscales are in metres here; the user-facing model takes kilometres.
+Kernels and spectral densities are written out in closed form (Rasmussen & Williams 2006,
+Eqs. (4.14)-(4.17)), so the core needs no Gaussian-process library. GPJax (the optional ``gp``
+extra, ``pip install tracerbayes[gp]``) is only needed for :func:`matern_kernel`, which builds the
+equivalent GPJax kernel for users who compose their own priors; the tests check the closed forms
+against it. Lengthscales are in metres here; the user-facing model takes kilometres.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ __all__ = [
     "modes_needed",
     "resolved_fraction",
     "Smoothness",
+    "matern_correlation",
     "matern_kernel",
     "matern_spectral_density",
     "spectral_variances",
@@ -65,8 +68,8 @@ class Smoothness(enum.Enum):
     GAUSSIAN = float("inf")
 
 
-#: GPJax kernel class names by smoothness (GPJax is imported when a kernel is first built, so
-#: ``import tracerbayes`` does not pay for it).
+#: GPJax kernel class names by smoothness, for :func:`matern_kernel` (GPJax is imported there
+#: only, so neither ``import tracerbayes`` nor any numerical path needs it).
 _KERNELS = {
     Smoothness.HALF: "Matern12",
     Smoothness.THREE_HALVES: "Matern32",
@@ -74,27 +77,76 @@ _KERNELS = {
 }
 
 
-def matern_kernel(smoothness: Smoothness | float, lengthscale: Any, variance: Any = 1.0):
-    """A 2-D GPJax Matérn kernel (RBF for ``GAUSSIAN``, see :class:`Smoothness`);
-    ``lengthscale`` in the units of the inputs (may be traced)."""
-    import gpjax as gpx
+def matern_kernel(smoothness: Smoothness | float, lengthscale: Any, variance: Any = 1.0,
+                  n_dims: int = 2) -> Any:
+    """The GPJax kernel equal to :func:`matern_correlation` times ``variance`` (an RBF of
+    lengthscale ``sqrt(2) * lengthscale`` for ``GAUSSIAN``, see :class:`Smoothness`), for
+    users who build their own GPJax priors; ``lengthscale`` in the units of the inputs.
+
+    Needs GPJax, the optional ``gp`` extra (``pip install tracerbayes[gp]``); nothing else in
+    tracerbayes does.
+    """
+    try:
+        import gpjax as gpx
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError("matern_kernel needs GPJax, the optional 'gp' extra: "
+                          "pip install 'tracerbayes[gp]'") from err
 
     if Smoothness(smoothness) is Smoothness.GAUSSIAN:  # exp(-r^2 / (2 l^2)) with l = sqrt(2) s
         return gpx.kernels.RBF(lengthscale=jnp.sqrt(2.0) * lengthscale, variance=variance,
-                               n_dims=2)
+                               n_dims=n_dims)
     cls = getattr(gpx.kernels, _KERNELS[Smoothness(smoothness)])
-    return cls(lengthscale=lengthscale, variance=variance, n_dims=2)
+    return cls(lengthscale=lengthscale, variance=variance, n_dims=n_dims)
+
+
+def matern_correlation(smoothness: Smoothness | float, distance: Any, lengthscale: Any) -> Any:
+    """Matérn correlation ``k(r) / k(0)`` at ``distance`` ``r`` (same units as ``lengthscale``).
+
+    Rasmussen & Williams (2006), *Gaussian Processes for Machine Learning*, Eqs. (4.16)-(4.17),
+    with ``x = sqrt(2 nu) r / lengthscale``:
+
+    * ``nu = 1/2``: ``exp(-x)``;
+    * ``nu = 3/2``: ``(1 + x) exp(-x)``;
+    * ``nu = 5/2``: ``(1 + x + x^2 / 3) exp(-x)``;
+    * ``GAUSSIAN`` (heat kernel of standard deviation ``s = lengthscale``):
+      ``exp(-r^2 / (4 s^2))``.
+    """
+    nu = Smoothness(smoothness)
+    r = jnp.asarray(distance)
+    if nu is Smoothness.GAUSSIAN:
+        return jnp.exp(-(r**2) / (4.0 * lengthscale**2))
+    x = jnp.sqrt(2.0 * nu.value) * r / lengthscale
+    poly = {Smoothness.HALF: 1.0, Smoothness.THREE_HALVES: 1.0 + x,
+            Smoothness.FIVE_HALVES: 1.0 + x + x**2 / 3.0}[nu]
+    return poly * jnp.exp(-x)
 
 
 def matern_spectral_density(smoothness: Smoothness | float, lengthscale: Any, variance: Any,
                             wavenumber: Any) -> Any:
     """Matérn spectral density ``S(|omega|)`` in 2-D (variance * m^2 for lengthscale in m).
 
-    Evaluated through GPJax's spectral measure, so that ``k(0) = int S dw / (2 pi)^2``.
+    The Fourier transform in angular wavenumber, ``k(r) = (2 pi)^-2 int S(omega)
+    exp(i omega . r) d^2 omega``, so that ``k(0) = variance = (2 pi)^-1 int_0^inf S(w) w dw``.
+    Rasmussen & Williams (2006), *Gaussian Processes for Machine Learning*, Eq. (4.15) with
+    ``D = 2`` and frequency ``s = omega / (2 pi)``:
+
+        S(w) = variance * 4 pi Gamma(nu + 1) (2 nu)^nu / (Gamma(nu) l^(2 nu))
+                        * (2 nu / l^2 + w^2)^-(nu + 1)
+             = variance * 2 pi l^2 * (1 + l^2 w^2 / (2 nu))^-(nu + 1),
+
+    the second form (``Gamma(nu + 1) = nu Gamma(nu)``) free of the tiny powers of ``l^-2`` that
+    underflow for lengthscales in metres. ``GAUSSIAN`` (the heat kernel of standard deviation
+    ``s = lengthscale``, the squared exponential of R&W Sec. 4.2.1 with ``l^2 = 2 s^2``):
+    ``variance * 4 pi s^2 exp(-s^2 w^2)``, the limit ``nu -> inf`` of the above with
+    ``l = sqrt(2) s``.
+    ``lengthscale`` and ``variance`` may be traced; ``smoothness`` is static.
     """
-    kernel = matern_kernel(smoothness, lengthscale, variance)
-    omega = jnp.stack([jnp.asarray(wavenumber), jnp.zeros_like(wavenumber)], axis=-1)
-    return variance * (2.0 * jnp.pi) ** 2 * jnp.exp(kernel.spectral_density.log_prob(omega))
+    nu = Smoothness(smoothness)
+    w2 = jnp.asarray(wavenumber) ** 2
+    if nu is Smoothness.GAUSSIAN:
+        return variance * 4.0 * jnp.pi * lengthscale**2 * jnp.exp(-lengthscale**2 * w2)
+    return (variance * 2.0 * jnp.pi * lengthscale**2
+            * (1.0 + lengthscale**2 * w2 / (2.0 * nu.value)) ** -(nu.value + 1.0))
 
 
 def spectral_variances(basis: SpectralBasis, smoothness: Smoothness | float, lengthscale: Any,
@@ -137,11 +189,12 @@ def cell_positions(grid: Grid) -> np.ndarray:
 
 def stationary_covariance(grid: Grid, smoothness: Smoothness | float, lengthscale: Any,
                           variance: Any) -> Any:
-    """Dense (n_wet, n_wet) Matérn covariance from GPJax on chordal distances (small grids)."""
-    points = jnp.asarray(cell_positions(grid))
-    kernel = matern_kernel(smoothness, lengthscale, variance)
-    kernel = type(kernel)(lengthscale=lengthscale, variance=variance, n_dims=points.shape[1])
-    return kernel.gram(points).as_matrix()
+    """Dense (n_wet, n_wet) Matérn covariance on chordal distances (small grids):
+    ``variance * matern_correlation(smoothness, |p_i - p_j|, lengthscale)`` for the
+    :func:`cell_positions` ``p``."""
+    points = cell_positions(grid)
+    distance = np.sqrt(np.sum((points[:, None, :] - points[None, :, :]) ** 2, axis=-1))
+    return variance * matern_correlation(smoothness, distance, lengthscale)
 
 
 def mass_free_projection(grid: Grid) -> np.ndarray:
