@@ -353,10 +353,10 @@ def test_chunked_cycle_equals_single_scan_and_reuses_compilation(rng, key):
     for field, a, b in zip(whole._fields, whole, chunked, strict=True):
         if a is not None:
             np.testing.assert_allclose(a, b, atol=1e-12, err_msg=field)
-    compiled = ens.cycle._scan_cycles._cache_size()
+    compiled = ens.window._scan._cache_size()
     again = ens.run_cycle(jax.random.key(1), transition, E0 + 1.0, obs, analysis,
                           progress=False)
-    assert ens.cycle._scan_cycles._cache_size() == compiled
+    assert ens.window._scan._cache_size() == compiled
     assert not np.allclose(again.final, whole.final)
 
 

@@ -9,6 +9,9 @@ gives the fixed-lag smoother; ``lag = None`` updates the whole window (the ensem
 smoother, EnKS). For a linear model without model noise and an ensemble with exact Gaussian
 moments this reproduces the Rauch-Tung-Striebel smoother.
 
+:func:`ensemble_smoother` is a front end of the ensemble engine
+(:mod:`tracerbayes.ensemble.window`): the engine with a global transform and a lag.
+
 References
 ----------
 Evensen, G. & van Leeuwen, P. J. (2000). An ensemble Kalman smoother for nonlinear dynamics.
@@ -23,15 +26,17 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
 
 from tracerbayes.ensemble.analysis import etkf_transform
-from tracerbayes.ensemble.cycle import (
+from tracerbayes.ensemble.window import (
+    Cycle,
     CycleObservations,
+    Engine,
     ObsAtTime,
+    apply_transform,
     check_cycle_inputs,
-    forecast_step,
-    operator_of,
+    run_engine,
+    window_lag,
 )
 
 __all__ = ["SmootherEnsembles", "ensemble_smoother", "etkf_transform_step"]
@@ -77,35 +82,25 @@ def ensemble_smoother(key: jax.Array, transition: Callable[[jax.Array, jax.Array
     ``O(T^2 N_e^2 n)`` flops, a fixed lag ``O(T lag N_e^2 n)``.
     """
     E0 = check_cycle_inputs(E0, observations, observe)
-    T = observations.values.shape[0]
-    L = T if lag is None else int(lag)
-    if L < 0:
-        raise ValueError(f"lag must be >= 0, got {lag}")
-    transform = transform or etkf_transform_step()
-    obs = tuple(jax.tree.map(jnp.asarray, observations._replace(
-        valid=jnp.asarray(observations.valid, bool))))
+    engine = Engine(transition, inflation, observe, forecast_first,
+                    window_lag(lag, observations.values.shape[0]), _filtered)
+    _, out = run_engine(key, E0, observations, _TransformUpdate(transform or _ETKF), engine)
+    return SmootherEnsembles(out["smoothed"], out["filtered"])
 
-    def step(carry, inputs):
-        E, buffer = carry
-        k, key, ob = inputs
-        ob = ObsAtTime(*ob)
-        H = operator_of(ob, observe)
-        E_f, k_anal = forecast_step(transition, inflation, forecast_first, k, key, E)
-        X5 = transform(k_anal, E_f, ob, H)
-        E_a = X5 @ E_f
-        if L == 0:
-            return (E_a, buffer), (E_a, E_a)
-        buffer = jnp.einsum("ij,tjn->tin", X5, buffer)  # past states given y_k
-        oldest = buffer[0]
-        buffer = jnp.concatenate([buffer[1:], E_a[None]])
-        return (E_a, buffer), (oldest, E_a)
 
-    @jax.jit
-    def run(E0, keys, obs):
-        buffer = jnp.zeros((L,) + E0.shape, E0.dtype)
-        (_, buffer), (emitted, filtered) = jax.lax.scan(
-            step, (E0, buffer), (jnp.arange(T), keys, obs))
-        smoothed = jnp.concatenate([emitted, buffer])[-T:] if L else emitted
-        return SmootherEnsembles(smoothed, filtered)
+class _TransformUpdate(NamedTuple):
+    """An update of the engine from a transform ``(key, E, obs, H) -> X5``: the analysis and
+    every buffered past state are multiplied by ``X5``."""
 
-    return run(E0, jax.random.split(key, T), obs)
+    transform: Transform
+
+    def __call__(self, key, E_f, buffer, ob, H):
+        return apply_transform(self.transform(key, E_f, ob, H), E_f, buffer)
+
+
+def _filtered(c: Cycle) -> dict[str, Any]:
+    """The smoother's per-cycle output besides the smoothed members: the analysis."""
+    return {"filtered": c.analysis}
+
+
+_ETKF = etkf_transform_step()  # the default, built once so that repeated calls reuse the jit

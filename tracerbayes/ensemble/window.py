@@ -1,11 +1,24 @@
-"""Filter and smoother over a whole window in one compiled scan, with global or local updates.
+"""The one ensemble engine: forecast, inflation, analysis and smoothing in one compiled scan.
 
-Every analysis here is an ensemble transform: globally ``E_a = X5 E_f`` with one (N_e, N_e)
-matrix (EnKF, ETKF), locally (LETKF) one matrix ``X5_i`` per state variable, applied to the
-column ``E_f[:, i]``. The members at earlier times are the same members, so the observations
-at time ``k`` update the stored past states by the same transforms (Evensen & van Leeuwen
-2000; for the local case the same weights as the filter, as in the 4D-LETKF "no-cost
-smoother" of Kalnay et al. 2007): ``E_{t|k}[:, i] = X5_{k,i} E_{t|k-1}[:, i]``. With
+At each observation time ``k = 0, ..., T-1`` the engine forecasts ``E <- transition(key, E)``
+(kept as is at ``k = 0`` unless ``forecast_first``, so that the first observations update
+``E0`` itself, as in :func:`tracerbayes.exact.kalman.kalman_filter`), inflates the forecast
+(a given inflation, then optionally an adaptive one), and applies an *update*
+``(key, E_f, buffer, obs, H) -> (E_a, buffer)``: the analysis of the forecast and of the
+``lag`` past states held in a smoothing buffer. Three front ends drive it:
+
+* :func:`~tracerbayes.ensemble.cycle.run_cycle`, the filter: any analysis, no buffer;
+* :func:`~tracerbayes.ensemble.smoother.ensemble_smoother`, the EnKS: a global transform and
+  a lag;
+* :func:`smooth_window`, behind :func:`tracerbayes.fit`: global or local transforms, a lag,
+  adaptive inflation and checkpointable chunks.
+
+Smoothing: every analysis here is an ensemble transform: globally ``E_a = X5 E_f`` with one
+(N_e, N_e) matrix (EnKF, ETKF), locally (LETKF) one matrix ``X5_i`` per state variable,
+applied to the column ``E_f[:, i]``. The members at earlier times are the same members, so
+the observations at time ``k`` update the stored past states by the same transforms (Evensen
+& van Leeuwen 2000; for the local case the same weights as the filter, as in the 4D-LETKF
+"no-cost smoother" of Kalnay et al. 2007): ``E_{t|k}[:, i] = X5_{k,i} E_{t|k-1}[:, i]``. With
 ``lag = None`` the whole window is smoothed (the ensemble Kalman smoother); a fixed ``lag``
 bounds the buffer to ``lag`` past states.
 
@@ -20,9 +33,10 @@ a progress bar can follow it and a long run can be checkpointed: after each chun
 ``on_chunk`` receives a :class:`WindowCheckpoint` (the scan's carry and every chunk's
 outputs), and ``resume`` goes on from one. The chunks do not change the numbers: each cycle
 is the same compiled step, whichever chunk it falls in. Compilation is cached on the
-identity of the transition and inflation functions and on the update's static part (its
-kind, callables, ints and floats): the update's arrays (coordinates, cell areas, basins,
-weight nodes) are traced arguments, so an equal update built again does not recompile.
+:class:`Engine` (the identity of the transition, inflation, observe and statistics functions,
+and the flags) and on the update's static part (its kind, callables, ints and floats): the
+update's arrays (coordinates, cell areas, basins, weight nodes) are traced arguments, so an
+equal update built again does not recompile.
 
 References
 ----------
@@ -52,14 +66,6 @@ from tracerbayes.ensemble.analysis import (
     observe,
 )
 from tracerbayes.ensemble.analysis import enkf_transform as _enkf_transform
-from tracerbayes.ensemble.cycle import (
-    CycleObservations,
-    ObsAtTime,
-    _obs_stats,
-    check_cycle_inputs,
-    forecast_step,
-    operator_of,
-)
 from tracerbayes.ensemble.inflation import AdaptiveInflation, adaptive_inflation_update
 from tracerbayes.ensemble.localisation import gaspari_cohn, restore_totals
 
@@ -67,6 +73,123 @@ __all__ = ["AdaptiveSpec", "WindowResult", "WindowCheckpoint", "GlobalUpdate", "
            "smooth_window"]
 
 
+# ------------------------------------------------------------------ observations
+class Stencil(NamedTuple):
+    """A sparse linear observation operator: observation ``i`` is
+    ``sum_s weights[i, s] * x[indices[i, s]]`` (e.g. bilinear interpolation from four wet
+    cells). Leading time axis in :class:`CycleObservations`: (T, m, s) each."""
+
+    indices: jax.Array
+    weights: jax.Array
+
+    def apply(self, x: jax.Array) -> jax.Array:
+        """Predicted observations (m,) of one state (n,)."""
+        return jnp.sum(x[self.indices] * self.weights, axis=-1)
+
+
+def operator_of(ob: Any, observe: Callable | None) -> Any:
+    """The operator ``H`` of one time slice: a dense matrix, a stencil's function, or
+    ``observe`` bound to the slice."""
+    if isinstance(ob.operators, Stencil):
+        return ob.operators.apply
+    if ob.operators is not None:
+        return ob.operators
+    if observe is None:
+        raise ValueError("give observations.operators (T, m, n) or an observe function")
+    return lambda x: observe(x, ob)
+
+
+class CycleObservations(NamedTuple):
+    """Time-stacked, padded observations ``y_k = H_k x_k + e_k``, ``e_k ~ N(0, diag(sd_k^2))``.
+
+    Attributes
+    ----------
+    values : Array, shape (T, m)
+        Observed values (anything, even NaN, where not ``valid``).
+    sd : Array, shape (T, m)
+        Observation-error standard deviations (units of ``values``), > 0 where valid.
+    valid : bool Array, shape (T, m)
+        Which entries are real observations (counts may vary in time).
+    operators : Array, shape (T, m, n), or Stencil with (T, m, s) arrays, optional
+        Linear observation operators (dense, or sparse stencils); if None, ``run_cycle``
+        needs ``observe``.
+    coords : Array, shape (T, m, d), optional
+        Observation positions, for localisation.
+    """
+
+    values: jax.Array
+    sd: jax.Array
+    valid: jax.Array
+    operators: jax.Array | Stencil | None = None
+    coords: jax.Array | None = None
+
+
+class ObsAtTime(NamedTuple):
+    """One time slice of :class:`CycleObservations` (same fields, leading axis removed)."""
+
+    values: jax.Array
+    sd: jax.Array
+    valid: jax.Array
+    operators: jax.Array | Stencil | None = None
+    coords: jax.Array | None = None
+
+
+def check_cycle_inputs(E0: Any, observations: CycleObservations, observe: Any) -> jax.Array:
+    """Check a starting ensemble (N_e, n) and the observations for a cycle or smoother;
+    return the ensemble as an array."""
+    E0 = jnp.asarray(E0)
+    if E0.ndim != 2 or E0.shape[0] < 2:
+        raise ValueError(f"E0 must have shape (N_e, n) with N_e >= 2, got {E0.shape}")
+    check_observations(observations, E0.shape[1])
+    if observations.operators is None and observe is None:
+        raise ValueError("give observations.operators (T, m, n) or an observe function")
+    return E0
+
+
+def check_observations(obs: CycleObservations, n: int) -> None:
+    """Raise a clear ``ValueError`` for bad shapes, non-positive sds or NaN valid values."""
+    values, sd, valid = (np.asarray(a) for a in (obs.values, obs.sd, obs.valid))
+    if values.ndim != 2:
+        raise ValueError(f"observations.values must have shape (T, m), got {values.shape}")
+    for name, arr in (("sd", sd), ("valid", valid)):
+        if arr.shape != values.shape:
+            raise ValueError(f"observations.{name} has shape {arr.shape}; expected "
+                             f"{values.shape} like observations.values")
+    if isinstance(obs.operators, Stencil):
+        shapes = {np.shape(a)[:2] for a in obs.operators}
+        if shapes != {values.shape} or np.shape(obs.operators.indices) != np.shape(
+                obs.operators.weights):
+            raise ValueError(f"observations.operators stencil arrays have shapes "
+                             f"{[np.shape(a) for a in obs.operators]}; expected (T, m, s) "
+                             f"with (T, m) = {values.shape}, indices and weights alike")
+    elif obs.operators is not None and np.shape(obs.operators) != values.shape + (n,):
+        raise ValueError(f"observations.operators has shape {np.shape(obs.operators)}; "
+                         f"expected (T, m, n) = {values.shape + (n,)}")
+    if obs.coords is not None and np.shape(obs.coords)[:2] != values.shape:
+        raise ValueError(f"observations.coords has shape {np.shape(obs.coords)}; expected "
+                         f"(T, m, d) with (T, m) = {values.shape}")
+    valid = valid.astype(bool)
+    bad = np.argwhere(valid & ~(sd > 0) | valid & ~np.isfinite(sd))
+    if bad.size:
+        raise ValueError(f"{len(bad)} valid observation error sd(s) are not positive and "
+                         f"finite (first at time {bad[0][0]}, row {bad[0][1]}: "
+                         f"{sd[tuple(bad[0])]}); fix them or set valid=False there")
+    bad = np.argwhere(valid & ~np.isfinite(values))
+    if bad.size:
+        raise ValueError(f"{len(bad)} valid observation value(s) are NaN/inf (first at time "
+                         f"{bad[0][0]}, row {bad[0][1]}); set valid=False for them")
+
+
+def window_lag(lag: int | None, T: int) -> int:
+    """The smoothing buffer's length: ``lag`` past states, the whole window (``T``) for
+    None; longer than ``T`` would only hold empty states."""
+    L = T if lag is None else int(lag)
+    if L < 0:
+        raise ValueError(f"lag must be >= 0 or None, got {lag}")
+    return min(L, T)
+
+
+# ------------------------------------------------------------------ results and updates
 class WindowResult(NamedTuple):
     """Output of :func:`smooth_window` (T times, N_e members, n state variables).
 
@@ -141,6 +264,13 @@ class AdaptiveSpec(NamedTuple):
     initial: float = 1.0
 
 
+def apply_transform(X5: jax.Array, E_f: jax.Array, buffer: jax.Array
+                    ) -> tuple[jax.Array, jax.Array]:
+    """A global transform (N_e, N_e) applied to the forecast (N_e, n) and to every buffered
+    past state (L, N_e, n): ``X5 E_f`` and ``X5 E_t``."""
+    return X5 @ E_f, jnp.einsum("ij,tjn->tin", X5, buffer)
+
+
 class GlobalUpdate(NamedTuple):
     """A global ensemble transform: ``"etkf"`` (symmetric square root) or ``"enkf"``
     (perturbed observations)."""
@@ -152,7 +282,7 @@ class GlobalUpdate(NamedTuple):
             X5 = _enkf_transform(key, E_f, ob.values, H, ob.sd, valid=ob.valid)
         else:
             X5 = etkf_transform(E_f, ob.values, H, ob.sd, valid=ob.valid)
-        return X5 @ E_f, jnp.einsum("ij,tjn->tin", X5, buffer)
+        return apply_transform(X5, E_f, buffer)
 
 
 class LocalUpdate(NamedTuple):
@@ -217,12 +347,13 @@ class LocalUpdate(NamedTuple):
         E_a, buffer_a = columns.T, jnp.moveaxis(history, 0, 2)
         if self.cell_area is None:
             return E_a, buffer_a
-        X5g = etkf_transform(E_f, ob.values, H, ob.sd, valid=ob.valid)
-        return (restore_totals(E_a, X5g @ E_f, self.cell_area, self.basins),
-                restore_totals(buffer_a, jnp.einsum("ij,tjn->tin", X5g, buffer),
-                                self.cell_area, self.basins))
+        global_a, global_buffer = apply_transform(
+            etkf_transform(E_f, ob.values, H, ob.sd, valid=ob.valid), E_f, buffer)
+        return (restore_totals(E_a, global_a, self.cell_area, self.basins),
+                restore_totals(buffer_a, global_buffer, self.cell_area, self.basins))
 
 
+# ------------------------------------------------------------------ the engine
 class _Static(NamedTuple):
     """The static part of a pytree (hashable): its structure, which leaves are arrays, and
     the other leaves (callables, strings, ints, floats)."""
@@ -248,14 +379,191 @@ def _combine(static: _Static, arrays: tuple[Any, ...]) -> Any:
     return jax.tree.unflatten(static.treedef, leaves)
 
 
-class _Config(NamedTuple):
+class Cycle(NamedTuple):
+    """One cycle as a front end's statistics see it: the forecast (N_e, n) after inflation,
+    the analysis (N_e, n), the observations and their operator, the inflation factor, the
+    true state (n,) or None and the cell areas (n,) or None."""
+
+    forecast: jax.Array
+    analysis: jax.Array
+    obs: ObsAtTime
+    H: Any
+    inflation: jax.Array
+    truth: jax.Array | None
+    area: jax.Array | None
+
+
+class Engine(NamedTuple):
+    """What the engine does each cycle: the static part of a run (hashable, so that jit
+    compiles once per equal engine).
+
+    Attributes
+    ----------
+    transition, inflation, observe, forecast_first
+        As in :func:`~tracerbayes.ensemble.cycle.run_cycle`.
+    lag : int
+        Past states held in the smoothing buffer (0: a filter).
+    statistics : callable ``(Cycle) -> dict``
+        The front end's per-cycle outputs (None values are dropped).
+    emit : bool
+        Keep the members that leave the buffer, i.e. the smoothed states (without a buffer,
+        the analyses themselves).
+    adaptive : AdaptiveSpec or None
+        Adaptive inflation of every forecast, after ``inflation``.
+    """
+
     transition: Callable
-    update: _Static
     inflation: Callable | None
     observe: Callable | None
     forecast_first: bool
     lag: int
+    statistics: Callable[[Cycle], dict[str, Any]]
+    emit: bool = True
     adaptive: AdaptiveSpec | None = None
+
+
+def forecast_step(transition: Callable, inflation: Callable | None, forecast_first: bool,
+                  k: jax.Array, key: jax.Array, E: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Cycle ``k``'s forecast: split ``key`` three ways, advance ``E`` (kept as is at
+    ``k = 0`` unless ``forecast_first``) and inflate it; returns it and the analysis key.
+    A transition with ``per_step = True`` is called as ``transition(key, E, k)``."""
+    k_model, k_infl, k_anal = jax.random.split(key, 3)
+    if getattr(transition, "per_step", False):
+        moved = transition(k_model, E, k)
+    else:
+        moved = transition(k_model, E)
+    E_f = moved if forecast_first else jnp.where(k > 0, moved, E)
+    if inflation is not None:
+        E_f = inflation(k_infl, E_f)
+    return E_f, k_anal
+
+
+def _adapt(spec: AdaptiveSpec | None, factor: jax.Array, E_f: jax.Array, ob: ObsAtTime,
+           H: Any) -> tuple[jax.Array, jax.Array]:
+    """The forecast inflated by the updated adaptive factor, and that factor (kept at a time
+    without observations); both unchanged without ``spec``."""
+    if spec is None:
+        return E_f, factor
+    estimate = adaptive_inflation_update(AdaptiveInflation(factor), E_f, ob.values, H, ob.sd,
+                                         valid=ob.valid, weight=spec.weight,
+                                         bounds=spec.bounds).factor
+    factor = jnp.where(ob.valid.any(), estimate, factor)
+    return spec.apply(E_f, jnp.sqrt(factor)), factor
+
+
+def _step(engine: Engine, update: _Static, area, update_arrays, carry, inputs):
+    """One cycle: forecast, inflation and update, the front end's statistics; the analysis
+    enters the smoothing buffer and the oldest state leaves it (``emitted``)."""
+    E, buffer, factor = carry
+    k, key, ob, true = inputs
+    ob = ObsAtTime(*ob)
+    H = operator_of(ob, engine.observe)
+    E_f, k_anal = forecast_step(engine.transition, engine.inflation, engine.forecast_first,
+                                k, key, E)
+    E_f, factor = _adapt(engine.adaptive, factor, E_f, ob, H)
+    E_a, buffer = _combine(update, update_arrays)(k_anal, E_f, buffer, ob, H)
+    out = engine.statistics(Cycle(E_f, E_a, ob, H, factor, true, area))
+    leaving = E_a
+    if engine.lag:
+        leaving, buffer = buffer[0], jnp.concatenate([buffer[1:], E_a[None]])
+    if engine.emit:
+        out["emitted"] = leaving
+    return (E_a, buffer, factor), out
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _scan(engine: Engine, update: _Static, carry, ks, keys, ob, true, area, update_arrays):
+    """``lax.scan`` of :func:`_step` over a run of cycles, compiled once per engine and
+    update structure."""
+    step = functools.partial(_step, engine, update, area, update_arrays)
+    return jax.lax.scan(step, carry, (ks, keys, ob, true))
+
+
+def run_engine(key: jax.Array, E0: jax.Array, observations: CycleObservations, update: Any,
+               engine: Engine, *, truth: Any = None, cell_area: Any = None,
+               chunk_size: int | None = None, desc: str | None = None,
+               resume: WindowCheckpoint | None = None,
+               on_chunk: Callable[[WindowCheckpoint], None] | None = None
+               ) -> tuple[WindowCheckpoint, dict[str, Any]]:
+    """Run ``engine`` with ``update`` over every time of ``observations`` from ``E0``
+    (checked by :func:`check_cycle_inputs`), in chunks of ``chunk_size`` cycles (default
+    all), with a tqdm bar titled ``desc`` (none for None); ``resume`` and ``on_chunk`` as in
+    :func:`smooth_window`.
+
+    Returns the last checkpoint (its carry: members, buffer, inflation) and the outputs
+    joined over time, with ``smoothed`` (T, N_e, n) in place of the emitted members.
+    """
+    T = observations.values.shape[0]
+    obs = tuple(jax.tree.map(jnp.asarray, observations._replace(
+        valid=jnp.asarray(observations.valid, bool))))
+    area = None if cell_area is None else jnp.asarray(cell_area, E0.dtype)
+    true = None if truth is None else jnp.asarray(truth)
+    static, arrays = _partition(update)
+    start = 1.0 if engine.adaptive is None else float(engine.adaptive.initial)
+    carry = (E0, jnp.zeros((engine.lag,) + E0.shape, E0.dtype), jnp.asarray(start, E0.dtype))
+    keys, ks = jax.random.split(key, T), jnp.arange(T)
+
+    def chunk(carry, inputs):
+        return _scan(engine, static, carry, *inputs, area, arrays)
+
+    state = _run_chunks(chunk, resume or WindowCheckpoint(0, carry, []), (ks, keys, obs, true),
+                        chunk_size or T, desc, on_chunk)
+    return state, _joined(state, engine.lag, T)
+
+
+def _run_chunks(chunk: Callable, state: WindowCheckpoint, inputs: tuple, size: int,
+                desc: str | None, on_chunk: Callable | None) -> WindowCheckpoint:
+    """Scan the cycles from ``state.done`` on, ``size`` at a time: after each chunk, record
+    the carry and outputs, call ``on_chunk`` and advance the bar."""
+    T = len(inputs[0])
+    bar = None
+    if desc is not None:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=T, initial=state.done, desc=desc, unit="cycle")
+    try:
+        for first in range(state.done, T, size):
+            part = slice(first, min(first + size, T))
+            carry, out = chunk(state.carry, jax.tree.map(lambda a, p=part: a[p], inputs))
+            piece = {name: value for name, value in out.items() if value is not None}
+            state = WindowCheckpoint(part.stop, carry, [*state.pieces, piece])
+            if on_chunk is not None:
+                on_chunk(state)
+            if bar is not None:
+                bar.update(part.stop - part.start)
+    finally:
+        if bar is not None:
+            bar.close()
+    return state
+
+
+def _joined(state: WindowCheckpoint, lag: int, T: int) -> dict[str, Any]:
+    """The chunks' outputs joined over time; the emitted members and the final buffer
+    become ``smoothed`` (T, N_e, n)."""
+    joined = jax.tree.map(lambda *a: jnp.concatenate(a), *state.pieces)
+    if "emitted" in joined:
+        emitted = joined.pop("emitted")
+        joined["smoothed"] = jnp.concatenate([emitted, state.carry[1]])[-T:] if lag else emitted
+    return joined
+
+
+# ------------------------------------------------------------------ statistics
+def shared_statistics(c: Cycle) -> dict[str, Any]:
+    """The statistics of the filter and of the window alike: innovations (mean,
+    root-mean-square and the forecast spread over the valid observations), the analysis
+    residual, and the members' area-weighted totals (None without cell areas)."""
+    used = c.obs.valid
+    count = jnp.maximum(used.sum(), 1)
+    HE = observe(c.forecast, c.H)
+    innovation = jnp.where(used, c.obs.values - HE.mean(axis=0), 0.0)
+    residual = jnp.where(used, c.obs.values - observe(c.analysis, c.H).mean(axis=0), 0.0)
+    spread = jnp.where(used, HE.var(axis=0, ddof=1), 0.0)
+    return dict(innovation_mean=innovation.sum() / count,
+                innovation_rmse=jnp.sqrt((innovation**2).sum() / count),
+                innovation_spread=jnp.sqrt(spread.sum() / count),
+                analysis_rmse_obs=jnp.sqrt((residual**2).sum() / count),
+                forecast_totals=None if c.area is None else c.forecast @ c.area,
+                member_totals=None if c.area is None else c.analysis @ c.area)
 
 
 def _innovation_chi2(E_f, ob: ObsAtTime, H):
@@ -266,43 +574,15 @@ def _innovation_chi2(E_f, ob: ObsAtTime, H):
     return jnp.sum(jnp.where(used, d**2 / s, 0.0)) / jnp.maximum(used.sum(), 1)
 
 
-def _step(config: _Config, area, update_arrays, carry, inputs):
-    E, buffer, factor = carry
-    k, key, ob = inputs
-    ob = ObsAtTime(*ob)
-    H = operator_of(ob, config.observe)
-    E_f, k_anal = forecast_step(config.transition, config.inflation, config.forecast_first,
-                                k, key, E)
-    spec = config.adaptive
-    if spec is not None:
-        estimate = adaptive_inflation_update(AdaptiveInflation(factor), E_f, ob.values, H,
-                                             ob.sd, valid=ob.valid, weight=spec.weight,
-                                             bounds=spec.bounds).factor
-        factor = jnp.where(ob.valid.any(), estimate, factor)
-        E_f = spec.apply(E_f, jnp.sqrt(factor))
-    chi2 = _innovation_chi2(E_f, ob, H)
-    E_a, buffer = _combine(config.update, update_arrays)(k_anal, E_f, buffer, ob, H)
-    stats = _obs_stats(E_f, E_a, ob, H)
-    out = dict(filtered_mean=E_a.mean(0), filtered_spread=E_a.std(0, ddof=1),
-               forecast_spread=jnp.sqrt(jnp.mean(E_f.var(0, ddof=1))),
-               innovation_mean=stats[0], innovation_rmse=stats[1],
-               innovation_spread=stats[2], analysis_rmse_obs=stats[3],
-               forecast_totals=None if area is None else E_f @ area,
-               member_totals=None if area is None else E_a @ area,
-               innovation_chi2=chi2, inflation=factor)
-    if config.lag == 0:
-        return (E_a, buffer, factor), (E_a, out)
-    oldest = buffer[0]
-    buffer = jnp.concatenate([buffer[1:], E_a[None]])
-    return (E_a, buffer, factor), (oldest, out)
+def _window_statistics(c: Cycle) -> dict[str, Any]:
+    """The per-cycle fields of :class:`WindowResult`."""
+    return dict(filtered_mean=c.analysis.mean(0), filtered_spread=c.analysis.std(0, ddof=1),
+                forecast_spread=jnp.sqrt(jnp.mean(c.forecast.var(0, ddof=1))),
+                innovation_chi2=_innovation_chi2(c.forecast, c.obs, c.H),
+                inflation=c.inflation, **shared_statistics(c))
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _scan(config: _Config, carry, ks, keys, ob, area, update_arrays):
-    return jax.lax.scan(functools.partial(_step, config, area, update_arrays), carry,
-                        (ks, keys, ob))
-
-
+# ------------------------------------------------------------------ the window front end
 def smooth_window(key: jax.Array, transition: Callable[[jax.Array, jax.Array], jax.Array],
                   E0: jax.Array, observations: CycleObservations,
                   update: GlobalUpdate | LocalUpdate, *,
@@ -346,41 +626,11 @@ def smooth_window(key: jax.Array, transition: Callable[[jax.Array, jax.Array], j
     """
     E0 = check_cycle_inputs(E0, observations, observe)
     T = observations.values.shape[0]
-    L = T if lag is None else int(lag)
-    if L < 0:
-        raise ValueError(f"lag must be >= 0 or None, got {lag}")
-    obs = tuple(jax.tree.map(jnp.asarray, observations._replace(
-        valid=jnp.asarray(observations.valid, bool))))
-    area = None if cell_area is None else jnp.asarray(cell_area, E0.dtype)
-    update_static, update_arrays = _partition(update)
-    config = _Config(transition, update_static, inflation, observe, forecast_first, min(L, T),
-                     adaptive)
-    start = 1.0 if adaptive is None else float(adaptive.initial)
-    carry = (E0, jnp.zeros((config.lag,) + E0.shape, E0.dtype), jnp.asarray(start, E0.dtype))
-    state = resume or WindowCheckpoint(0, carry, [])
-    keys, ks = jax.random.split(key, T), jnp.arange(T)
+    engine = Engine(transition, inflation, observe, forecast_first, window_lag(lag, T),
+                    _window_statistics, adaptive=adaptive)
     size = chunk_size or (max(1, -(-T // 10)) if progress else T)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=T, initial=state.done, desc="ensemble cycles", unit="cycle")
-    try:
-        for first in range(state.done, T, size):
-            part = slice(first, min(first + size, T))
-            sub = jax.tree.map(lambda a, p=part: a[p], (ks, keys, obs))
-            carry, (emitted, out) = _scan(config, state.carry, *sub, area, update_arrays)
-            piece = {"emitted": emitted, **{k: v for k, v in out.items() if v is not None}}
-            state = WindowCheckpoint(part.stop, carry, [*state.pieces, piece])
-            if on_chunk is not None:
-                on_chunk(state)
-            if bar is not None:
-                bar.update(part.stop - part.start)
-    finally:
-        if bar is not None:
-            bar.close()
-    joined = jax.tree.map(lambda *a: jnp.concatenate(a), *state.pieces)
-    emitted, buffer = joined.pop("emitted"), state.carry[1]
-    smoothed = jnp.concatenate([emitted, buffer])[-T:] if config.lag else emitted
-    return WindowResult(smoothed=smoothed, **{name: joined.get(name) for name in
-                                              WindowResult._fields[1:]})
+    _, out = run_engine(key, E0, observations, update, engine, cell_area=cell_area,
+                        chunk_size=size, desc="ensemble cycles" if progress else None,
+                        resume=resume, on_chunk=on_chunk)
+    fields: dict[str, Any] = {name: out.get(name) for name in WindowResult._fields}
+    return WindowResult(**fields)
