@@ -49,7 +49,6 @@ from tracerbayes.ensemble.window import (
     smooth_window,
 )
 from tracerbayes.exact.kalman import KalmanObservations
-from tracerbayes.exact.model import ConstantVelocity, GivenVelocity, StreamfunctionVelocity
 from tracerbayes.io.checkpoint import Checkpoint, CheckpointError
 from tracerbayes.posterior.ensemble import EnsemblePosterior, InversionPosterior
 
@@ -89,11 +88,7 @@ def _parameter_priors(model: Any) -> dict[str, Any]:
     if getattr(model, "n_forcing", 0):  # (the full-grid ensemble's forcing stays white)
         priors["forcing_sd"] = model.forcing_sd_prior()
         priors["forcing_days"] = model.forcing_prior()
-    vel = model.velocity
-    if isinstance(vel, GivenVelocity) and vel.scale_prior is not None:
-        priors["velocity_scale"] = vel.scale_prior
-    elif isinstance(vel, ConstantVelocity):
-        priors["u"] = priors["v"] = dist.Normal(0.0, vel.scale)
+    priors.update(model.velocity.scalar_priors())
     return priors
 
 
@@ -104,8 +99,7 @@ def point_parameters(model: Any, parameters: Any = None) -> dict[str, Any]:
     median; unknown names are an error) or a fitted Posterior (its posterior means).
     """
     values: dict[str, Any] = {name: _median(p) for name, p in _parameter_priors(model).items()}
-    if isinstance(model.velocity, StreamfunctionVelocity):
-        values["streamfunction"] = np.zeros(model.velocity.n_modes)
+    values.update(model.velocity.point_defaults())
     if parameters is None:
         return values
     if hasattr(parameters, "flat_samples"):

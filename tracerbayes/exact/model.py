@@ -72,14 +72,16 @@ import numpyro
 import numpyro.distributions as dist
 
 from tracerbayes import physics
-from tracerbayes.exact import projection, truncation
+from tracerbayes.exact import truncation
 from tracerbayes.exact.distribution import LinearGaussianStateSpace
 from tracerbayes.exact.kalman import LinearGaussianSSM
-from tracerbayes.exact.priors import (
-    Smoothness,
-    matern_spectral_density,
-    spectral_variances,
-    streamfunction_basis,
+from tracerbayes.exact.priors import Smoothness, matern_spectral_density, spectral_variances
+from tracerbayes.exact.velocity import (
+    BasisAdvection,
+    ConstantVelocity,
+    GivenVelocity,
+    StreamfunctionVelocity,
+    VelocityKind,
 )
 from tracerbayes.grid.basis import SpectralBasis, spectral_basis
 from tracerbayes.grid.core import Grid
@@ -114,106 +116,6 @@ DEFAULT_FORCING_DAYS = dist.LogNormal(np.log(10.0), 1.5)
 #: Prior scale of ``forcing_sd`` (forcing with memory), in units of the data's spread per
 #: day: HalfNormal(0.1 s) lets a persistent forcing move the field by ~s in ten days.
 DEFAULT_FORCING_SD = 0.1
-
-
-# ------------------------------------------------------------------------------- velocity
-@dataclasses.dataclass(frozen=True)
-class ConstantVelocity:
-    """A uniform, unknown current ``(u, v)`` in m/s with independent Normal(0, scale) priors.
-
-    With coastlines, faces to land carry no flux, so mass is conserved regardless.
-    """
-
-    scale: float = 0.1  # m/s
-
-    def sample(self) -> dict[str, Any]:
-        return {"u": numpyro.sample("u", dist.Normal(0.0, self.scale)),
-                "v": numpyro.sample("v", dist.Normal(0.0, self.scale))}
-
-
-@dataclasses.dataclass(frozen=True)
-class GivenVelocity:
-    """A known face velocity (e.g. from a model), optionally multiplied by an unknown scale.
-
-    ``scale_prior=None`` keeps the field as given. A field that varies in time has a leading
-    time axis on ``velocity.east`` and ``velocity.north`` and its ``times`` (datetime64, or
-    seconds like the analysis times); each analysis interval then moves with the field
-    interpolated linearly in time to the interval's midpoint (the nearest end outside the
-    field's times).
-    """
-
-    velocity: physics.FaceVelocity
-    scale_prior: Any = None
-    times: Any = None
-
-    def __post_init__(self) -> None:
-        steady = np.ndim(self.velocity.east) == 2
-        if self.times is None and not steady:
-            raise ValueError("a given velocity with a time axis needs its times "
-                             "(GivenVelocity(velocity, times=...))")
-        if self.times is not None:
-            t = np.asarray(self.times)
-            if steady or np.shape(self.velocity.east)[0] != t.size:
-                raise ValueError(f"GivenVelocity: {t.size} times for a field of shape "
-                                 f"{np.shape(self.velocity.east)}; give one time per field")
-            if t.size > 1 and not np.all(t[1:] > t[:-1]):
-                raise ValueError("GivenVelocity times must be strictly increasing")
-
-    @property
-    def time_varying(self) -> bool:
-        return self.times is not None
-
-    def at_intervals(self, times: Any) -> physics.FaceVelocity:
-        """The field at the midpoint of every analysis interval, (T - 1, ...) faces."""
-        times = np.asarray(times)
-        field_t = np.asarray(self.times)
-        if np.issubdtype(times.dtype, np.datetime64) != np.issubdtype(field_t.dtype,
-                                                                     np.datetime64):
-            raise ValueError("the velocity's times and the analysis times must both be "
-                             "datetimes or both be seconds")
-        if np.issubdtype(times.dtype, np.datetime64):
-            origin = times[0]
-            times = (times - origin) / np.timedelta64(1, "s")
-            field_t = (field_t - origin) / np.timedelta64(1, "s")
-        mid = 0.5 * (times[1:] + times[:-1]).astype(float)
-        field_t = field_t.astype(float)
-        j = np.clip(np.searchsorted(field_t, mid) - 1, 0, max(field_t.size - 2, 0))
-        if field_t.size == 1:
-            w = np.zeros_like(mid)
-        else:
-            w = np.clip((mid - field_t[j]) / (field_t[j + 1] - field_t[j]), 0.0, 1.0)
-        k = np.minimum(j + 1, field_t.size - 1)
-
-        def blend(a):
-            a = np.asarray(a)
-            shape = (-1,) + (1,) * (a.ndim - 1)
-            return (1 - w).reshape(shape) * a[j] + w.reshape(shape) * a[k]
-
-        return physics.FaceVelocity(blend(self.velocity.east), blend(self.velocity.north))
-
-    def sample(self) -> dict[str, Any]:
-        if self.scale_prior is None:
-            return {}
-        return {"velocity_scale": numpyro.sample("velocity_scale", self.scale_prior)}
-
-
-@dataclasses.dataclass(frozen=True)
-class StreamfunctionVelocity:
-    """A divergence-free velocity from a Matérn GP stream function (sine modes).
-
-    ``psi = sum_j w_j beta_j sin-mode_j`` with ``beta_j ~ N(0, 1)`` and weights from the
-    Matérn spectrum of lengthscale ``lengthscale_km`` scaled so that the typical speed is
-    about ``speed`` m/s.
-    """
-
-    n_modes: int = 9
-    lengthscale_km: float = 300.0
-    speed: float = 0.1  # m/s
-    smoothness: Smoothness = Smoothness.FIVE_HALVES
-
-    def sample(self) -> dict[str, Any]:
-        beta = numpyro.sample("streamfunction", dist.Normal(0.0, 1.0).expand([self.n_modes]))
-        return {"streamfunction": beta}
 
 
 # ------------------------------------------------------------------------------- priors
@@ -334,8 +236,9 @@ class ModelData(NamedTuple):
     mean_level : float
         Centre of the prior of the mean level (mean of the observations).
     given : (T - 1, K, K) or None
-        For a time-varying :class:`GivenVelocity`: the projected advection
-        ``Phi^T A L(u_k, 0) Phi`` of every interval's field (1/s).
+        For a velocity that varies in time (a :class:`GivenVelocity` with ``times``): the
+        projected advection ``Phi^T A L(u_k, 0) Phi`` of every interval's field (1/s), the
+        kind's ``interval_setup``.
     tail : TailQuadrature or None
         ``(T, m, steps)`` quadrature of the left-out modes seen by each observation
         (:mod:`tracerbayes.exact.truncation`), for the representation error; None when the
@@ -354,8 +257,7 @@ class ModelData(NamedTuple):
 
 class _Precomputed(NamedTuple):
     eigenvalues: Any  # (K,)
-    advection: Any  # (4, K, K): projected unit upwind operators for +x, -x, +y, -y flow
-    given: Any  # (K, K) projected given-velocity advection (zeros if none)
+    advection: Any  # the velocity kind's reduced_setup
 
 
 # ------------------------------------------------------------------------------- model
@@ -365,7 +267,10 @@ class AdvectionDiffusionModel:
     Parameters
     ----------
     grid : Grid
-    velocity : ConstantVelocity, GivenVelocity or StreamfunctionVelocity
+    velocity : VelocityKind
+        :class:`ConstantVelocity` (default), :class:`GivenVelocity`,
+        :class:`StreamfunctionVelocity` or any other kind
+        (:class:`~tracerbayes.exact.velocity.VelocityKind`).
     priors : Priors
     n_modes : int
         ``K``, the number of Neumann eigenvectors kept (at most the number of wet cells).
@@ -401,15 +306,16 @@ class AdvectionDiffusionModel:
     max_speed : float, optional
         ``"projected"`` only: the fastest current (m/s) any parameter draw may give, which
         fixes the advection sub-steps (differentiable, no recompilation) or the table's end.
-        Default: the given field's fastest face times the 99.99% quantile of
-        ``scale_prior``; 4 prior sd for :class:`ConstantVelocity`; 10 times ``speed`` for
-        :class:`StreamfunctionVelocity`. A draw beyond the table or too fast for the
-        sub-steps (Courant number above 1) gives a NaN transition (a rejected draw), never
-        a silently unstable one.
+        Default: the kind's ``speed_bound()``: the given field's fastest face times the
+        99.99% quantile of ``scale_prior``; 4 prior sd for :class:`ConstantVelocity`; 10
+        times ``speed`` for :class:`StreamfunctionVelocity`. A draw beyond the table or too
+        fast for the sub-steps (Courant number above 1) gives a NaN transition (a rejected
+        draw), never a silently unstable one.
     """
 
-    def __init__(self, grid: Grid, velocity: Any = None, priors: Priors | None = None,
-                 n_modes: int = 100, *, transition: str = "galerkin",
+    def __init__(self, grid: Grid, velocity: VelocityKind | None = None,
+                 priors: Priors | None = None, n_modes: int = 100, *,
+                 transition: str = "galerkin",
                  conserved: bool = True, max_speed: float | None = None,
                  mean_modes: int | None = None, representation_error: bool = True,
                  forcing_modes: int = 0):
@@ -420,11 +326,11 @@ class AdvectionDiffusionModel:
         if forcing_modes and transition == "projected":
             raise ValueError("forcing_modes > 0 (forcing with memory) needs "
                              "transition='galerkin'")
-        if transition == "projected" and getattr(velocity, "time_varying", False):
+        self.velocity: VelocityKind = ConstantVelocity() if velocity is None else velocity
+        if transition == "projected" and self.velocity.time_varying:
             raise ValueError("transition='projected' needs a steady velocity; a time-varying "
                              "given field works with transition='galerkin'")
         self.grid = grid
-        self.velocity: Any = ConstantVelocity() if velocity is None else velocity
         self.priors = Priors() if priors is None else priors
         self.n_modes = int(min(n_modes, grid.n_wet))
         self.transition = transition
@@ -444,17 +350,17 @@ class AdvectionDiffusionModel:
         #: number of forcing coefficients in the state (the modes forced with memory)
         self.n_forcing = min(self.forcing_modes, self.n_modes - self._forcing_start)
         self._pre = self._precompute()
-        if isinstance(self.velocity, StreamfunctionVelocity):
-            self._psi_basis = streamfunction_basis(grid, self.velocity.n_modes)
-            self._psi_factor = self._psi_scale()  # constant: computed once, not per draw
         self.max_speed = None
         if transition == "projected":
             if max_speed is not None and not float(max_speed) > 0:
                 raise ValueError(f"max_speed must be a positive speed in m/s, got {max_speed}")
             # the default is 0 only for a still given field
-            self.max_speed = self._speed_bound() if max_speed is None else float(max_speed)
-            self._max_rate = self._rate_bound()
-            self._tables: dict[float, Any] = {}  # GivenVelocity: advection per interval
+            self.max_speed = (self.velocity.speed_bound() if max_speed is None
+                              else float(max_speed))
+            self._max_rate = self.velocity.rate_bound(grid, self.max_speed)
+            self._tables: dict[float, Any] = {}  # advection per interval length, if tabulated
+            self._advection = BasisAdvection(grid, self.basis, self.max_speed, self._max_rate,
+                                             self._tables)
 
     def with_modes(self, n_modes: int) -> AdvectionDiffusionModel:
         """The same model (grid, velocity, priors, transition, conservation) on ``n_modes``
@@ -509,15 +415,8 @@ class AdvectionDiffusionModel:
         return (phi.T * self.basis.cell_area) @ l_phi.T
 
     def _precompute(self) -> _Precomputed:
-        g = self.grid
-        units = [physics.constant_velocity(g, 1.0, 0.0), physics.constant_velocity(g, -1.0, 0.0),
-                 physics.constant_velocity(g, 0.0, 1.0), physics.constant_velocity(g, 0.0, -1.0)]
-        advection = jnp.stack([self._project(v) for v in units])
-        if isinstance(self.velocity, GivenVelocity) and not self.velocity.time_varying:
-            given = self._project(self.velocity.velocity)
-        else:
-            given = jnp.zeros((self.n_modes, self.n_modes))
-        return _Precomputed(jnp.asarray(self.basis.eigenvalues), advection, given)
+        advection = self.velocity.reduced_setup(self.grid, self._project)
+        return _Precomputed(jnp.asarray(self.basis.eigenvalues), advection)
 
     def prepare(self, obs: Observations, times: Any, **kwargs: Any) -> ModelData:
         """Check ``obs`` against the grid and ``times`` and build :class:`ModelData`."""
@@ -536,13 +435,7 @@ class AdvectionDiffusionModel:
             quad = truncation.tail_quadrature(self.grid, self.basis, padded.indices,
                                               padded.weights)
             tail = truncation.TailQuadrature(jnp.asarray(quad.nodes), jnp.asarray(quad.weights))
-        given = None
-        if isinstance(self.velocity, GivenVelocity) and self.velocity.time_varying:
-            if len(times) < 2:
-                raise ValueError("a time-varying velocity needs at least two analysis times")
-            faces = self.velocity.at_intervals(times)
-            given = jnp.stack([self._project(physics.FaceVelocity(e, n))
-                               for e, n in zip(faces.east, faces.north, strict=True)])
+        given = self.velocity.interval_setup(times, self._project)
         return ModelData(
             values=jnp.asarray(padded.values),
             errors=jnp.sqrt(jnp.asarray(padded.variances)),
@@ -557,47 +450,7 @@ class AdvectionDiffusionModel:
     # ---------------------------------------------------------------- physics
     def face_velocity(self, params: dict[str, Any]) -> physics.FaceVelocity:
         """The face velocity (m/s) implied by a parameter draw."""
-        g = self.grid
-        if isinstance(self.velocity, ConstantVelocity):
-            return physics.constant_velocity(g, params["u"], params["v"])
-        if isinstance(self.velocity, GivenVelocity):
-            scale = params.get("velocity_scale", 1.0)
-            v = self.velocity.velocity
-            return physics.FaceVelocity(v.east * scale, v.north * scale)
-        vel = self.velocity
-        weights = self._psi_basis.weights(vel.smoothness, vel.lengthscale_km * KM, 1.0)
-        psi = self._psi_basis.streamfunction(params["streamfunction"], weights)
-        # Scale so that the prior's root-mean-square speed is about `vel.speed`.
-        return physics.velocity_from_streamfunction(g, psi * self._psi_factor)
-
-    def _psi_scale(self) -> float:
-        vel = self.velocity
-        weights = np.asarray(self._psi_basis.weights(vel.smoothness, vel.lengthscale_km * KM, 1.0))
-        rng = np.random.default_rng(0)
-        draws = rng.normal(size=(64, weights.size))
-        speeds = []
-        for beta in draws:
-            psi = np.tensordot(beta * weights, self._psi_basis.modes, axes=1)
-            fv = physics.velocity_from_streamfunction(self.grid, psi)
-            speeds.append(np.sqrt(np.mean(np.asarray(fv.east) ** 2 + np.asarray(fv.north) ** 2)))
-        return vel.speed / float(np.mean(speeds))
-
-    def _speed_bound(self) -> float:
-        vel = self.velocity
-        if isinstance(vel, ConstantVelocity):
-            return 4.0 * vel.scale
-        if isinstance(vel, StreamfunctionVelocity):
-            return 10.0 * vel.speed
-        top = physics.max_face_speed(vel.velocity)
-        scale = 1.0 if vel.scale_prior is None else float(vel.scale_prior.icdf(0.9999))
-        return top * scale
-
-    def _rate_bound(self) -> float:
-        """Upper bound (1/s) of any cell's upwind outflow rate at face speeds <= max_speed."""
-        u = (self.max_speed or 0.0) * (
-            1.0 if isinstance(self.velocity, ConstantVelocity) else 2.0)
-        # a field with face speeds <= U empties a cell through at most two faces per axis
-        return physics.max_rate(self.grid, physics.constant_velocity(self.grid, u, u), 0.0)
+        return self.velocity.field(self.grid, params)
 
     def projected_transition(self, params: dict[str, Any], dt: float) -> jax.Array:
         """``D Phi^T A P(dt) Phi D`` (K, K): the ``"projected"`` transition over ``dt`` s.
@@ -606,28 +459,15 @@ class AdvectionDiffusionModel:
         (:mod:`tracerbayes.exact.projection`; sub-steps short enough for ``max_speed``);
         ``D = diag(exp(-diffusivity lambda dt / 2))``: exact diffusion of the basis, half
         before and half after (Strang splitting; the basis vectors are the diffusion
-        operator's eigenvectors). For :class:`GivenVelocity` the advection is tabulated
-        once per interval length in ``velocity_scale * dt`` and interpolated; otherwise it
-        is run for every call (``K`` full-grid advections).
+        operator's eigenvectors). The velocity kind advects the basis
+        (:meth:`~tracerbayes.exact.velocity.VelocityKind.advected_basis`): for
+        :class:`GivenVelocity` tabulated once per interval length in ``velocity_scale * dt``
+        and interpolated; otherwise run for every call (``K`` full-grid advections).
         """
         if self.transition != "projected":
             raise ValueError("projected_transition needs transition='projected'")
         dt = float(dt)
-        if isinstance(self.velocity, GivenVelocity):
-            key = dt
-            if key not in self._tables:
-                top = physics.max_face_speed(self.velocity.velocity)
-                scale_max = (self.max_speed or 0.0) / top if top > 0 else 1.0
-                with jax.ensure_compile_time_eval():  # once, eagerly, even inside a trace
-                    self._tables[key] = projection.advection_table(
-                        self.grid, self.basis, self.velocity.velocity, scale_max * dt)
-            moved = self._tables[key](params.get("velocity_scale", 1.0) * dt)
-        else:
-            vel = self.face_velocity(params)
-            n = max(1, int(np.ceil(dt * self._max_rate)))
-            moved = projection.project_advection(self.grid, self.basis, vel, dt, n)
-            stable = (dt / n) * physics.outflow_rate(self.grid, vel, 0.0) <= 1.0
-            moved = jnp.where(stable, moved, jnp.nan)
+        moved = self.velocity.advected_basis(self._advection, params, dt)
         half = jnp.exp(-0.5 * params["diffusivity"] * self._pre.eigenvalues * dt)
         return half[:, None] * moved * half[None, :]
 
@@ -649,16 +489,9 @@ class AdvectionDiffusionModel:
         interval, for a time-varying given velocity (``data`` from :meth:`prepare`)."""
         pre = self._pre
         diffusion = -params["diffusivity"] * jnp.diag(pre.eigenvalues)
-        if data is not None and data.given is not None:
-            return diffusion + params.get("velocity_scale", 1.0) * data.given
-        if isinstance(self.velocity, ConstantVelocity):
-            u, v = params["u"], params["v"]
-            coeffs = jnp.stack([jnp.maximum(u, 0), jnp.maximum(-u, 0),
-                                jnp.maximum(v, 0), jnp.maximum(-v, 0)])
-            return diffusion + jnp.tensordot(coeffs, pre.advection, axes=1)
-        if isinstance(self.velocity, GivenVelocity):
-            return diffusion + params.get("velocity_scale", 1.0) * pre.given
-        return diffusion + self._project(self.face_velocity(params))
+        setup = pre.advection if data is None or data.given is None else data.given
+        return diffusion + self.velocity.reduced_advection(self.grid, params, setup,
+                                                           self._project)
 
     def damping_rates(self, params: dict[str, Any]) -> jax.Array:
         """(K,) damping rate of each mode, 1/s: ``1 / tau`` on every non-constant mode of a
