@@ -302,6 +302,15 @@ def test_ensemble_transition_damps_departures_and_keeps_basin_totals(key):
     departure = reference - means[:, field.basins]
     expected = means[:, field.basins] + np.exp(-DAY / tau) * departure
     np.testing.assert_allclose(moved, expected, rtol=0, atol=1e-12)
+    # toward a mean state m: the departure from level + m (m's mass-free part) decays
+    m = 0.5 * np.sin(np.arange(grid.n_wet) / 3.0)
+    toward = tracer.tracer_transition(grid, velocity, 300.0, DAY, field, 0.0,
+                                      damping_rate=1.0 / tau, mean_state=m)
+    moved = np.asarray(toward(key, E))
+    np.testing.assert_allclose(moved @ onehot, reference @ onehot, rtol=1e-12)
+    m_free = m - ((m @ onehot) / onehot.sum(0))[field.basins]
+    expected = means[:, field.basins] + m_free + np.exp(-DAY / tau) * (departure - m_free)
+    np.testing.assert_allclose(moved, expected, rtol=0, atol=1e-12)
 
 
 def test_ensemble_basin_forcing_is_uniform_per_basin_with_its_sd(key):
@@ -393,3 +402,34 @@ def test_letkf_fit_accepts_irregular_times(key):
     maps = post.maps()
     assert maps["mean"].shape == (4, 5, 8)
     assert np.isfinite(maps["mean"].values[:, grid.mask]).all()
+
+
+def test_mean_state_field_is_the_smoothed_mean_state_and_the_ensemble_takes_it():
+    """mean_state_field (one filter pass, the static coefficients' last filtered mean) equals
+    the RTS smoother's mean state at the first time (1e-10), is mass-free, and passes through
+    point_parameters to the ensemble; a conserved model has none."""
+    from tracerbayes.ensemble.fit import point_parameters
+    from tracerbayes.exact.kalman import KalmanObservations, rts_smoother
+    from tracerbayes.exact.mode import mean_state_field
+
+    grid = island_grid()
+    model = model_for(grid, n_modes=20, mean_modes=8)
+    data = model.prepare(observations(grid), np.arange(5) * DAY)
+    params = {**PARAMS, **MEAN_PARAMS}
+    field = mean_state_field(model, data, params)
+    values = {k: jnp.asarray(v) for k, v in params.items()}
+    obs = KalmanObservations(data.values, data.operators,
+                             model.observation_variances(values, data), data.valid)
+    first = rts_smoother(model.state_space(values, data), obs).smoothed_means[0]
+    reference = model.mean_state_vectors() @ np.asarray(first)
+    scale = np.abs(reference).max()
+    assert scale > 1e-3  # the data inform it
+    np.testing.assert_allclose(field, reference, rtol=0, atol=1e-10 * scale)
+    assert abs(grid.wet_area @ field) < 1e-10 * scale * grid.wet_area.sum()
+    given = point_parameters(model, {"mean_state": field})
+    assert given["mean_state"] is field
+    conserved = AdvectionDiffusionModel(grid, ConstantVelocity(0.1), Priors(), n_modes=20)
+    assert mean_state_field(conserved, conserved.prepare(observations(grid), np.arange(5) * DAY),
+                            PARAMS) is None
+    with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['mean_state'\]"):
+        point_parameters(conserved, {"mean_state": field})

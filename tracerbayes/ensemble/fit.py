@@ -31,7 +31,11 @@ import numpyro.distributions as dist
 
 from tracerbayes import physics
 from tracerbayes.ensemble import importance, inversion, localisation
-from tracerbayes.ensemble.inflation import mass_free_multiplicative, multiplicative
+from tracerbayes.ensemble.inflation import (
+    mass_free_multiplicative,
+    multiplicative,
+    project_mass_free,
+)
 from tracerbayes.ensemble.tracer import (
     initial_ensemble,
     is_lonlat,
@@ -96,7 +100,9 @@ def point_parameters(model: Any, parameters: Any = None) -> dict[str, Any]:
     """Physical parameter values for the state methods.
 
     ``parameters``: None (every prior's median), a dict (missing names take the prior
-    median; unknown names are an error) or a fitted Posterior (its posterior means).
+    median; unknown names are an error) or a fitted Posterior (its posterior means). For a
+    tracer that is not conserved, a dict may also give ``mean_state``: the field (n_wet,),
+    tracer units, that the anomalies relax toward (:func:`mode_parameters` gives it).
     """
     values: dict[str, Any] = {name: _median(p) for name, p in _parameter_priors(model).items()}
     values.update(model.velocity.point_defaults())
@@ -106,15 +112,21 @@ def point_parameters(model: Any, parameters: Any = None) -> dict[str, Any]:
         given = {k: np.mean(v, axis=0) for k, v in parameters.flat_samples().items()}
     elif isinstance(parameters, dict):
         given = dict(parameters)
-        unknown = sorted(set(given) - set(values))
+        unknown = sorted(set(given) - set(values) - _extra_parameters(model))
         if unknown:
             raise ValueError(f"unknown parameter(s) {unknown}; this model's parameters are "
                              f"{sorted(values)}")
     else:
         raise TypeError("parameters must be None, a dict of physical values, or a Posterior; "
                         f"got {type(parameters).__name__}")
-    values.update({k: v for k, v in given.items() if k in values})
+    values.update({k: v for k, v in given.items()
+                   if k in values or k in _extra_parameters(model)})
     return values
+
+
+def _extra_parameters(model: Any) -> set[str]:
+    """Point values the state methods take beyond the priors' names."""
+    return set() if model.conserved else {"mean_state"}
 
 
 def mode_parameters(model: Any, obs: Any, times: Any, *, seed: int = 0, n_starts: int = 2,
@@ -124,9 +136,12 @@ def mode_parameters(model: Any, obs: Any, times: Any, *, seed: int = 0, n_starts
     BFGS from ``n_starts`` prior draws (:func:`tracerbayes.exact.mode.optimised_starts`) on
     the Kalman filter's marginal likelihood times the priors, in NumPyro's unconstrained
     space; the start with the lowest potential energy wins. Far cheaper than NUTS, and the
-    right scale for the full-grid ensemble's point parameters.
+    right scale for the full-grid ensemble's point parameters. For a tracer that is not
+    conserved, also ``mean_state``: the exact model's mean-state field given the data at the
+    mode (:func:`tracerbayes.exact.mode.mean_state_field`), which the ensemble's damping
+    relaxes the anomalies toward, as the exact model's does.
     """
-    from tracerbayes.exact.mode import constrained, posterior_mode
+    from tracerbayes.exact.mode import constrained, mean_state_field, posterior_mode
 
     data = model.prepare(obs, times, drop_invalid=drop_invalid)
     if progress:
@@ -136,6 +151,9 @@ def mode_parameters(model: Any, obs: Any, times: Any, *, seed: int = 0, n_starts
                                             model, data, n_starts)
     values = constrained(numpyro_model, mode)
     out = {k: np.asarray(v) for k, v in values.items()}
+    field = mean_state_field(model, data, out)
+    if field is not None:
+        out["mean_state"] = field
     if progress:
         shown = ", ".join(f"{k} {float(v):.4g}" for k, v in out.items() if np.ndim(v) == 0)
         print(f"  mode: {shown}", flush=True)
@@ -205,11 +223,14 @@ def fit_ensemble(model: Any, obs: Any, times: Any, method: str, *, ensemble_size
         grid, velocity, float(params["diffusivity"]), dt, noise, float(params["noise_sd"]),
         damping_rate=(1.0 / (float(params["damping_days"]) * DAY)
                       if "damping_days" in params else 0.0),
-        source_sd=float(params.get("source_sd", 0.0)))
+        source_sd=float(params.get("source_sd", 0.0)), mean_state=params.get("mean_state"))
     k_init, k_run = jax.random.split(jax.random.key(seed))
     E0 = initial_ensemble(k_init, grid, N, float(np.mean(prepared.value)),
                           float(model.priors.mean_sd), float(params["initial_sd"]),
                           float(params["initial_lengthscale_km"]) * 1e3)
+    if "mean_state" in params:  # the first map is the mean state plus an anomaly, as exactly
+        E0 = E0 + project_mass_free(jnp.asarray(params["mean_state"])[None], grid.wet_area,
+                                    noise.basins)
     observations = stencil_observations(prepared, obs, float(params["error_scale"]))
     area = jnp.asarray(grid.wet_area)
     basins = noise.basins

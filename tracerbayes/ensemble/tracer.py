@@ -135,10 +135,13 @@ def basin_levels(key: jax.Array, basins: np.ndarray, n: int, sd: Any, dtype: Any
     return sd * levels[:, labels]
 
 
-def damp_anomalies(E: jax.Array, factor: Any, cell_area: Any, basins: np.ndarray) -> jax.Array:
-    """Every member's departure from its basin-mean level multiplied by ``factor``: the
-    basin totals are unchanged."""
+def damp_anomalies(E: jax.Array, factor: Any, cell_area: Any, basins: np.ndarray,
+                   mean_state: Any = None) -> jax.Array:
+    """Every member's departure from its basin-mean level plus ``mean_state`` (a mass-free
+    field, default 0) multiplied by ``factor``: the basin totals are unchanged."""
     anomaly = project_mass_free(E, jnp.asarray(cell_area, E.dtype), basins)
+    if mean_state is not None:
+        anomaly = anomaly - mean_state
     return E - (1.0 - factor) * anomaly
 
 
@@ -170,7 +173,8 @@ class TracerTransition:
 
 def tracer_transition(grid: Grid, velocity: physics.FaceVelocity, diffusivity: Any, dt: Any,
                       noise: NoiseField, noise_sd: float, *, courant: float = 0.9,
-                      damping_rate: float = 0.0, source_sd: float = 0.0) -> TracerTransition:
+                      damping_rate: float = 0.0, source_sd: float = 0.0,
+                      mean_state: Any = None) -> TracerTransition:
     """The ensemble transition ``(key, E) -> E`` over ``dt`` seconds.
 
     ``E`` (N_e, n_wet); velocity in m/s (steady faces), diffusivity in m^2/s, ``noise_sd`` the
@@ -178,7 +182,9 @@ def tracer_transition(grid: Grid, velocity: physics.FaceVelocity, diffusivity: A
     mass-free noise of sd ``noise_sd * sqrt(dt / day)``. Sub-steps are fixed from the
     concrete inputs here, so the function jit-compiles once. ``damping_rate`` (1/s) and
     ``source_sd`` (tracer units per sqrt(day)) make the tracer not conserved (module
-    docstring); both 0 (default) keep every member's total exactly.
+    docstring); both 0 (default) keep every member's total exactly. ``mean_state``
+    (n_wet,), tracer units: the field the damping relaxes the anomalies toward (its
+    mass-free part; default none, the basin level alone).
 
     Irregular analysis times: ``dt`` an array of the intervals (T - 1,) gives a transition
     ``(key, E, k) -> E`` that moves ``E`` from analysis time ``k - 1`` to ``k``
@@ -207,13 +213,16 @@ def tracer_transition(grid: Grid, velocity: physics.FaceVelocity, diffusivity: A
                    for f in fields)
     velocity = physics.FaceVelocity(jnp.asarray(velocity.east), jnp.asarray(velocity.north))
     damped, sources, noisy = damping_rate != 0, source_sd != 0, noise_sd != 0
+    target = (None if mean_state is None else
+              project_mass_free(jnp.asarray(mean_state)[None], jnp.asarray(area), noise.basins)[0])
 
     def move(key: jax.Array, E: jax.Array, h: Any, j: Any = None) -> jax.Array:
         flow = (physics.FaceVelocity(velocity.east[j], velocity.north[j]) if varying
                 else velocity)
         moved = physics.propagate(grid, E, flow, diffusivity, h, substeps=substeps)
         if damped:
-            moved = damp_anomalies(moved, jnp.exp(-damping_rate * h), area, noise.basins)
+            moved = damp_anomalies(moved, jnp.exp(-damping_rate * h), area, noise.basins,
+                                   target)
         # one key for the smooth noise (as for a conserved tracer), split only for levels
         k_noise, k_level = jax.random.split(key) if sources else (key, key)
         if noisy:

@@ -110,3 +110,24 @@ def constrained(numpyro_model: Any, params: dict[str, Any]) -> dict[str, Any]:
     from numpyro.infer.util import constrain_fn
 
     return constrain_fn(numpyro_model, (), {}, {k: jnp.asarray(v) for k, v in params.items()})
+
+
+def mean_state_field(model: Any, data: Any, params: dict[str, Any]) -> np.ndarray | None:
+    """The mean state of a non-conserved model given the data, at ``params``: the field
+    ``mean_state_vectors @ E[state | y]`` (n_wet,), tracer units, about the basin level
+    (mass-free); None for a model without a mean state.
+
+    The mean-state coefficients are static, so their filtered estimate at the last analysis
+    time is already the smoothed one (every observation seen): one Kalman filter pass. The
+    ensemble state methods relax their anomalies toward this field (the exact model's
+    ``dc/dt = ... - (c - m)/tau``), instead of toward the basin level alone.
+    """
+    from tracerbayes.exact.kalman import KalmanObservations, kalman_filter
+
+    if model.conserved or not model.n_mean:
+        return None
+    values = {k: jnp.asarray(v) for k, v in params.items()}
+    obs = KalmanObservations(data.values, data.operators,
+                             model.observation_variances(values, data), data.valid)
+    last = kalman_filter(model.state_space(values, data), obs).filtered_means[-1]
+    return np.asarray(jnp.asarray(model.mean_state_vectors()) @ last)

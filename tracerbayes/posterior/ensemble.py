@@ -110,7 +110,8 @@ class EnsemblePosterior(AbstractPosterior):
         cycle["spread_skill"] = (np.sqrt(cycle["forecast_spread_obs"] ** 2
                                          + cycle["obs_error_rms"] ** 2)
                                  / cycle["innovation_rms"])
-        samples = {k: np.asarray(v, float)[None, None] for k, v in params.items()}
+        samples = {k: np.asarray(v, float)[None, None] for k, v in params.items()
+                   if k != "mean_state"}  # a field, not a parameter to summarise
         settings = {**settings, "mass_drift_forecast": drift["forecast"],
                     "mass_drift_smoothed": drift["smoothed"]}
         return cls(model, obs, times, prepared, samples, method, settings, members, cycle,
