@@ -260,3 +260,26 @@ def test_error_periodic_needs_360_degrees():
         tb.Grid.regular(lon=(0, 180), lat=(-10, 10), resolution=10.0, periodic=True)
     with pytest.raises(tb.GridError, match=r"\[-90, 90\]"):
         tb.Grid.regular(lon=(0, 10), lat=(80, 100), resolution=10.0)
+
+
+def test_equal_grids_are_equal_and_share_compiled_programs():
+    """A grid is equal to another built the same way (cell for cell), not only to itself:
+    the programs that take it as a static argument compile once for both."""
+    from tracerbayes.physics import operator
+
+    def build(wall=False):
+        mask = np.ones((6, 7), dtype=bool)
+        mask[2:4, 3] = not wall
+        return tb.Grid.cartesian(x=(0.0, 70e3), y=(0.0, 60e3), resolution=10e3, mask=mask)
+
+    a, b, other = build(), build(), build(wall=True)
+    assert a is not b and a == b and hash(a) == hash(b)
+    assert a != other and a != "grid"
+    assert tb.Grid.cartesian(x=(0.0, 70e3), y=(0.0, 60e3), resolution=10e3) != \
+        tb.Grid.cartesian(x=(0.0, 70e3), y=(0.0, 60e3), resolution=10e3, periodic_x=True)
+    field = np.random.default_rng(0).normal(size=a.n_wet)
+    before = operator._chebyshev._cache_size()
+    smooth_a = operator.heat_kernel(a, field, 15e3)
+    smooth_b = operator.heat_kernel(b, field, 15e3)
+    assert operator._chebyshev._cache_size() == before + 1
+    np.testing.assert_array_equal(smooth_a, smooth_b)

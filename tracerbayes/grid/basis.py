@@ -28,7 +28,6 @@ used).
 
 from __future__ import annotations
 
-import hashlib
 from collections import OrderedDict
 from typing import NamedTuple
 
@@ -129,10 +128,7 @@ _CACHE: OrderedDict[tuple, SpectralBasis] = OrderedDict()
 
 
 def _grid_key(grid: Grid, k: int) -> tuple:
-    digest = hashlib.sha1()
-    for arr in (grid.x_edges, grid.y_edges, grid.mask):
-        digest.update(np.ascontiguousarray(arr).tobytes())
-    return (digest.hexdigest(), grid.coords, grid.periodic_x, grid.radius, k)
+    return (grid.key, k)
 
 
 def spectral_basis(grid: Grid, k: int | None = None) -> SpectralBasis:

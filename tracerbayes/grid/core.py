@@ -21,6 +21,7 @@ Array conventions (used throughout the package):
 from __future__ import annotations
 
 import enum
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, cast
 
@@ -173,6 +174,7 @@ class Grid:
     east_open: np.ndarray = field(init=False, repr=False)
     north_open: np.ndarray = field(init=False, repr=False)
     wet_index: np.ndarray = field(init=False, repr=False)
+    key: str = field(init=False, repr=False)
 
     # ------------------------------------------------------------------ construction
     def __post_init__(self) -> None:
@@ -199,6 +201,24 @@ class Grid:
         for name, value in self._metrics().items():
             set_(self, name, value)
         set_(self, "wet_index", np.flatnonzero(self.mask.ravel()))
+        set_(self, "key", self._digest())
+
+    def _digest(self) -> str:
+        """SHA-1 of what defines the grid (coordinates, edges, mask, metric and wrap)."""
+        digest = hashlib.sha1(f"{self.coords.value}|{self.periodic_x}|{self.radius!r}".encode())
+        for arr in (self.x, self.y, self.x_edges, self.y_edges, self.mask):
+            array = np.ascontiguousarray(arr)
+            digest.update(f"{array.dtype}{array.shape}".encode())
+            digest.update(array.tobytes())
+        return digest.hexdigest()
+
+    def __eq__(self, other: object) -> bool:
+        """Grids are equal when they are the same grid, cell for cell (not only the same
+        object): equal grids share compiled programs, where the grid is a static argument."""
+        return isinstance(other, Grid) and other.key == self.key
+
+    def __hash__(self) -> int:
+        return hash(self.key)
 
     def _metrics(self) -> dict[str, np.ndarray]:
         ny, nx = self.mask.shape
