@@ -343,3 +343,29 @@ def test_to_observations(grid, truth, walled):
     cart = sim.to_observations(floats)
     np.testing.assert_array_equal(cart.y, floats["y"].values)
     assert cart.coords is tb.CoordinateSystem.CARTESIAN
+
+
+@pytest.mark.parametrize("periodic", [False, True])
+def test_twin_interpolation_is_the_observation_operator(periodic):
+    """A twin observes the truth through the model's own stencil: simulate.interpolate equals
+    the observation operator applied to the field (1e-14), also in the half-cell west of the
+    first centre of a periodic grid (wrapping to the last column)."""
+    from tracerbayes.observations.core import Observations
+
+    rng = np.random.default_rng(5)
+    mask = rng.random((6, 36)) > 0.3
+    mask[:, 0] = mask[:, -1] = True
+    grid = tb.Grid.regular(lon=(0, 360) if periodic else (0, 180), lat=(-30, 30),
+                           resolution=(10.0 if periodic else 5.0, 10.0), periodic=periodic,
+                           mask=mask)
+    field = rng.normal(size=grid.shape)
+    x = np.concatenate([rng.uniform(grid.x_edges[0], grid.x[0], 50),
+                        rng.uniform(grid.x_edges[0], grid.x_edges[-1], 500)])
+    y = rng.uniform(grid.y_edges[0], grid.y_edges[-1], x.size)
+    wet = grid.mask[np.clip(np.searchsorted(grid.y_edges, y) - 1, 0, grid.shape[0] - 1),
+                    np.clip(np.searchsorted(grid.x_edges, x) - 1, 0, grid.shape[1] - 1)]
+    x, y = x[wet], y[wet]
+    obs = Observations(time=np.zeros(x.size), x=x, y=y, value=np.zeros(x.size), error=1.0)
+    expected = obs.operator(grid).apply(grid.to_state(field))
+    np.testing.assert_allclose(sim.interpolate(grid, field, x, y), expected, rtol=0,
+                               atol=1e-14 * np.abs(field).max())

@@ -75,6 +75,8 @@ __all__ = [
     "BinningReport",
     "ObservationError",
     "ObservationOperator",
+    "BilinearStencil",
+    "bilinear_stencil",
     "ObservationWarning",
     "Observations",
     "PaddedObservations",
@@ -652,20 +654,27 @@ def _grid_x(grid: Grid, x: np.ndarray) -> np.ndarray:
     return x
 
 
-def _locate(obs: Observations, grid: Grid) -> _Located:
-    """Bilinear indices/weights from wet-cell centres for every row, and the bad rows."""
-    if obs.coords is not None and obs.coords is not grid.coords:
-        raise ObservationError(
-            f"the observations have {obs.coords.value} positions but the grid is "
-            f"{grid.coords.value}; give positions in the grid's coordinates"
-        )
-    if grid.coords is CoordinateSystem.CARTESIAN:
-        mismatch = unit_mismatch(obs.x, obs.y, grid.x_edges, grid.y_edges)
-        if mismatch is not None:
-            raise ObservationError(mismatch)
-    x = _grid_longitude(grid, obs.x)
+class BilinearStencil(NamedTuple):
+    """Bilinear weights from the four wet cell centres around each position (see
+    :func:`bilinear_stencil`)."""
+
+    indices: np.ndarray  #: (n, 4) wet-cell (state) index of each weight
+    weights: np.ndarray  #: (n, 4), summing to one over the wet neighbours
+    cell: np.ndarray  #: (n,) flat (ny * nx) index of the cell holding each position
+    outside: np.ndarray  #: (n,) bool: beyond the grid's edges
+    empty: np.ndarray  #: (n,) bool: no wet neighbour (the weights fall back on ``cell``)
+
+
+def bilinear_stencil(grid: Grid, x: Any, y: Any) -> BilinearStencil:
+    """The one bilinear interpolation of the package (observations and twin experiments):
+    the four cell centres around each position (constant beyond the outermost centres,
+    wrapping on periodic grids), land ones dropped and the rest renormalised to sum to one.
+    A position inside a wet cell always keeps a positive weight on it; one with no wet
+    neighbour (on land) falls back on its own cell and is marked ``empty``."""
+    x = _grid_longitude(grid, np.asarray(x, dtype=float))
+    y = np.asarray(y, dtype=float)
     ix0, ix1, tx, cx, out_x = _axis_bracket(grid.x, grid.x_edges, x, grid.periodic_x)
-    iy0, iy1, ty, cy, out_y = _axis_bracket(grid.y, grid.y_edges, obs.y, False)
+    iy0, iy1, ty, cy, out_y = _axis_bracket(grid.y, grid.y_edges, y, False)
     nx = grid.x.size
     cells = np.stack([iy0 * nx + ix0, iy0 * nx + ix1, iy1 * nx + ix0, iy1 * nx + ix1], -1)
     weights = np.stack([(1 - tx) * (1 - ty), tx * (1 - ty), (1 - tx) * ty, tx * ty], -1)
@@ -681,8 +690,24 @@ def _locate(obs: Observations, grid: Grid) -> _Located:
     state_of_cell = np.zeros(wet.size, dtype=np.int64)
     state_of_cell[grid.wet_index] = np.arange(grid.n_wet)
     indices = np.where(weights > 0, state_of_cell[cells], state_of_cell[home][:, None])
+    return BilinearStencil(indices, weights, home, out_x | out_y, lost)
 
-    outside = out_x | out_y
+
+def _locate(obs: Observations, grid: Grid) -> _Located:
+    """Bilinear indices/weights from wet-cell centres for every row, and the bad rows."""
+    if obs.coords is not None and obs.coords is not grid.coords:
+        raise ObservationError(
+            f"the observations have {obs.coords.value} positions but the grid is "
+            f"{grid.coords.value}; give positions in the grid's coordinates"
+        )
+    if grid.coords is CoordinateSystem.CARTESIAN:
+        mismatch = unit_mismatch(obs.x, obs.y, grid.x_edges, grid.y_edges)
+        if mismatch is not None:
+            raise ObservationError(mismatch)
+    stencil = bilinear_stencil(grid, obs.x, obs.y)
+    indices, weights, home, outside = (stencil.indices, stencil.weights, stencil.cell,
+                                       stencil.outside)
+    wet = grid.mask.ravel()
     names = _axis_names(grid.coords)
     extent = (f"; the grid covers {names[0]} [{grid.x_edges[0]:g}, {grid.x_edges[-1]:g}]"
               f"{' (periodic)' if grid.periodic_x else ''}, "

@@ -39,6 +39,7 @@ import xarray as xr
 from tracerbayes import physics
 from tracerbayes.grid.basis import connected_basins
 from tracerbayes.grid.core import CoordinateSystem, Grid
+from tracerbayes.observations.core import bilinear_stencil
 
 __all__ = [
     "Floats",
@@ -366,15 +367,11 @@ def _metres_per_unit(grid: Grid, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return k * np.cos(np.deg2rad(y)), k * np.ones_like(np.asarray(y, dtype=float))
 
 
-def _axis_weights(centres: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    lower = np.clip(np.searchsorted(centres, pos, side="right") - 1, 0, centres.size - 2)
-    frac = (pos - centres[lower]) / (centres[lower + 1] - centres[lower])
-    return lower, np.clip(frac, 0.0, 1.0)
-
-
 def interpolate(grid: Grid, fields: Any, x: Any, y: Any,
                 time_index: Any = None) -> np.ndarray:
-    """Bilinear interpolation from wet cell centres, renormalised over wet neighbours.
+    """Bilinear interpolation from wet cell centres, renormalised over wet neighbours: the
+    observations' own stencil (:func:`tracerbayes.observations.core.bilinear_stencil`), so a
+    twin's observations are the truth seen exactly as the model sees it.
 
     Each position takes the bilinear weights of the four surrounding cell centres (constant
     beyond the outermost centres), drops the land ones and rescales the rest to sum to one.
@@ -395,30 +392,16 @@ def interpolate(grid: Grid, fields: Any, x: Any, y: Any,
         Interpolated values; NaN where all four neighbours are land.
     """
     fields = np.asarray(fields, dtype=float)
-    x = _wrap_x(grid, np.asarray(x, dtype=float))
-    y = np.asarray(y, dtype=float)
+    x = np.asarray(x, dtype=float)
     if fields.ndim == 2:
         fields, time_index = fields[None], np.zeros(x.shape, dtype=int)
     elif time_index is None:
         raise ValueError("time_index is needed to interpolate from a stack of fields")
-    time_index = np.asarray(time_index)
-    xs, wet = grid.x, grid.mask
-    if grid.periodic_x:  # the last column's neighbour is the first, one period on
-        xs = np.append(xs, grid.x[0] + grid.x_edges[-1] - grid.x_edges[0])
-        fields = np.concatenate([fields, fields[..., :1]], axis=-1)
-        wet = np.concatenate([wet, wet[:, :1]], axis=1)
-    i0, fx = _axis_weights(xs, x)
-    j0, fy = _axis_weights(grid.y, y)
-    total = np.zeros(x.shape)
-    weight = np.zeros(x.shape)
-    for dj, wy in ((0, 1.0 - fy), (1, fy)):
-        for di, wx in ((0, 1.0 - fx), (1, fx)):
-            j, i = j0 + dj, i0 + di
-            w = np.where(wet[j, i], wy * wx, 0.0)
-            total += w * np.where(wet[j, i], fields[time_index, j, i], 0.0)
-            weight += w
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(weight > 0, total / weight, np.nan)
+    stencil = bilinear_stencil(grid, x, np.asarray(y, dtype=float))
+    wet_values = fields.reshape(fields.shape[0], -1)[:, grid.wet_index]
+    values = np.sum(wet_values[np.asarray(time_index)[:, None], stencil.indices]
+                    * stencil.weights, axis=-1)
+    return np.where(stencil.empty, np.nan, values)
 
 
 def _rng(key: Any) -> np.random.Generator:
