@@ -92,17 +92,13 @@ def project_mass_free(grid: Grid, states: Any, *, per_basin: bool = True) -> np.
     areas, m^2), applied to states of shape (..., n_wet). With ``per_basin`` it is applied to
     each connected basin (:func:`basin_labels`) on its own, so that no correlation is created
     across land and each basin's total is zero; on a single basin both are the same.
-    Computed in float64 with NumPy, whatever JAX's precision.
+    The ensemble's projection (:func:`tracerbayes.ensemble.inflation.project_mass_free`), in
+    float64.
     """
-    states = np.asarray(states, dtype=float)
-    area = grid.wet_area
-    labels = basin_labels(grid) if per_basin else np.zeros(grid.n_wet, dtype=int)
-    out = states.copy()
-    for basin in range(int(labels.max()) + 1):
-        cells = labels == basin
-        mean = states[..., cells] @ area[cells] / area[cells].sum()
-        out[..., cells] -= mean[..., None]
-    return out
+    from tracerbayes.ensemble.inflation import project_mass_free as project
+
+    states = jnp.asarray(states, dtype=jnp.float64)
+    return np.asarray(project(states, grid.wet_area, basin_labels(grid) if per_basin else None))
 
 
 def smooth(grid: Grid, states: Any, lengthscale: float, *, tol: float = 1e-12) -> jax.Array:
@@ -167,16 +163,14 @@ def mass_free_noise(key: Any, grid: Grid, n: int, scale: float, lengthscale: flo
     -------
     ndarray, shape (n, n_wet)
     """
+    from tracerbayes.ensemble.tracer import noise_field, sample_noise
+
     if scale < 0:
         raise ValueError(f"scale must be >= 0, got {scale}")
-    area = grid.wet_area
-    white = np.asarray(jax.random.normal(key, (int(n), grid.n_wet))) / np.sqrt(area)
-    width, height = _cell_sizes(grid)
-    s2 = float(lengthscale) ** 2
-    variance = scipy.special.i0e(2 * s2 / width**2) * scipy.special.i0e(2 * s2 / height**2)
-    eps = smooth(grid, white, lengthscale, tol=tol)
-    eps = np.asarray(eps) * (scale * np.sqrt(area / variance))
-    return project_mass_free(grid, eps, per_basin=per_basin)
+    field = noise_field(grid, lengthscale, tol=tol)  # the ensemble's generator: one law
+    if not per_basin:
+        field = field._replace(basins=np.zeros(grid.n_wet, dtype=int))
+    return np.asarray(sample_noise(key, field, n, scale, dtype=jnp.float64))
 
 
 # ---------------------------------------------------------------------------- truth
