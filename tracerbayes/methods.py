@@ -238,15 +238,17 @@ class _EnsembleMethod(_EnsembleSettings, Method):
             checkpoint_every: int | None) -> AbstractPosterior:
         from tracerbayes.ensemble.fit import fit_ensemble
 
-        local: dict[str, Any] = {"localisation_km": self.localisation,
-                 "weight_stride": self.weight_stride} if isinstance(self, LETKF) else {}
         parameters = {"prior": None}.get(self.parameters, self.parameters) if isinstance(
             self.parameters, str) else self.parameters
         return fit_ensemble(model, obs, times, self.name, ensemble_size=self.ensemble_size,
                             inflation=self.inflation, parameters=parameters, lag=self.lag,
                             mass_safe=self.mass_safe, seed=seed, progress=progress,
                             drop_invalid=drop_invalid, checkpoint=checkpoint,
-                            checkpoint_every=checkpoint_every, **local)
+                            checkpoint_every=checkpoint_every, **self._local_settings())
+
+    def _local_settings(self) -> dict[str, Any]:
+        """``fit_ensemble``'s localisation keywords (none for a global update)."""
+        return {}
 
 
 @frozen_dataclass
@@ -275,6 +277,9 @@ class LETKF(_EnsembleMethod):
     weight_stride: int = setting(Int(1), "solve the local analyses every this many cells and "
                                  "interpolate their transforms between (Yang et al. 2009; 1 = "
                                  "every cell)", 1)
+
+    def _local_settings(self) -> dict[str, Any]:
+        return {"localisation_km": self.localisation, "weight_stride": self.weight_stride}
 
 
 @frozen_dataclass
