@@ -1,14 +1,17 @@
-"""Command line: ``tracerbayes demo|run CONFIG|simulate CONFIG|validate CONFIG``.
+"""Command line: ``tracerbayes demo|run CONFIG|batch CONFIG...|simulate CONFIG|validate CONFIG``.
 
 ``demo``, ``run`` and ``simulate`` take ``[-o DIR] [--seed N] [-q]``; ``run`` also takes
 ``--overwrite`` (replace the outputs of an earlier run in the output folder, which it refuses
 otherwise) and ``--resume`` (continue an interrupted run from the checkpoint in its output
-folder). Exit codes: 0 on success; 1 with a one-line reason on stderr when the run fails
-(a full disk or a denied permission is said in plain words, naming the file); 2 for a usage
-error (from argparse); 3 when the sampler did not converge (outputs written); 130 after
-Ctrl-C and 143 after SIGTERM, with a one-line reason. Every output file is written under a
-hidden temporary name and renamed when complete (:mod:`tracerbayes.io.files`), so an
-interrupted or killed run leaves no partial output, only its last complete checkpoint.
+folder). ``batch CONFIG... --zarr OUT.zarr [--scheduler ADDR] [--workers N]
+[--runs-dir DIR] [--overwrite] [-q]`` runs many configs on Dask and combines their maps
+(:mod:`tracerbayes.cli.batch`). Exit codes: 0 on success; 1 with a one-line reason on stderr
+when the run fails (a full disk or a denied permission is said in plain words, naming the
+file); 2 for a usage error (from argparse); 3 when the sampler did not converge (outputs
+written); 130 after Ctrl-C and 143 after SIGTERM, with a one-line reason. Every output file
+is written under a hidden temporary name and renamed when complete
+(:mod:`tracerbayes.io.files`), so an interrupted or killed run leaves no partial output, only
+its last complete checkpoint.
 """
 
 from __future__ import annotations
@@ -126,6 +129,26 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _batch(args: argparse.Namespace) -> int:
+    from tracerbayes.cli.batch import BatchError, run_batch
+
+    try:
+        result = run_batch(args.configs, output=args.zarr, scheduler=args.scheduler,
+                           n_workers=args.workers, overwrite=args.overwrite,
+                           progress=not args.quiet, runs_dir=args.runs_dir)
+    except BatchError as err:
+        print(f"tracerbayes: error: {err}".splitlines()[0], file=sys.stderr)
+        return 1
+    unconverged = [run.name for run in result.runs if run.status == "not converged"]
+    if unconverged:
+        runs = "1 run" if len(unconverged) == 1 else f"{len(unconverged)} runs"
+        print(f"tracerbayes: {runs} did not converge ({', '.join(unconverged)}): their outputs "
+              "and run.json are written (status not converged); see each run's diagnostics/",
+              file=sys.stderr)
+        return 3
+    return 0
+
+
 def _validate(args: argparse.Namespace) -> int:
     from tracerbayes.cli.config import validate_config
 
@@ -184,6 +207,23 @@ def build_parser() -> argparse.ArgumentParser:
                      help="continue the interrupted run whose checkpoint is in the output "
                           "folder (same config and seed); start afresh if there is none")
     run.set_defaults(func=_run)
+    batch = sub.add_parser("batch", help="run many configs on Dask and combine their maps "
+                                         "into one Zarr store")
+    batch.add_argument("configs", nargs="+", metavar="CONFIG",
+                       help="YAML configurations, one run each, named after the file")
+    batch.add_argument("--zarr", required=True, metavar="OUT.zarr",
+                       help="the combined Zarr store (an earlier batch's store is replaced)")
+    batch.add_argument("--scheduler", default=None, metavar="ADDR",
+                       help="address of a Dask scheduler (default: a local cluster)")
+    batch.add_argument("--workers", type=int, default=2, metavar="N",
+                       help="worker processes of the local cluster (default 2)")
+    batch.add_argument("--runs-dir", default=None, metavar="DIR",
+                       help="write each run into DIR/NAME (default: its output.directory)")
+    batch.add_argument("--overwrite", action="store_true",
+                       help="run every config again, replacing finished runs (without it a "
+                            "finished run is skipped)")
+    batch.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    batch.set_defaults(func=_batch)
     simulate = sub.add_parser("simulate", help="draw a synthetic truth (truth.nc) and its "
                                                  "observations (CSV) from the simulate section")
     simulate.add_argument("config", help="YAML configuration with a simulate: section")
