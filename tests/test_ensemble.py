@@ -258,6 +258,30 @@ def test_mass_free_inflation_keeps_totals(rng):
                                ens.multiplicative(jnp.asarray(A) + 2.0, 1.3), atol=1e-13)
 
 
+def test_relaxation_to_prior_spread_moves_each_cells_spread_back_and_keeps_the_mean(rng):
+    """RTPS (Whitaker & Hamill 2012): sigma -> sigma_a + alpha (sigma_f - sigma_a) cell by
+    cell, the analysis mean unchanged; the mass-safe form does so for the mass-free part of
+    the anomalies and keeps every member's total and the level part exactly."""
+    area = rng.uniform(1, 3, 9)
+    E_f = rng.standard_normal((6, 9)) * rng.uniform(0.5, 2.0, 9)
+    E_a = E_f.mean(axis=0) + 0.3 * (E_f - E_f.mean(axis=0)) + 0.1 * rng.standard_normal((6, 9))
+    out = np.asarray(ens.relax_to_prior_spread(jnp.asarray(E_f), jnp.asarray(E_a), 0.7))
+    s_f, s_a = E_f.std(axis=0, ddof=1), E_a.std(axis=0, ddof=1)
+    np.testing.assert_allclose(out.std(axis=0, ddof=1), s_a + 0.7 * (s_f - s_a), rtol=1e-13)
+    np.testing.assert_allclose(out.mean(axis=0), E_a.mean(axis=0), atol=1e-14)
+    np.testing.assert_allclose(ens.relax_to_prior_spread(jnp.asarray(E_f), jnp.asarray(E_a),
+                                                         0.0), E_a, atol=1e-14)
+    safe = np.asarray(ens.relax_to_prior_spread(jnp.asarray(E_f), jnp.asarray(E_a), 0.7, area))
+    np.testing.assert_allclose(safe @ area, E_a @ area, rtol=1e-13)
+    free = np.asarray(ens.project_mass_free(jnp.asarray(safe - safe.mean(axis=0)), area))
+    free_f = np.asarray(ens.project_mass_free(jnp.asarray(E_f - E_f.mean(axis=0)), area))
+    free_a = np.asarray(ens.project_mass_free(jnp.asarray(E_a - E_a.mean(axis=0)), area))
+    sf, sa = np.sqrt((free_f**2).sum(0) / 5), np.sqrt((free_a**2).sum(0) / 5)
+    # the scaled mass-free anomalies, projected once more to restore zero totals
+    expected = ens.project_mass_free(jnp.asarray(free_a * (1 + 0.7 * (sf - sa) / sa)), area)
+    np.testing.assert_allclose(free, expected, atol=1e-13)
+
+
 # ------------------------------------------------------------------ adaptive inflation
 def test_innovation_inflation_recovers_underdispersion(rng, key):
     """Ensemble covariance P / 2.5 while the truth is drawn from P: lambda -> 2.5."""

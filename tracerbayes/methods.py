@@ -55,6 +55,9 @@ __all__ = ["Method", "Auto", "NUTS", "Laplace", "EnKF", "ETKF", "LETKF", "EKI", 
 #: Allowed values of ``NUTS.chain_method``.
 CHAIN_METHODS = ("auto", "parallel", "vectorized", "sequential")
 
+#: Default relaxation to prior spread of the ensemble methods' analyses (Whitaker & Hamill 2012).
+RELAXATION = 0.0
+
 INFLATION = WordOr("adaptive", Float(low=1.0), "'adaptive' or a number >= 1")
 MAP_MODES = WordOr("auto", Int(1), "'auto' (enough modes for 95% of the fitted noise field's "
                    "variance, at most 400) or a number of modes")
@@ -219,6 +222,11 @@ class _EnsembleSettings:
                              "its innovations and smoothed in time, Li et al. 2009) or a "
                              "fixed multiplicative factor of the forecast anomalies (1 = none)",
                              "adaptive")
+    relaxation: float = setting(Float(0.0, 1.0), "relaxation to prior spread (Whitaker & "
+                                "Hamill 2012): each analysis's spread is pulled back this "
+                                "fraction of the way to its forecast's, cell by cell, where "
+                                "a small ensemble's spurious correlations shrink it (0 = off)",
+                                RELAXATION)
     parameters: Any = setting(PointParameters(), PointParameters.doc + "; in Python also a "
                               "fitted Posterior (its posterior means)", "auto")
     lag: int | None = setting(Optional(Int(1)), "smoother lag in analysis times (null: the "
@@ -241,7 +249,8 @@ class _EnsembleMethod(_EnsembleSettings, Method):
         parameters = {"prior": None}.get(self.parameters, self.parameters) if isinstance(
             self.parameters, str) else self.parameters
         return fit_ensemble(model, obs, times, self.name, ensemble_size=self.ensemble_size,
-                            inflation=self.inflation, parameters=parameters, lag=self.lag,
+                            inflation=self.inflation, relaxation=self.relaxation,
+                            parameters=parameters, lag=self.lag,
                             mass_safe=self.mass_safe, seed=seed, progress=progress,
                             drop_invalid=drop_invalid, checkpoint=checkpoint,
                             checkpoint_every=checkpoint_every, **self._local_settings())

@@ -33,6 +33,7 @@ from tracerbayes.ensemble.inflation import (
     mass_free_multiplicative,
     multiplicative,
     project_mass_free,
+    relax_to_prior_spread,
 )
 from tracerbayes.ensemble.localisation import (
     EARTH_RADIUS_KM,
@@ -111,6 +112,7 @@ __all__ = [
     "observe",
     "project_mass_free",
     "random_rotation",
+    "relax_to_prior_spread",
     "ring_distance",
     "run_cycle",
     "sample_noise",

@@ -35,6 +35,7 @@ from tracerbayes.ensemble.inflation import (
     mass_free_multiplicative,
     multiplicative,
     project_mass_free,
+    relax_to_prior_spread,
 )
 from tracerbayes.ensemble.tracer import (
     initial_ensemble,
@@ -54,6 +55,7 @@ from tracerbayes.ensemble.window import (
 )
 from tracerbayes.exact.kalman import KalmanObservations
 from tracerbayes.io.checkpoint import Checkpoint, CheckpointError
+from tracerbayes.methods import RELAXATION
 from tracerbayes.posterior.ensemble import EnsemblePosterior, InversionPosterior
 
 __all__ = ["ENSEMBLE_METHODS", "EKIForward", "fit_ensemble", "fit_eki", "point_parameters",
@@ -175,6 +177,7 @@ def _intervals(times: np.ndarray) -> Any:
 
 def fit_ensemble(model: Any, obs: Any, times: Any, method: str, *, ensemble_size: int = 64,
                  localisation_km: float = 300.0, inflation: Any = "adaptive",
+                 relaxation: float = RELAXATION,
                  parameters: Any = None, lag: int | None = None, mass_safe: bool = True,
                  seed: int = 0, progress: bool = True, drop_invalid: bool = False,
                  batch_size: int | None = None, weight_stride: int = 1,
@@ -196,6 +199,9 @@ def fit_ensemble(model: Any, obs: Any, times: Any, method: str, *, ensemble_size
         raise ValueError(f"inflation={inflation!r}; give 'adaptive' or a factor >= 1")
     if not adaptive and not inflation >= 1.0:
         raise ValueError(f"inflation must be 'adaptive' or >= 1 (1 = none), got {inflation}")
+    if not 0.0 <= relaxation <= 1.0:
+        raise ValueError(f"relaxation must be in [0, 1] (the fraction of the spread an "
+                         f"analysis lost that is restored; 0 = off), got {relaxation}")
     if int(weight_stride) != weight_stride or weight_stride < 1:
         raise ValueError(f"weight_stride must be an integer >= 1 (cells between the LETKF's "
                          f"weight nodes; 1 = every cell), got {weight_stride}")
@@ -261,8 +267,13 @@ def fit_ensemble(model: Any, obs: Any, times: Any, method: str, *, ensemble_size
         else:
             def infl(key, E):
                 return multiplicative(E, inflation)
+    relax = None
+    if relaxation > 0:
+        def relax(E_f, E_a):
+            return relax_to_prior_spread(E_f, E_a, relaxation, area, basins)
     settings = {"ensemble_size": N, "localisation_km": float(localisation_km),
                 "inflation": inflation if adaptive else float(inflation),
+                "relaxation": float(relaxation),
                 "lag": "window" if lag is None else int(lag),
                 "mass_safe": bool(mass_safe), "seed": int(seed), "dt_s": (dt if np.ndim(dt) == 0
                                                  else f"{np.min(dt):g}..{np.max(dt):g}"),
@@ -275,7 +286,8 @@ def fit_ensemble(model: Any, obs: Any, times: Any, method: str, *, ensemble_size
         resume, on_chunk = window_checkpoint(checkpoint, recorded)
     result = smooth_window(k_run, transition, E0, observations, update, lag=lag,
                            inflation=infl, forecast_first=False, cell_area=area,
-                           progress=progress, adaptive=spec, chunk_size=chunk_size,
+                           progress=progress, adaptive=spec, relax=relax,
+                           chunk_size=chunk_size,
                            resume=resume, on_chunk=on_chunk)
     return EnsemblePosterior.from_window(model, obs, times, prepared, observations, params,
                                          result, method=method, settings=settings)

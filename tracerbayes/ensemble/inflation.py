@@ -10,11 +10,19 @@ exactly (to round-off):
   ``Pi = I - 1 a^T / (1^T a)``;
 * :func:`mass_free_additive` projects the perturbations with ``Pi`` before adding them.
 
+Relaxation to prior spread (:func:`relax_to_prior_spread`, Whitaker & Hamill 2012) inflates
+the *analysis*, cell by cell, where it has lost more spread than it should: a small ensemble's
+spurious long-range correlations shrink the spread far from the observations at every cycle,
+which one global factor estimated from the innovations (seen only where there are
+observations) cannot undo.
+
 References
 ----------
 Anderson, J. L. & Anderson, S. L. (1999). A Monte Carlo implementation of the nonlinear
 filtering problem to produce ensemble assimilations and forecasts. Mon. Wea. Rev. 127,
 2741-2758 (multiplicative inflation).
+Whitaker, J. S. & Hamill, T. M. (2012). Evaluating methods to account for system errors in
+ensemble data assimilation. Mon. Wea. Rev. 140, 3078-3089 (relaxation to prior spread).
 Li, H., Kalnay, E. & Miyoshi, T. (2009). Simultaneous estimation of covariance inflation and
 observation errors within an ensemble Kalman filter. Q. J. R. Meteorol. Soc. 135, 523-533.
 """
@@ -39,6 +47,7 @@ __all__ = [
     "mass_free_multiplicative",
     "multiplicative",
     "project_mass_free",
+    "relax_to_prior_spread",
 ]
 
 
@@ -95,6 +104,36 @@ def mass_free_multiplicative(E: jax.Array, factor: Any, cell_area: Any,
     A = E - xbar
     A_free = project_mass_free(A, cell_area, basins)
     return xbar + (A - A_free) + factor * A_free
+
+
+def relax_to_prior_spread(E_f: jax.Array, E_a: jax.Array, alpha: Any, cell_area: Any = None,
+                          basins: Any = None) -> jax.Array:
+    """Relaxation to prior spread (RTPS, Whitaker & Hamill 2012): the analysis anomalies of
+    every cell scaled so that its spread moves ``alpha`` of the way back to the forecast's,
+    ``sigma_a -> sigma_a + alpha (sigma_f - sigma_a)``; the analysis mean is unchanged.
+
+    ``alpha = 0`` returns ``E_a``; ``alpha = 1`` restores the forecast spread. A cell whose
+    analysis spread is zero is left as it is. With ``cell_area`` (n,) the spreads and the
+    scaling are those of the mass-free part of the anomalies only (per basin with ``basins``,
+    see :func:`project_mass_free`): the basin-mean level, which many observations pin down
+    together and which is no victim of spurious correlations, keeps its analysis spread, and
+    every member keeps its analysis total exactly.
+    """
+    xbar = E_a.mean(axis=0)
+    A = E_a - xbar
+    if cell_area is None:
+        A_f, A_free = E_f - E_f.mean(axis=0), A
+    else:
+        A_f = project_mass_free(E_f - E_f.mean(axis=0), cell_area, basins)
+        A_free = project_mass_free(A, cell_area, basins)
+    dof = E_a.shape[0] - 1.0
+    sd_f = jnp.sqrt(jnp.sum(A_f**2, axis=0) / dof)
+    sd_a = jnp.sqrt(jnp.sum(A_free**2, axis=0) / dof)
+    tiny = jnp.finfo(E_a.dtype).tiny
+    factor = jnp.where(sd_a > tiny, 1.0 + alpha * (sd_f - sd_a) / jnp.maximum(sd_a, tiny), 1.0)
+    if cell_area is None:
+        return xbar + factor * A
+    return xbar + (A - A_free) + project_mass_free(factor * A_free, cell_area, basins)
 
 
 def innovation_inflation(E: jax.Array, y: jax.Array, H: Any, obs_sd: jax.Array, *,

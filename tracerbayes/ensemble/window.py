@@ -410,6 +410,10 @@ class Engine(NamedTuple):
         the analyses themselves).
     adaptive : AdaptiveSpec or None
         Adaptive inflation of every forecast, after ``inflation``.
+    relax : callable ``(E_f, E_a) -> E_a`` or None
+        Posterior inflation of every analysis (e.g.
+        :func:`~tracerbayes.ensemble.inflation.relax_to_prior_spread`), before it enters the
+        smoothing buffer.
     """
 
     transition: Callable
@@ -420,6 +424,7 @@ class Engine(NamedTuple):
     statistics: Callable[[Cycle], dict[str, Any]]
     emit: bool = True
     adaptive: AdaptiveSpec | None = None
+    relax: Callable | None = None
 
 
 def forecast_step(transition: Callable, inflation: Callable | None, forecast_first: bool,
@@ -462,6 +467,8 @@ def _step(engine: Engine, update: _Static, area, update_arrays, carry, inputs):
                                 k, key, E)
     E_f, factor = _adapt(engine.adaptive, factor, E_f, ob, H)
     E_a, buffer = _combine(update, update_arrays)(k_anal, E_f, buffer, ob, H)
+    if engine.relax is not None:
+        E_a = jnp.where(ob.valid.any(), engine.relax(E_f, E_a), E_a)
     out = engine.statistics(Cycle(E_f, E_a, ob, H, factor, true, area))
     leaving = E_a
     if engine.lag:
@@ -592,6 +599,7 @@ def smooth_window(key: jax.Array, transition: Callable[[jax.Array, jax.Array], j
                   cell_area: Any = None, progress: bool = True,
                   chunk_size: int | None = None,
                   adaptive: AdaptiveSpec | None = None,
+                  relax: Callable[[jax.Array, jax.Array], jax.Array] | None = None,
                   resume: WindowCheckpoint | None = None,
                   on_chunk: Callable[[WindowCheckpoint], None] | None = None) -> WindowResult:
     """Filter and smooth ``T`` times from the initial ensemble ``E0`` (N_e, n).
@@ -618,6 +626,9 @@ def smooth_window(key: jax.Array, transition: Callable[[jax.Array, jax.Array], j
         Cycles per chunk (default a tenth of the window with ``progress``, else all).
     adaptive : AdaptiveSpec, optional
         Adaptive inflation of every forecast (after ``inflation``), from the innovations.
+    relax : callable ``(E_f, E_a) -> E_a``, optional
+        Posterior inflation of every analysis with observations (e.g. relaxation to prior
+        spread), before it enters the smoothing buffer.
     resume : WindowCheckpoint, optional
         Go on from there (as saved by ``on_chunk`` of an interrupted run with the same
         inputs).
@@ -627,7 +638,7 @@ def smooth_window(key: jax.Array, transition: Callable[[jax.Array, jax.Array], j
     E0 = check_cycle_inputs(E0, observations, observe)
     T = observations.values.shape[0]
     engine = Engine(transition, inflation, observe, forecast_first, window_lag(lag, T),
-                    _window_statistics, adaptive=adaptive)
+                    _window_statistics, adaptive=adaptive, relax=relax)
     size = chunk_size or (max(1, -(-T // 10)) if progress else T)
     _, out = run_engine(key, E0, observations, update, engine, cell_area=cell_area,
                         chunk_size=size, desc="ensemble cycles" if progress else None,
