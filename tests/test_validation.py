@@ -20,7 +20,7 @@ import tracerbayes as tb
 from tracerbayes.exact.model import AdvectionDiffusionModel, ConstantVelocity, Priors
 from tracerbayes.grid.core import Grid
 from tracerbayes.posterior.exact import Posterior
-from tracerbayes.posterior.validation import holdout_scores, split_holdout
+from tracerbayes.posterior.validation import calibration_message, holdout_scores, split_holdout
 
 DAY = 86400.0
 PARAMS = {"diffusivity": 400.0, "noise_sd": 0.1, "noise_lengthscale_km": 30.0,
@@ -155,3 +155,27 @@ def test_ensemble_holdout_scores_equal_a_direct_computation():
         assert got[name] == pytest.approx(value, rel=1e-9), name
     assert got == holdout_scores(post, split.test)
     assert post.settings["holdout"] == 0.2
+
+
+def test_calibration_message_flags_coverage_beyond_sampling_error():
+    """Three binomial sd (at least 5 points) either side of the level: quiet inside, a
+    warning that says which way outside; the ensemble's names its settings."""
+    assert calibration_message({"n": 400, "level": 0.9, "coverage": 0.86}, "letkf") is None
+    low = calibration_message({"n": 400, "level": 0.9, "coverage": 0.42}, "letkf")
+    assert low.startswith("the maps are overconfident: only 42% of 400") and "relaxation" in low
+    high = calibration_message({"n": 400, "level": 0.9, "coverage": 0.99}, "laplace")
+    assert high.startswith("the maps are underconfident: 99% of 400")
+    # few held-out values: the binomial sd, 3 sqrt(0.09 / 25) = 0.18, sets the margin
+    assert calibration_message({"n": 25, "level": 0.9, "coverage": 0.76}, "nuts") is None
+    assert calibration_message({"n": 25, "level": 0.9, "coverage": 0.68}, "nuts") is not None
+
+
+def test_an_overconfident_ensemble_fit_warns_from_its_holdout():
+    """No process noise and a sure first map: the ETKF's held-out coverage collapses, and the
+    fit says so (CalibrationWarning), as the ensemble's innovations alone may not."""
+    grid, obs, times = problem(n_per_day=10)
+    model = AdvectionDiffusionModel(grid, ConstantVelocity(0.1), Priors(), n_modes=8)
+    with pytest.warns(tb.CalibrationWarning, match="overconfident"):
+        post = tb.fit(model, obs, times, method="etkf", ensemble_size=16, progress=False,
+                      parameters={"noise_sd": 1e-6, "initial_sd": 1e-3}, holdout=0.3, seed=1)
+    assert post.validation["coverage"] < 0.5

@@ -29,7 +29,7 @@ from tracerbayes.exact.model import (
     Priors,
     StreamfunctionVelocity,
 )
-from tracerbayes.fitting import ResolutionWarning, SamplingWarning, fit
+from tracerbayes.fitting import CalibrationWarning, ResolutionWarning, SamplingWarning, fit
 from tracerbayes.grid import EARTH_RADIUS, CoordinateSystem, Grid, GridError
 from tracerbayes.methods import EKI, ETKF, LETKF, NUTS, Auto, EnKF, Laplace, Method
 from tracerbayes.observations import (
@@ -80,6 +80,7 @@ __all__ = [
     "Method",
     "NUTS",
     "ResolutionWarning",
+    "CalibrationWarning",
     "ConstantVelocity",
     "EARTH_RADIUS",
     "CoordinateSystem",

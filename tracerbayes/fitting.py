@@ -16,7 +16,7 @@ from tracerbayes.methods import Method, method_from_name
 from tracerbayes.observations.core import Observations
 from tracerbayes.posterior.base import AbstractPosterior
 
-__all__ = ["fit", "SamplingWarning", "ResolutionWarning", "ConvergenceError",
+__all__ = ["fit", "SamplingWarning", "ResolutionWarning", "CalibrationWarning", "ConvergenceError",
            "convergence_paragraph", "choose_method"]
 
 
@@ -26,6 +26,10 @@ class SamplingWarning(UserWarning):
 
 class ResolutionWarning(UserWarning):
     """The fitted parameters say the reduced basis is too coarse for the field."""
+
+
+class CalibrationWarning(UserWarning):
+    """The held-out observations say the maps' uncertainty is too narrow or too wide."""
 
 
 def _warn(post: Any) -> None:
@@ -166,10 +170,13 @@ def fit(
         _warn(post)
         post.offset, post.obs = offset, obs
         if split is not None:
-            from tracerbayes.posterior.validation import holdout_scores
+            from tracerbayes.posterior.validation import calibration_message, holdout_scores
 
             post.holdout = split
             post.validation = holdout_scores(post, split.test)
+            message = calibration_message(post.validation, post.method)
+            if message:
+                warnings.warn(message, CalibrationWarning, stacklevel=2)
             post.settings.update({"holdout": split.fraction, "holdout_by": holdout_by})
     return post
 

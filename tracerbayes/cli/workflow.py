@@ -520,10 +520,13 @@ def _write_validation(post: Any, diag: Path, units: str) -> Path:
     """diagnostics/validation.json: the held-out scores, the split and the units."""
     import json
 
+    from tracerbayes.posterior.validation import calibration_message
+
     record = {**post.validation, "units": units, "by": post.holdout.by,
               "fraction": post.holdout.fraction,
               "held_out_rows": [int(r) for r in post.holdout.test_rows],
-              "summary": validation_line(post.validation, units)}
+              "summary": validation_line(post.validation, units),
+              "calibration": calibration_message(post.validation, post.method)}
     path = diag / "validation.json"
     with atomic_path(path) as tmp:
         Path(tmp).write_text(json.dumps(record, indent=1) + "\n")

@@ -12,6 +12,11 @@ distribution of every held-out value, observation noise included:
 mean and variance at the observation for the ensemble path, ``e`` the error scale).
 Reported: RMSE of the predictive mean, CRPS (Gaussian mixture, Grimit et al. 2006) and the
 fraction of held-out values inside the central 90% predictive interval.
+
+``calibration_message`` turns a coverage far from its level into a warning: further than
+three binomial standard deviations ``sqrt(level (1 - level) / n)``, and at least
+:data:`COVERAGE_MARGIN`, from it (held-out values close in space and time are not
+independent, so the binomial spread alone would cry wolf).
 """
 
 from __future__ import annotations
@@ -20,10 +25,14 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-__all__ = ["HOLDOUT_KINDS", "Holdout", "holdout_scores", "split_holdout"]
+__all__ = ["HOLDOUT_KINDS", "Holdout", "calibration_message", "holdout_scores",
+           "split_holdout"]
 
 #: How held-out observations are chosen.
 HOLDOUT_KINDS = ("random", "platform", "block")
+#: Smallest departure of the held-out coverage from its level that ``calibration_message``
+#: reports.
+COVERAGE_MARGIN = 0.05
 
 
 class Holdout(NamedTuple):
@@ -112,3 +121,26 @@ def holdout_scores(post: Any, test: Any, *, level: float = 0.9) -> dict[str, flo
         "interval_width": float(np.mean(mixture_quantile(means, sds, hi)
                                         - mixture_quantile(means, sds, lo))),
     }
+
+
+def calibration_message(scores: dict[str, Any], method: str) -> str | None:
+    """A warning when the held-out predictive intervals miss their level (see the module
+    docstring), saying which way and what to change for ``method``; None when they are
+    within sampling error of it."""
+    n, level, coverage = int(scores["n"]), float(scores["level"]), float(scores["coverage"])
+    margin = max(COVERAGE_MARGIN, 3.0 * np.sqrt(level * (1.0 - level) / max(n, 1)))
+    if abs(coverage - level) <= margin:
+        return None
+    ensemble = method in ("enkf", "etkf", "letkf")
+    if coverage < level:
+        fix = ("raise method.relaxation (relaxation to prior spread, e.g. 0.5), shorten "
+               "method.localisation, add members, or map with method laplace or nuts"
+               if ensemble else "check the model's noise priors and the representation "
+               "error (model.representation_error), or raise model.n_modes")
+        return (f"the maps are overconfident: only {coverage:.0%} of {n} held-out "
+                f"observations fall inside their {level:.0%} predictive intervals (expected "
+                f"{level:.0%} +/- {margin:.0%}); the map sd understates the error: {fix}")
+    return (f"the maps are underconfident: {coverage:.0%} of {n} held-out observations fall "
+            f"inside their {level:.0%} predictive intervals (expected {level:.0%} +/- "
+            f"{margin:.0%}); the map sd overstates the error, so the maps are more accurate "
+            "than their uncertainty says")
