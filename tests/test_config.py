@@ -149,10 +149,17 @@ def test_valid_config_builds_grid_times_observations_priors_model(tmp_path, rng)
     assert float(priors.initial_sd.scale) == pytest.approx(2.0 * np.std(obs.value), rel=1e-14)
 
     velocity = build_velocity(cfg, grid)
+    # the file's uniform current, its divergent part removed (velocity.divergence: remove):
+    # in this closed box a uniform current is all divergent, so nothing of it is left
     reference = physics.constant_velocity(grid, 0.1, -0.05)
-    np.testing.assert_allclose(velocity.velocity.east, reference.east, atol=1e-15)
-    np.testing.assert_allclose(velocity.velocity.north, reference.north, atol=1e-15)
+    projected, _ = physics.remove_divergence(grid, reference)
+    np.testing.assert_allclose(velocity.velocity.east, projected.east, atol=1e-15)
+    np.testing.assert_allclose(velocity.velocity.north, projected.north, atol=1e-15)
+    assert np.abs(projected.east).max() < 1e-14 and np.abs(projected.north).max() < 1e-14
     assert float(velocity.scale_prior.scale) == 0.5
+    kept = load_config(_write(tmp_path, BASE.replace("u: uo,", "u: uo, divergence: keep,")))
+    np.testing.assert_allclose(build_velocity(kept, grid).velocity.east, reference.east,
+                               atol=1e-15)
 
     model = build_model(cfg, grid, obs, velocity=velocity)
     assert model.n_modes == 12 and model.grid is grid and model.transition == "galerkin"

@@ -175,6 +175,48 @@ def test_streamfunction_velocity_is_divergence_free(kind, rng):
     assert np.abs(np.asarray(M @ ones) - 1.0).max() < 1e-12
 
 
+@pytest.mark.parametrize("kind", GRID_KINDS)
+def test_removing_the_divergence_keeps_the_rotational_part(kind, rng):
+    """The Helmholtz projection of a random (divergent) face velocity: no divergence left
+    (1e-13 of speed / cell size), closed faces closed, a constant field stays constant; the
+    correction is a discrete gradient, orthogonal to every divergence-free flow in the
+    conductance inner product (sum of l d du w), so a divergence-free flow is kept as is;
+    a time axis is projected field by field."""
+    grid = make_grid(kind, lambda s: island_mask(rng, s))
+    velocity = random_velocity(rng, grid)
+    rotational = ph.velocity_from_streamfunction(grid, random_streamfunction(rng, grid))
+    projected, report = ph.remove_divergence(grid, velocity)
+    speed = float(np.abs(np.asarray(velocity.east)).max())
+    div = np.asarray(ph.divergence(grid, ph.FaceVelocity(jnp.asarray(projected.east),
+                                                         jnp.asarray(projected.north))))
+    assert np.abs(div[grid.mask]).max() < 1e-13 * speed / cell_size(grid)
+    assert report.divergence_rms > 1e3 * report.divergence_after
+    assert np.all(projected.east[~grid.east_open] == 0)
+    assert np.all(projected.north[~grid.north_open] == 0)
+    c = ph.propagate(grid, jnp.ones(grid.n_wet), ph.FaceVelocity(
+        jnp.asarray(projected.east), jnp.asarray(projected.north)), 0.0, 5 * DAY)
+    assert np.abs(np.asarray(c) - 1.0).max() < 1e-12
+    weight_e = grid.east_face_length * grid.east_face_distance * grid.east_open
+    weight_n = grid.north_face_length * grid.north_face_distance * grid.north_open
+    change_e = projected.east - np.asarray(velocity.east)
+    change_n = projected.north - np.asarray(velocity.north)
+    inner = (np.sum(weight_e * change_e * np.asarray(rotational.east))
+             + np.sum(weight_n * change_n * np.asarray(rotational.north)))
+    norm = np.sqrt(np.sum(weight_e * change_e**2) + np.sum(weight_n * change_n**2)) * np.sqrt(
+        np.sum(weight_e * np.asarray(rotational.east) ** 2)
+        + np.sum(weight_n * np.asarray(rotational.north) ** 2))
+    assert abs(inner) < 1e-12 * norm
+    kept, _ = ph.remove_divergence(grid, rotational)
+    scale = float(np.abs(np.asarray(rotational.east)).max())
+    np.testing.assert_allclose(kept.east, rotational.east, atol=1e-12 * scale)
+    np.testing.assert_allclose(kept.north, rotational.north, atol=1e-12 * scale)
+    stacked, _ = ph.remove_divergence(grid, ph.FaceVelocity(
+        np.stack([velocity.east, rotational.east]), np.stack([velocity.north,
+                                                              rotational.north])))
+    np.testing.assert_allclose(stacked.east[0], projected.east, atol=1e-14 * speed)
+    np.testing.assert_allclose(stacked.north[1], kept.north, atol=1e-14 * speed)
+
+
 def test_smooth_streamfunction_on_sphere():
     rng = np.random.default_rng(5)
     grid = make_grid("lonlat-periodic", lambda s: island_mask(rng, s, 8))

@@ -92,7 +92,7 @@ def test_nan_velocity_on_land_is_fine_and_missing_options_fill_with_a_warning(tm
     uo[1, 1] = np.nan  # one sea cell
     _currents(tmp_path, uo, np.full((10, 12), -0.05))
     for how, value in (("nearest", 0.1), ("zero", 0.0)):
-        text = BASE.replace("u: uo,", f"u: uo, missing: {how},")
+        text = BASE.replace("u: uo,", f"u: uo, missing: {how}, divergence: keep,")
         cfg = load_config(_write(tmp_path, text))
         with pytest.warns(RegridWarning, match=rf"1 of the 114 sea cells .*filled \({how}\)"):
             velocity = build_velocity(cfg, grid).velocity
@@ -147,7 +147,8 @@ def test_velocity_on_another_grid_is_regridded_only_when_asked(tmp_path, rng):
     assert "the model 10 x 12 cells (ny x nx)" in message
     assert "velocity.regrid: linear" in message
 
-    cfg = load_config(_write(tmp_path, BASE.replace("u: uo,", "u: uo, regrid: linear,")))
+    cfg = load_config(_write(tmp_path, BASE.replace(
+        "u: uo,", "u: uo, regrid: linear, divergence: keep,")))
     grid = build_grid(cfg)
     with pytest.warns(RegridWarning, match=r"'uo', 'vo' regridded \(linear\) from 5 x 6 cells"):
         face = build_velocity(cfg, grid).velocity

@@ -1,6 +1,7 @@
 """Physics: velocity fields on cell faces, the conservative finite-volume operator, time stepping.
 """
 
+from tracerbayes.physics.helmholtz import DivergenceReport, remove_divergence
 from tracerbayes.physics.operator import (
     FaceVelocity,
     apply_operator,
@@ -27,6 +28,8 @@ from tracerbayes.physics.operator import (
 )
 
 __all__ = [
+    "DivergenceReport",
+    "remove_divergence",
     "FaceVelocity",
     "apply_operator",
     "constant_velocity",

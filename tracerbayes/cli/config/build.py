@@ -262,6 +262,8 @@ def _given_velocity(cfg: RunConfig, v: GivenVelocityConfig, grid: Grid) -> Any:
             missing=regrid.MissingValues(v.missing))
     except ValueError as err:
         raise _fail(cfg, "velocity.file", f"{v.file}: {err}") from err
+    if v.divergence == "remove":
+        face, _ = physics.remove_divergence(grid, face)
     prior = None if v.scale_prior is None else to_distribution(v.scale_prior)
     if times is not None and len(times) > 1:
         if not v.time_mean:  # each analysis interval moves with the field at its midpoint

@@ -415,6 +415,12 @@ class GivenVelocityConfig:
                            "sea cells where u or v is NaN or missing: refuse them; fill with "
                            "the nearest value given; or zero (still water), with a warning",
                            "error")
+    divergence: str = setting(Str(("remove", "keep")),
+                              "remove: the flow's divergent part on the model grid is taken "
+                              "out (a discrete Helmholtz projection; centre values averaged "
+                              "to faces are never divergence-free there, and in flux form a "
+                              "divergence turns the tracer's level into false sources and "
+                              "sinks); keep: use the faces as interpolated", "remove")
 
 
 @frozen_dataclass
