@@ -31,6 +31,12 @@ scaling rows (cells at fixed N_e and observation count; observations and ensembl
     python benchmarks/letkf_scale.py --quick              # tiny smoke run (minutes: compilation)
     python benchmarks/letkf_scale.py --cycles 5 --no-scaling
     python benchmarks/letkf_scale.py --n 1024 --cycles 5 --no-scaling --batch-size 4096
+    python benchmarks/letkf_scale.py --no-headline --no-scaling --compare --cycles 3
+
+``--compare`` runs the ``--n`` case with the reference and with the fast forecast
+(``tracer_transition(..., scheme="fast")``) on the same truth (always moved by the reference
+scheme), observations and seeds, and prints both rows with one forecast timed alone and the
+ratios; ``--forecast fast`` runs the other tables with the fast scheme.
 
 On a GPU (install ``jax[cuda12]`` in the venv), the last line is the 1024 x 1024 run. There
 pass ``--batch-size`` (e.g. 1024-8192): with the default (``None``) the LETKF's ``lax.map``
@@ -71,7 +77,7 @@ FLOAT_ERROR = 0.1  # tracer units
 
 
 def worker(n: int, members: int, per_cycle: int, cycles: int, batch_size: int | None,
-           seed: int, stride: int = 1) -> dict:
+           seed: int, stride: int = 1, forecast: str = "reference") -> dict:
     """Run one configuration (in this process) and return its measurements."""
     import resource
 
@@ -102,8 +108,12 @@ def worker(n: int, members: int, per_cycle: int, cycles: int, batch_size: int | 
     grid = coastal_grid(n, DOMAIN / n)
     area = jnp.asarray(grid.wet_area)
     noise = noise_field(grid, NOISE_LENGTH)
-    transition = tracer_transition(grid, eddy_velocity(grid, k_vel), DIFFUSIVITY, DAY, noise,
-                                   NOISE_SD)
+    velocity = eddy_velocity(grid, k_vel)
+    # the truth always moves with the reference scheme; the ensemble with ``forecast``
+    truth_move = tracer_transition(grid, velocity, DIFFUSIVITY, DAY, noise, NOISE_SD)
+    transition = (truth_move if forecast == "reference" else
+                  tracer_transition(grid, velocity, DIFFUSIVITY, DAY, noise, NOISE_SD,
+                                    scheme=forecast))
     # truth start (mass-free field around 15) and the prior ensemble, drawn in one call: the
     # prior is the truth's law with an uncertain mean level (sd 0.1) and its own fields
     fields = sample_noise(k_init, noise, members + 1, 1.0, mass_free=False)
@@ -112,7 +122,7 @@ def worker(n: int, members: int, per_cycle: int, cycles: int, batch_size: int | 
     E0 = 15.0 + level + fields[1:]
     # truth at t_{-1} (the prior's time), then t_0 .. t_{T-1}: one member of the transition
     T = cycles + 1  # the warm-up cycle and the timed ones
-    step = jax.jit(transition)
+    step = jax.jit(truth_move)
     states = [truth0[None]]
     for key in jax.random.split(k_truth, T):
         states.append(step(key, states[-1]))
@@ -175,12 +185,19 @@ def worker(n: int, members: int, per_cycle: int, cycles: int, batch_size: int | 
     jax.block_until_ready(compiled(k_run, E, ob))
     analysis_s = time.perf_counter() - t0
     log(f"analysis alone {analysis_s:.1f} s")
+    move = jax.jit(transition).lower(k_run, E).compile()
+    jax.block_until_ready(move(k_run, E))
+    t0 = time.perf_counter()
+    jax.block_until_ready(move(jax.random.fold_in(k_run, T), E))
+    forecast_s = time.perf_counter() - t0
+    log(f"forecast alone {forecast_s:.1f} s")
     m = np.asarray(observations.valid)[1:].sum(axis=1)
     return dict(n=n, cells=grid.n_wet, members=members, obs=float(m.mean()), cycles=cycles,
                 batch_size=batch_size, substeps=transition.substeps, stride=stride,
                 nodes=grid.n_wet if nodes is None else len(nodes.coords),
                 noise_terms=len(noise.terms), setup_s=setup_s, warmup_s=warmup_s,
                 cycle_s=float(np.median(cycle_s)), analysis_s=analysis_s,
+                forecast=forecast, forecast_s=forecast_s, stages=transition.stages,
                 prior_rmse=float(np.mean(prior)), analysis_rmse=float(np.mean(post)),
                 mass_drift=max(mass), peak_mib=resource.getrusage(
                     resource.RUSAGE_SELF).ru_maxrss / 1024.0,
@@ -193,10 +210,10 @@ def log(message: str) -> None:
 
 
 def measure(n: int, members: int, per_cycle: int, cycles: int, batch_size: int | None,
-            seed: int, stride: int = 1) -> dict:
+            seed: int, stride: int = 1, forecast: str = "reference") -> dict:
     """One configuration in a fresh subprocess (separate peak memory)."""
     spec = json.dumps(dict(n=n, members=members, per_cycle=per_cycle, cycles=cycles,
-                           batch_size=batch_size, seed=seed, stride=stride))
+                           batch_size=batch_size, seed=seed, stride=stride, forecast=forecast))
     proc = subprocess.run([sys.executable, __file__, "--worker", spec], stdout=subprocess.PIPE,
                           text=True)
     if proc.returncode != 0:
@@ -227,13 +244,38 @@ def exponent(rows: list[dict], key: str) -> float:
     return float(np.polyfit(x, t, 1)[0])
 
 
+def compare(args) -> None:
+    """The reference and the fast forecast on the same truth, observations and random
+    numbers (issue 17: >= 4x fewer forecast seconds, analysis RMSE within 2%, drift <= 1e-12)."""
+    print(f"\nforecast schemes, {args.n}^2, N_e = {args.members}, ~{args.obs} obs/cycle: same "
+          f"truth (moved by the reference scheme), observations and seeds ({args.cycles} timed "
+          f"cycle(s) each, after the warm-up); 'alone' = one forecast compiled and timed alone")
+    print(f"{'scheme':>10}{'steps x stages':>15}{'alone':>8}" + HEADER[9:], flush=True)
+    rows = {}
+    for name in ("reference", "fast"):
+        r = measure(args.n, args.members, args.obs, args.cycles, args.batch_size, args.seed,
+                    args.stride, name)
+        rows[name] = r
+        print(f"{name:>10}{r['substeps']:>9} x {r['stages']:<3}{r['forecast_s']:>8.2f}"
+              + row(r)[9:], flush=True)
+    ref, fast = rows["reference"], rows["fast"]
+    f_ref = max(ref["cycle_s"] - ref["analysis_s"], 1e-9)
+    f_fast = max(fast["cycle_s"] - fast["analysis_s"], 1e-9)
+    print(f"  reference / fast: forecast alone {ref['forecast_s'] / fast['forecast_s']:.1f}x, "
+          f"forecast in the cycle {f_ref / f_fast:.1f}x, whole cycle "
+          f"{ref['cycle_s'] / fast['cycle_s']:.1f}x; analysis RMSE "
+          f"{100 * (fast['analysis_rmse'] / ref['analysis_rmse'] - 1):+.1f}%, prior RMSE "
+          f"{100 * (fast['prior_rmse'] / ref['prior_rmse'] - 1):+.1f}%; mass drift "
+          f"{ref['mass_drift']:.1e} / {fast['mass_drift']:.1e}", flush=True)
+
+
 def scaling(title: str, configs: list[tuple], key: str, cycles: int, args) -> None:
     print(f"\n{title} ({cycles} timed cycle(s) each, after the warm-up)")
     print(HEADER, flush=True)
     rows = []
     for n, members, per_cycle, *stride in configs:
         rows.append(measure(n, members, per_cycle, cycles, args.batch_size, args.seed,
-                            stride[0] if stride else args.stride))
+                            stride[0] if stride else args.stride, args.forecast))
         print(row(rows[-1]), flush=True)
     if key:
         print(f"  time per cycle ~ {key}^{exponent(rows, key):.2f}", flush=True)
@@ -259,6 +301,10 @@ def main() -> None:
     ap.add_argument("--cells", type=int, nargs="+", default=[64, 128, 256],
                     help="grid sides of the cell-count rows")
     ap.add_argument("--no-headline", action="store_true")
+    ap.add_argument("--compare", action="store_true",
+                    help="also time the reference against the fast forecast (--n, --cycles)")
+    ap.add_argument("--forecast", default="reference", choices=("reference", "fast"),
+                    help="forecast scheme of the headline and scaling rows")
     ap.add_argument("--no-scaling", action="store_true")
     ap.add_argument("--quick", action="store_true",
                     help="tiny smoke run (2-8 minutes on 2 cores, mostly compilation)")
@@ -286,7 +332,9 @@ def main() -> None:
         print(f"\nheadline ({args.cycles} timed cycles after a warm-up)")
         print(HEADER, flush=True)
         print(row(measure(args.n, args.members, args.obs, args.cycles, args.batch_size,
-                          args.seed, args.stride)), flush=True)
+                          args.seed, args.stride, args.forecast)), flush=True)
+    if args.compare:
+        compare(args)
     if not args.no_scaling:
         c = args.scaling_cycles
         scaling(f"cells, N_e = {args.members}, ~{args.obs} obs/cycle",

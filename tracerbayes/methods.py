@@ -233,6 +233,16 @@ class _EnsembleSettings:
                               "whole window when it fits in memory)", None)
     mass_safe: bool = setting(Bool(), "mass-safe inflation and localisation (every member "
                               "keeps its total)", True)
+    forecast: str = setting(Str(("reference", "fast")), "ensemble forecast scheme: "
+                            "'reference' (Heun sub-steps, heat-kernel noise on the model "
+                            "grid) or 'fast' (fewer, longer SSP Runge-Kutta steps and the "
+                            "noise drawn on a 2x coarser grid, in float32 with every "
+                            "member's total kept in float64; benchmarks/letkf_scale.py "
+                            "--compare)", "reference")
+    devices: int = setting(Int(1), "JAX devices to spread the run over: the members split "
+                           "evenly between them (ensemble_size must be a multiple), the "
+                           "LETKF's local analyses by tiles of the domain; the same numbers "
+                           "to round-off (1 = one device)", 1)
 
 
 class _EnsembleMethod(_EnsembleSettings, Method):
@@ -240,6 +250,15 @@ class _EnsembleMethod(_EnsembleSettings, Method):
     at point values (:func:`tracerbayes.ensemble.fit.fit_ensemble`)."""
 
     centred: ClassVar[bool] = False
+
+    def check(self) -> list[tuple[str, str]]:
+        if self.ensemble_size % self.devices:
+            multiple = -(-self.ensemble_size // self.devices) * self.devices
+            return [("devices", f"{self.ensemble_size} members cannot be split evenly over "
+                                f"{self.devices} devices: make ensemble_size a multiple of "
+                                f"{self.devices} (e.g. {multiple}) or devices a divisor of "
+                                f"{self.ensemble_size}")]
+        return []
 
     def run(self, model: Any, obs: Any, times: Any, *, seed: int, progress: bool,
             drop_invalid: bool, checkpoint: Checkpoint | None,
@@ -251,9 +270,11 @@ class _EnsembleMethod(_EnsembleSettings, Method):
         return fit_ensemble(model, obs, times, self.name, ensemble_size=self.ensemble_size,
                             inflation=self.inflation, relaxation=self.relaxation,
                             parameters=parameters, lag=self.lag,
-                            mass_safe=self.mass_safe, seed=seed, progress=progress,
+                            mass_safe=self.mass_safe, forecast=self.forecast, seed=seed,
+                            progress=progress,
                             drop_invalid=drop_invalid, checkpoint=checkpoint,
-                            checkpoint_every=checkpoint_every, **self._local_settings())
+                            checkpoint_every=checkpoint_every, devices=self.devices,
+                            **self._local_settings())
 
     def _local_settings(self) -> dict[str, Any]:
         """``fit_ensemble``'s localisation keywords (none for a global update)."""

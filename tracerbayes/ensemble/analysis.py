@@ -41,6 +41,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, PartitionSpec
 
 from tracerbayes.ensemble.localisation import WeightNodes, gaspari_cohn
 
@@ -244,7 +245,8 @@ def enkf(key: jax.Array, E: jax.Array, y: jax.Array, H: Operator, obs_sd: jax.Ar
 def letkf(E: jax.Array, y: jax.Array, H: Operator, obs_sd: jax.Array, *,
           distances: jax.Array | Callable[[jax.Array], jax.Array], radius: float,
           valid: jax.Array | None = None, rotation_key: jax.Array | None = None,
-          batch_size: int | None = None, nodes: WeightNodes | None = None) -> jax.Array:
+          batch_size: int | None = None, nodes: WeightNodes | None = None,
+          mesh: Mesh | None = None) -> jax.Array:
     """Local ETKF (Hunt et al. 2007, Sec. 2.3) with Gaspari-Cohn observation weighting.
 
     For each state variable ``i`` an ETKF is solved with observation precision ``R^{-1}``
@@ -272,6 +274,9 @@ def letkf(E: jax.Array, y: jax.Array, H: Operator, obs_sd: jax.Array, *,
         Weight interpolation (Yang et al. 2009): the local transforms are solved at the
         ``p`` nodes only (``distances`` then runs over nodes: (p, m) or ``i -> (m,)`` for node
         ``i``) and variable ``i`` uses ``sum_s weights[i, s] (w + W)_{indices[i, s]}``.
+    mesh : jax.sharding.Mesh, optional
+        Split the local problems into one tile per device of the mesh (:func:`local_map`);
+        the same numbers to round-off.
 
     Returns
     -------
@@ -304,11 +309,41 @@ def letkf(E: jax.Array, y: jax.Array, H: Operator, obs_sd: jax.Array, *,
         return w[None, :] + W
 
     if nodes is None:
-        columns = jax.lax.map(lambda i: xbar[i] + transform(i) @ A[:, i], jnp.arange(n),
-                              batch_size=batch_size)  # (n, N_e)
+        columns = local_map(lambda i: xbar[i] + transform(i) @ A[:, i], jnp.arange(n),
+                            batch_size=batch_size, mesh=mesh)  # (n, N_e)
         return columns.T
-    at_nodes = jax.lax.map(transform, jnp.arange(points), batch_size=batch_size)
-    return xbar + interpolate_transforms(at_nodes, nodes, A.T, batch_size).T
+    at_nodes = local_map(transform, jnp.arange(points), batch_size=batch_size, mesh=mesh)
+    return xbar + interpolate_transforms(at_nodes, nodes, A.T, batch_size, mesh).T
+
+
+def local_map(f: Callable[..., Any], xs: Any, *shared: Any, batch_size: int | None = None,
+              mesh: Mesh | None = None) -> Any:
+    """``jax.lax.map(lambda x: f(x, *shared), xs, batch_size=batch_size)``: one local
+    problem per entry of the leading axis of ``xs`` (state variables or weight nodes), split
+    over devices.
+
+    With ``mesh`` the leading axis is cut into contiguous tiles of the domain, one per
+    device of the mesh (all its axes together), and each device maps ``f`` over its own
+    tile (``jax.shard_map``) with a copy of each of the ``shared`` arrays. Pass an array
+    that comes out of another split map as ``shared`` rather than closing ``f`` over it
+    (``shard_map`` refuses a closed-over array split over the same devices). A length that
+    is not a multiple of the device count is padded with copies of the last entry, whose
+    results are dropped. Each local problem is the same computation either way, so the
+    results agree with the unsplit map to round-off.
+    """
+    if mesh is None:
+        return jax.lax.map(lambda x: f(x, *shared), xs, batch_size=batch_size)
+    n = jax.tree.leaves(xs)[0].shape[0]
+    pad = -n % mesh.size
+    padded = jax.tree.map(lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], pad, 0)]), xs)
+    tiles = PartitionSpec(mesh.axis_names)
+
+    def tile_map(tile: Any, shared: tuple[Any, ...]) -> Any:
+        return jax.lax.map(lambda x: f(x, *shared), tile, batch_size=batch_size)
+
+    out = jax.shard_map(tile_map, mesh=mesh, in_specs=(tiles, PartitionSpec()),
+                        out_specs=tiles)(padded, shared)
+    return jax.tree.map(lambda a: a[:n], out)
 
 
 def check_nodes(nodes: WeightNodes, n: int) -> int:
@@ -328,16 +363,18 @@ def check_nodes(nodes: WeightNodes, n: int) -> int:
 
 
 def interpolate_transforms(at_nodes: jax.Array, nodes: WeightNodes, columns: jax.Array,
-                           batch_size: int | None = None) -> jax.Array:
+                           batch_size: int | None = None, mesh: Mesh | None = None
+                           ) -> jax.Array:
     """``sum_s weights[i, s] at_nodes[indices[i, s]] @ columns[i]`` for every variable ``i``.
 
     ``at_nodes`` (p, N, N) transforms, ``columns`` (n, N, ...) what they act on (one column
     of anomalies, or a column with a history); returns (n, N, ...). Batched (``lax.map``,
-    256 variables at a time by default) so the (batch, s, N, N) gather stays small.
+    256 variables at a time by default) so the (batch, s, N, N) gather stays small; with
+    ``mesh``, in tiles of variables over its devices (:func:`local_map`).
     """
-    def one(args):
+    def one(args, at_nodes):
         idx, wts, col = args
         return jnp.tensordot(jnp.tensordot(wts, at_nodes[idx], 1), col, 1)
 
-    return jax.lax.map(one, (jnp.asarray(nodes.indices), jnp.asarray(nodes.weights, columns.dtype),
-                             columns), batch_size=batch_size or 256)
+    return local_map(one, (jnp.asarray(nodes.indices), jnp.asarray(nodes.weights, columns.dtype),
+                           columns), at_nodes, batch_size=batch_size or 256, mesh=mesh)

@@ -51,6 +51,8 @@ from tracerbayes.ensemble.window import (
     GlobalUpdate,
     LocalUpdate,
     WindowCheckpoint,
+    check_mesh,
+    ensemble_mesh,
     smooth_window,
 )
 from tracerbayes.exact.kalman import KalmanObservations
@@ -182,16 +184,24 @@ def fit_ensemble(model: Any, obs: Any, times: Any, method: str, *, ensemble_size
                  seed: int = 0, progress: bool = True, drop_invalid: bool = False,
                  batch_size: int | None = None, weight_stride: int = 1,
                  checkpoint: Checkpoint | None = None,
-                 checkpoint_every: int | None = None) -> EnsemblePosterior:
+                 checkpoint_every: int | None = None, devices: int = 1,
+                 forecast: str = "reference") -> EnsemblePosterior:
     """Run an ensemble filter and smoother of ``model`` over ``obs``; see :func:`fit`.
+
+    ``forecast``: the ensemble forecast's scheme, ``'reference'`` or ``'fast'``
+    (:func:`~tracerbayes.ensemble.tracer.tracer_transition`).
 
     With ``checkpoint``, the window's cycles run in chunks of ``checkpoint_every`` (default a
     tenth of them) and the ensemble is saved after each (:func:`window_checkpoint`); a
-    checkpoint of the same run is continued."""
+    checkpoint of the same run is continued. ``devices > 1`` splits the members (and the
+    LETKF's local analyses, by tiles of the domain) over that many JAX devices
+    (:func:`~tracerbayes.ensemble.window.ensemble_mesh`): the same numbers to round-off."""
     if method not in ENSEMBLE_METHODS:
         raise ValueError(f"method={method!r}; ensemble state methods are {ENSEMBLE_METHODS}")
     if int(ensemble_size) < 2:
         raise ValueError(f"ensemble_size must be >= 2, got {ensemble_size}")
+    mesh = ensemble_mesh(int(devices))
+    check_mesh(mesh, int(ensemble_size))
     if not localisation_km > 0:
         raise ValueError(f"localisation_km must be > 0 km, got {localisation_km}")
     adaptive = isinstance(inflation, str)
@@ -229,7 +239,8 @@ def fit_ensemble(model: Any, obs: Any, times: Any, method: str, *, ensemble_size
         grid, velocity, float(params["diffusivity"]), dt, noise, float(params["noise_sd"]),
         damping_rate=(1.0 / (float(params["damping_days"]) * DAY)
                       if "damping_days" in params else 0.0),
-        source_sd=float(params.get("source_sd", 0.0)), mean_state=params.get("mean_state"))
+        source_sd=float(params.get("source_sd", 0.0)), mean_state=params.get("mean_state"),
+        scheme=forecast)
     k_init, k_run = jax.random.split(jax.random.key(seed))
     E0 = initial_ensemble(k_init, grid, N, float(np.mean(prepared.value)),
                           float(model.priors.mean_sd), float(params["initial_sd"]),
@@ -288,7 +299,7 @@ def fit_ensemble(model: Any, obs: Any, times: Any, method: str, *, ensemble_size
                            inflation=infl, forecast_first=False, cell_area=area,
                            progress=progress, adaptive=spec, relax=relax,
                            chunk_size=chunk_size,
-                           resume=resume, on_chunk=on_chunk)
+                           resume=resume, on_chunk=on_chunk, mesh=mesh)
     return EnsemblePosterior.from_window(model, obs, times, prepared, observations, params,
                                          result, method=method, settings=settings)
 

@@ -125,7 +125,7 @@ def mass_safe_letkf(E: jax.Array, y: jax.Array, H: Any, obs_sd: jax.Array, *,
                     distances: Any, radius: float, cell_area: Any,
                     valid: jax.Array | None = None, rotation_key: jax.Array | None = None,
                     batch_size: int | None = None, basins: Any = None,
-                    nodes: WeightNodes | None = None) -> jax.Array:
+                    nodes: WeightNodes | None = None, mesh: Any = None) -> jax.Array:
     """LETKF whose member totals are those of the global ETKF: localise only the mass-free part.
 
     With ``a`` the cell areas (m^2) and ``Pi = I - 1 a^T / (1^T a)`` the mass-free projection,
@@ -141,8 +141,9 @@ def mass_safe_letkf(E: jax.Array, y: jax.Array, H: Any, obs_sd: jax.Array, *,
     :func:`~tracerbayes.ensemble.analysis.letkf`; the total's correction is spread uniformly
     over the basin, which is not local. With ``basins`` (integer label (n,) of each cell's
     connected basin) this holds in every basin separately: each basin's total correction is
-    spread over that basin only. Same ``rotation_key`` for both parts. ``nodes``: weight
-    interpolation, as in :func:`~tracerbayes.ensemble.analysis.letkf`.
+    spread over that basin only. Same ``rotation_key`` for both parts. ``nodes`` (weight
+    interpolation) and ``mesh`` (local problems in tiles over devices): as in
+    :func:`~tracerbayes.ensemble.analysis.letkf`.
     """
     from tracerbayes.ensemble.analysis import etkf, letkf
 
@@ -151,7 +152,7 @@ def mass_safe_letkf(E: jax.Array, y: jax.Array, H: Any, obs_sd: jax.Array, *,
     if area.shape != (E.shape[1],):
         raise ValueError(f"cell_area has shape {area.shape}; expected (n,) = ({E.shape[1]},)")
     local = letkf(E, y, H, obs_sd, distances=distances, radius=radius, valid=valid,
-                  rotation_key=rotation_key, batch_size=batch_size, nodes=nodes)
+                  rotation_key=rotation_key, batch_size=batch_size, nodes=nodes, mesh=mesh)
     global_ = etkf(E, y, H, obs_sd, valid=valid, rotation_key=rotation_key)
     return restore_totals(local, global_, area, basins)
 

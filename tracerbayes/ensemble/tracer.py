@@ -28,9 +28,11 @@ grows like the number of cells, not its square.
 
 from __future__ import annotations
 
+import abc
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -43,14 +45,23 @@ from tracerbayes.ensemble.inflation import project_mass_free
 from tracerbayes.ensemble.localisation import WeightNodes
 from tracerbayes.grid.basis import connected_basins
 from tracerbayes.grid.core import CoordinateSystem, Grid
+from tracerbayes.physics import operator
 
 __all__ = [
+    "CoarseNoise",
+    "FastForecast",
+    "ForecastScheme",
     "NoiseField",
+    "ReferenceForecast",
     "TracerTransition",
     "basin_levels",
+    "coarse_noise",
     "damp_anomalies",
+    "forecast_scheme",
+    "keep_totals",
     "initial_ensemble",
     "noise_field",
+    "sample_coarse_noise",
     "sample_noise",
     "state_coordinates",
     "stencil_observations",
@@ -126,6 +137,164 @@ def sample_noise(key: jax.Array, field: NoiseField, n: int, scale: Any, *,
     return eps
 
 
+class CoarseNoise(NamedTuple):
+    """The noise law of a :class:`NoiseField` drawn on a grid ``factor`` times coarser
+    (:func:`coarse_noise`): white noise on the coarse grid, smoothed there by the heat
+    kernel of length ``coarse_lengthscale``, copied to the fine cells of each coarse cell,
+    smoothed on the fine grid by the short kernel of length ``fine_lengthscale`` (which
+    removes the blocks), normalised and projected mass-free on the fine grid.
+
+    Attributes
+    ----------
+    field : NoiseField
+        The reference generator (fine grid, basins).
+    factor : int
+        Fine cells per coarse cell along each axis (1: the reference smoother alone).
+    coarse : Grid
+        The coarse grid (a coarse cell is wet where any of its fine cells is).
+    parent : ndarray of int, shape (n_wet,)
+        Each fine wet cell's coarse wet cell (coarse state index).
+    coarse_lengthscale, fine_lengthscale : float
+        Kernel lengths, m: ``coarse**2 + fine**2 + (factor**2 - 1) d**2 / 12 =
+        lengthscale**2`` (``d`` a typical fine cell size; the last term is the variance of
+        the copy over a block), so the kernel's second moment is the reference's.
+    coarse_terms, fine_terms : ndarray
+        Chebyshev coefficients of the two smoothers
+        (:func:`tracerbayes.physics.operator.heat_kernel_terms`).
+    normaliser : ndarray, shape (n_wet,)
+        Turns the smoothed noise into unit marginal variance in open water, at every
+        position within a block (:func:`_composite_variance`).
+    """
+
+    field: NoiseField
+    factor: int
+    coarse: Grid
+    parent: np.ndarray
+    coarse_lengthscale: float
+    fine_lengthscale: float
+    coarse_terms: np.ndarray
+    fine_terms: np.ndarray
+    normaliser: np.ndarray
+
+
+def _coarse_grid(grid: Grid, factor: int) -> tuple[Grid, np.ndarray]:
+    """The grid of ``factor`` x ``factor`` blocks of ``grid`` (edges every ``factor`` fine
+    edges, the last block possibly narrower; wet where any fine cell is), and each fine wet
+    cell's coarse wet cell."""
+    ny, nx = grid.shape
+
+    def edges(fine: np.ndarray, n: int) -> np.ndarray:
+        coarse = fine[::factor]
+        return coarse if n % factor == 0 else np.r_[coarse, fine[-1]]
+
+    xe, ye = edges(np.asarray(grid.x_edges), nx), edges(np.asarray(grid.y_edges), ny)
+    row, col = np.unravel_index(grid.wet_index, grid.shape)
+    mask = np.zeros((ye.size - 1, xe.size - 1), dtype=bool)
+    mask[row // factor, col // factor] = True
+    coarse = Grid(0.5 * (xe[1:] + xe[:-1]), 0.5 * (ye[1:] + ye[:-1]), xe, ye, mask,
+                  grid.coords, grid.periodic_x, grid.radius)
+    lookup = np.full(mask.size, -1)
+    lookup[coarse.wet_index] = np.arange(coarse.n_wet)
+    return coarse, lookup[(row // factor) * mask.shape[1] + col // factor]
+
+
+def _composite_variance(fine: float, coarse: float, size: int, position: int) -> float:
+    """Variance at ``position`` (0 .. size - 1) in a block of the 1-D composite: unit white
+    noise on the coarse cells, the semi-discrete heat kernel ``ive(|k|, coarse)`` there,
+    copied onto the ``size`` fine cells of each coarse cell, then ``ive(|k|, fine)`` on the
+    fine cells (``fine`` and ``coarse`` = kernel variance / cell size squared; an infinite
+    uniform line). Both kernels are separable, so the 2-D variance is a product of two."""
+    reach = int(fine + 10.0 * math.sqrt(fine) + 10)
+    k = np.arange(-reach, reach + 1)
+    g_fine = scipy.special.ive(np.abs(k), fine) if fine > 0 else (k == 0).astype(float)
+    blocks = np.floor_divide(position - k, size)  # fine cell position - k lies in this block
+    weight = np.bincount(blocks - blocks.min(), weights=g_fine)
+    reach = int(coarse + 10.0 * math.sqrt(coarse) + 10)
+    g_coarse = scipy.special.ive(np.abs(np.arange(-reach, reach + 1)), coarse)
+    return float(np.sum(np.convolve(weight, g_coarse) ** 2))
+
+
+def coarse_noise(field: NoiseField, factor: int = 2, *, tol: float = 1e-8) -> CoarseNoise:
+    """The generator of ``field``'s noise law on a grid ``factor`` times coarser.
+
+    Cost per field: the coarse series (``~ sqrt(2 a_c ln(1/tol))`` applications on
+    ``1 / factor**2`` of the cells, ``a_c = 2 (coarse_lengthscale / coarse cell)**2``) plus
+    the short fine series, instead of the reference's ~83 applications at 256^2 and a 20 km
+    noise length. The factor is lowered (to 1, the reference smoother at ``tol``) until the
+    coarse kernel spans at least two coarse cells: the copy onto blocks then leaves
+    correlations within ~0.01 of the reference's (an infinite uniform grid, factor 2, 8
+    cells per noise length; tests/test_fast_forecast.py checks draws). In open water the
+    marginal variance is the reference's exactly (``normaliser``); near land it is as the
+    reference's is, not normalised. Correlations leak across land thinner than one coarse
+    cell, which the reference's do not.
+    """
+    grid = field.grid
+    if int(factor) != factor or factor < 1:
+        raise ValueError(f"coarsening factor must be an integer >= 1, got {factor}")
+    height = grid.east_face_length.ravel()[grid.wet_index]
+    width = grid.wet_area / height
+    cell = float(np.median(np.sqrt(grid.wet_area)))
+    s2 = field.lengthscale**2
+
+    def lengths(f: int) -> tuple[float, float]:
+        fine2 = (0.5 * f * cell) ** 2 if f > 1 else 0.0
+        return math.sqrt(max(s2 - fine2 - (f * f - 1) * cell**2 / 12.0, 0.0)), math.sqrt(fine2)
+
+    f = int(factor)
+    while f > 1 and lengths(f)[0] < 2.0 * f * cell:
+        f -= 1
+    if f == 1 or s2 == 0:
+        terms = (physics.heat_kernel_terms(grid, field.lengthscale, tol=tol) if s2 > 0
+                 else np.zeros(0))
+        return CoarseNoise(field, 1, grid, np.arange(grid.n_wet), field.lengthscale, 0.0,
+                           terms, np.zeros(0), field.normaliser)
+    coarse_length, fine_length = lengths(f)
+    coarse, parent = _coarse_grid(grid, f)
+    c_height = coarse.east_face_length.ravel()[coarse.wet_index][parent]
+    c_area = coarse.wet_area[parent]
+    c_width = c_area / c_height
+    row, col = np.unravel_index(grid.wet_index, grid.shape)
+    c_row, c_col = np.unravel_index(coarse.wet_index[parent], coarse.shape)
+    size_x = np.diff(np.searchsorted(grid.x_edges, coarse.x_edges))[c_col]  # fine cells
+    size_y = np.diff(np.searchsorted(grid.y_edges, coarse.y_edges))[c_row]
+
+    def variance(fine_w: np.ndarray, coarse_w: np.ndarray, size: np.ndarray,
+                 position: np.ndarray) -> np.ndarray:
+        keys = np.stack([np.round(fine_length**2 / fine_w**2, 9),
+                         np.round(coarse_length**2 / coarse_w**2, 9), size, position], -1)
+        unique, inverse = np.unique(keys, axis=0, return_inverse=True)
+        values = [_composite_variance(a, b, int(c), int(d)) for a, b, c, d in unique]
+        return np.asarray(values)[inverse.ravel()]
+
+    vx = variance(width, c_width, size_x, col % f)
+    vy = variance(height, c_height, size_y, row % f)
+    return CoarseNoise(field, f, coarse, parent, coarse_length, fine_length,
+                       physics.heat_kernel_terms(coarse, coarse_length, tol=tol),
+                       physics.heat_kernel_terms(grid, fine_length, tol=tol),
+                       np.sqrt(c_area / (vx * vy)))
+
+
+def sample_coarse_noise(key: jax.Array, noise: CoarseNoise, n: int, scale: Any, *,
+                        dtype: Any = None, precision: Any = None) -> jax.Array:
+    """``n`` mass-free fields (n, n_wet) of marginal sd ``scale`` in open water, of the law of
+    :func:`sample_noise` (see :class:`CoarseNoise`), returned in ``dtype``. The smoothing
+    runs in ``precision`` (default ``dtype``); the mass-free projection in ``dtype``, so every
+    field's basin totals are zero to ``dtype``'s round-off."""
+    out = jnp.asarray(noise.field.grid.wet_area, dtype).dtype
+    work = jnp.dtype(precision or out)
+    coarse = noise.coarse
+    area = jnp.asarray(coarse.wet_area, work)
+    white = jax.random.normal(key, (int(n), coarse.n_wet), work) / jnp.sqrt(area)
+    eps = operator.heat_kernel_series(coarse, white, noise.coarse_lengthscale,
+                                      noise.coarse_terms)
+    if noise.factor > 1:  # copy onto the fine cells, smooth the blocks away
+        eps = operator.heat_kernel_series(noise.field.grid, eps[:, noise.parent],
+                                          noise.fine_lengthscale, noise.fine_terms)
+    eps = (eps * jnp.asarray(noise.normaliser, work)).astype(out) * scale
+    return project_mass_free(eps, jnp.asarray(noise.field.grid.wet_area, out),
+                             noise.field.basins)
+
+
 def basin_levels(key: jax.Array, basins: np.ndarray, n: int, sd: Any, dtype: Any = None
                  ) -> jax.Array:
     """``n`` fields (n, n_wet), each uniform within every basin: independent N(0, sd^2)
@@ -145,6 +314,126 @@ def damp_anomalies(E: jax.Array, factor: Any, cell_area: Any, basins: np.ndarray
     return E - (1.0 - factor) * anomaly
 
 
+class ForecastScheme(abc.ABC):
+    """How :func:`tracer_transition` integrates the advection-diffusion and draws the noise:
+    :class:`ReferenceForecast` or :class:`FastForecast` (:func:`forecast_scheme` by name)."""
+
+    name: ClassVar[str]
+
+    @abc.abstractmethod
+    def steps(self, rate_dt: float, courant: float) -> tuple[int, int]:
+        """``(steps, stages)`` of SSPRK(stages, 2) over an interval with ``max|L_ii| dt =
+        rate_dt`` (:func:`tracerbayes.physics.operator.propagate_ssp`)."""
+
+    @abc.abstractmethod
+    def sampler(self, noise: NoiseField) -> Callable[..., jax.Array]:
+        """``(key, n, scale, dtype) -> (n, n_wet)`` mass-free noise of ``noise``'s law."""
+
+    @abc.abstractmethod
+    def propagate(self, grid: Grid, E: jax.Array, velocity: physics.FaceVelocity,
+                  diffusivity: Any, dt: Any, steps: int, stages: int) -> jax.Array:
+        """Move ``E`` (N_e, n_wet) over ``dt`` seconds; every member's total kept."""
+
+
+@dataclass(frozen=True)
+class ReferenceForecast(ForecastScheme):
+    """Heun sub-steps of :func:`tracerbayes.physics.propagate` and the heat-kernel noise of
+    :func:`sample_noise` (tolerance 1e-12), in the ensemble's precision: the reference the
+    fast scheme is tested against."""
+
+    name: ClassVar[str] = "reference"
+
+    def steps(self, rate_dt: float, courant: float) -> tuple[int, int]:
+        return max(1, math.ceil(rate_dt / courant)), 2
+
+    def sampler(self, noise: NoiseField) -> Callable[..., jax.Array]:
+        def draw(key: jax.Array, n: int, scale: Any, dtype: Any) -> jax.Array:
+            return sample_noise(key, noise, n, scale, dtype=dtype)
+        return draw
+
+    def propagate(self, grid: Grid, E: jax.Array, velocity: physics.FaceVelocity,
+                  diffusivity: Any, dt: Any, steps: int, stages: int) -> jax.Array:
+        return physics.propagate(grid, E, velocity, diffusivity, dt, substeps=steps)
+
+
+@dataclass(frozen=True)
+class FastForecast(ForecastScheme):
+    """The cheaper forecast: ``steps`` steps of SSPRK(s, 2) per interval with ``s`` the
+    fewest stages that keep every stage's Euler step within the CFL bound (about half
+    Heun's operator applications for ``steps = 2``), the noise drawn on a grid ``coarsening``
+    times coarser (:func:`coarse_noise`, series tolerance ``tol``), and both in
+    ``precision`` (float32 by default) on the five-point stencil, every member's basin
+    totals restored in the ensemble's precision afterwards (so a float64 ensemble keeps
+    them to ~1e-15 relative).
+
+    Attributes
+    ----------
+    steps_per_interval : int
+        SSPRK(s, 2) steps per interval (>= 1; more steps, smaller time-stepping error).
+    coarsening : int
+        Fine cells per noise cell along each axis (1: the noise on the model grid).
+    precision : str
+        ``'float32'`` or ``'float64'``: the arithmetic of the propagation and smoothing.
+    tol : float
+        Relative accuracy of the noise smoothers' Chebyshev series.
+    """
+
+    steps_per_interval: int = 2
+    coarsening: int = 2
+    precision: str = "float32"
+    tol: float = 1e-8
+    name: ClassVar[str] = "fast"
+
+    def __post_init__(self) -> None:
+        if int(self.steps_per_interval) != self.steps_per_interval or self.steps_per_interval < 1:
+            raise ValueError(f"steps_per_interval must be an integer >= 1, got "
+                             f"{self.steps_per_interval}")
+        if self.precision not in ("float32", "float64"):
+            raise ValueError(f"precision must be 'float32' or 'float64', got {self.precision!r}")
+        if not 0 < self.tol < 1:
+            raise ValueError(f"tol must be in (0, 1), got {self.tol}")
+
+    def steps(self, rate_dt: float, courant: float) -> tuple[int, int]:
+        euler = max(1, math.ceil(rate_dt / courant))  # Euler steps within the CFL bound
+        steps = min(int(self.steps_per_interval), euler)
+        return steps, max(2, math.ceil(euler / steps) + 1)
+
+    def sampler(self, noise: NoiseField) -> Callable[..., jax.Array]:
+        coarse = coarse_noise(noise, self.coarsening, tol=self.tol)
+
+        def draw(key: jax.Array, n: int, scale: Any, dtype: Any) -> jax.Array:
+            return sample_coarse_noise(key, coarse, n, scale, dtype=dtype,
+                                       precision=self.precision)
+        return draw
+
+    def propagate(self, grid: Grid, E: jax.Array, velocity: physics.FaceVelocity,
+                  diffusivity: Any, dt: Any, steps: int, stages: int) -> jax.Array:
+        moved = operator.propagate_ssp(grid, E, velocity, diffusivity, dt, stages=stages,
+                                       steps=steps, dtype=self.precision)
+        if jnp.dtype(self.precision).itemsize >= E.dtype.itemsize:
+            return moved
+        return keep_totals(moved, E, grid.wet_area, connected_basins(grid)[1])
+
+
+def forecast_scheme(scheme: ForecastScheme | str) -> ForecastScheme:
+    """A :class:`ForecastScheme` from itself or its name, ``'reference'`` or ``'fast'``."""
+    if isinstance(scheme, ForecastScheme):
+        return scheme
+    schemes: dict[str, ForecastScheme] = {"reference": ReferenceForecast(),
+                                          "fast": FastForecast()}
+    if scheme not in schemes:
+        raise ValueError(f"forecast scheme must be 'reference' or 'fast', got {scheme!r}")
+    return schemes[scheme]
+
+
+def keep_totals(moved: jax.Array, before: jax.Array, cell_area: Any,
+                basins: np.ndarray) -> jax.Array:
+    """``moved`` plus, in every basin, the uniform field that restores each member's basin
+    total of ``before`` (the round-off a lower-precision propagation leaves in the totals)."""
+    loss = before - moved
+    return moved + loss - project_mass_free(loss, jnp.asarray(cell_area, loss.dtype), basins)
+
+
 @dataclass(frozen=True, eq=False)
 class TracerTransition:
     """The ensemble transition built by :func:`tracer_transition`: ``(key, E) -> E``, or
@@ -156,15 +445,21 @@ class TracerTransition:
     move : callable
         The forecast itself, ``(key, E) -> E`` or ``(key, E, k) -> E``.
     substeps : int
-        Heun sub-steps per interval (for reports).
+        Time steps per interval (for reports): Heun sub-steps, or SSPRK(s, 2) steps.
     per_step : bool
         Whether the transition takes the analysis index ``k`` (irregular intervals or a
         time-varying flow).
+    stages : int
+        Operator applications per time step (2 for Heun).
+    scheme : ForecastScheme
+        The scheme it integrates with.
     """
 
     move: Callable[..., jax.Array]
     substeps: int
     per_step: bool
+    stages: int = 2
+    scheme: ForecastScheme = ReferenceForecast()
 
     def __call__(self, key: jax.Array, E: jax.Array, *k: Any) -> jax.Array:
         """Move the ensemble ``E`` (N_e, n_wet) over one interval."""
@@ -174,7 +469,8 @@ class TracerTransition:
 def tracer_transition(grid: Grid, velocity: physics.FaceVelocity, diffusivity: Any, dt: Any,
                       noise: NoiseField, noise_sd: float, *, courant: float = 0.9,
                       damping_rate: float = 0.0, source_sd: float = 0.0,
-                      mean_state: Any = None) -> TracerTransition:
+                      mean_state: Any = None,
+                      scheme: ForecastScheme | str = "reference") -> TracerTransition:
     """The ensemble transition ``(key, E) -> E`` over ``dt`` seconds.
 
     ``E`` (N_e, n_wet); velocity in m/s (steady faces), diffusivity in m^2/s, ``noise_sd`` the
@@ -192,7 +488,13 @@ def tracer_transition(grid: Grid, velocity: physics.FaceVelocity, diffusivity: A
     those of the longest interval, so every interval is stepped stably with one compiled
     function. A time-varying flow (``velocity`` faces with a leading axis of one field per
     interval, T - 1) is per-step too: interval ``k - 1`` moves with field ``k - 1``.
+
+    ``scheme``: :class:`ReferenceForecast` (``'reference'``, the default: Heun sub-steps and
+    the heat-kernel noise) or :class:`FastForecast` (``'fast'``: fewer operator applications
+    per member, the same model and noise law to the accuracy tests/test_fast_forecast.py
+    checks; every member's total kept as exactly).
     """
+    scheme = forecast_scheme(scheme)
     steps = np.atleast_1d(np.asarray(dt, dtype=float))
     if steps.size == 0 or not np.all(steps > 0):
         raise ValueError(f"dt must be > 0 s, got {dt}")
@@ -209,25 +511,28 @@ def tracer_transition(grid: Grid, velocity: physics.FaceVelocity, diffusivity: A
     fields = ([physics.FaceVelocity(e, n) for e, n in zip(velocity.east, velocity.north,
                                                           strict=True)]
               if varying else [velocity])
-    substeps = max(physics.substeps_for(grid, f, diffusivity, float(steps.max()), courant)
-                   for f in fields)
+    if not 0 < courant <= 1:
+        raise ValueError(f"courant must be in (0, 1], got {courant}")
+    rate_dt = max(physics.max_rate(grid, f, diffusivity) for f in fields) * float(steps.max())
+    substeps, stages = scheme.steps(rate_dt, courant)
+    draw = scheme.sampler(noise) if noise_sd != 0 else None
     velocity = physics.FaceVelocity(jnp.asarray(velocity.east), jnp.asarray(velocity.north))
-    damped, sources, noisy = damping_rate != 0, source_sd != 0, noise_sd != 0
+    damped, sources = damping_rate != 0, source_sd != 0
     target = (None if mean_state is None else
               project_mass_free(jnp.asarray(mean_state)[None], jnp.asarray(area), noise.basins)[0])
 
     def move(key: jax.Array, E: jax.Array, h: Any, j: Any = None) -> jax.Array:
         flow = (physics.FaceVelocity(velocity.east[j], velocity.north[j]) if varying
                 else velocity)
-        moved = physics.propagate(grid, E, flow, diffusivity, h, substeps=substeps)
+        moved = scheme.propagate(grid, E, flow, diffusivity, h, substeps, stages)
         if damped:
             moved = damp_anomalies(moved, jnp.exp(-damping_rate * h), area, noise.basins,
                                    target)
         # one key for the smooth noise (as for a conserved tracer), split only for levels
         k_noise, k_level = jax.random.split(key) if sources else (key, key)
-        if noisy:
+        if draw is not None:
             sd = noise_sd * jnp.sqrt(h / DAY)
-            moved = moved + sample_noise(k_noise, noise, E.shape[0], sd, dtype=E.dtype)
+            moved = moved + draw(k_noise, E.shape[0], sd, E.dtype)
         if sources:
             sd = source_sd * jnp.sqrt(h / DAY)
             moved = moved + basin_levels(k_level, noise.basins, E.shape[0], sd, E.dtype)
@@ -240,13 +545,13 @@ def tracer_transition(grid: Grid, velocity: physics.FaceVelocity, diffusivity: A
             j = jnp.clip(k - 1, 0, steps.size - 1)
             return move(key, E, intervals[j], j)
 
-        return TracerTransition(move_interval, substeps, per_step)
+        return TracerTransition(move_interval, substeps, per_step, stages, scheme)
     h0 = float(steps[0])
 
     def move_fixed(key: jax.Array, E: jax.Array) -> jax.Array:
         return move(key, E, h0)
 
-    return TracerTransition(move_fixed, substeps, per_step)
+    return TracerTransition(move_fixed, substeps, per_step, stages, scheme)
 
 
 def initial_ensemble(key: jax.Array, grid: Grid, n_members: int, mean_level: float,

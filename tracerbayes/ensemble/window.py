@@ -28,6 +28,15 @@ smoothed past state: the localised increment keeps its shape, and in every basin
 field restores the total of the global ETKF update, whose members are affine combinations of
 the forecast members (so equal member totals stay equal).
 
+Devices: with a ``mesh`` (:func:`ensemble_mesh`) the members are split evenly over its
+devices: the forecasts, which move every member on its own, run on each device's members,
+and the analysis gathers what it needs (the (N_e, m) observation anomalies are small). The
+LETKF's local problems are split the other way, in tiles of the domain, one per device
+(:func:`~tracerbayes.ensemble.analysis.local_map`), and the analysis goes back to members.
+The random numbers are those of one device (JAX's partitionable threefry draws the same
+numbers however an array is split), so a run on many devices is the run on one to
+round-off; without a mesh nothing changes.
+
 The scan runs in chunks of cycles (one compilation for all chunks of the same length) so that
 a progress bar can follow it and a long run can be checkpointed: after each chunk
 ``on_chunk`` receives a :class:`WindowCheckpoint` (the scan's carry and every chunk's
@@ -49,12 +58,13 @@ Kalman filter? Tellus A 59, 758-773.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from tracerbayes.ensemble.analysis import (
     _centring,
@@ -63,6 +73,7 @@ from tracerbayes.ensemble.analysis import (
     etkf_transform,
     etkf_weights,
     interpolate_transforms,
+    local_map,
     observe,
 )
 from tracerbayes.ensemble.analysis import enkf_transform as _enkf_transform
@@ -70,7 +81,11 @@ from tracerbayes.ensemble.inflation import AdaptiveInflation, adaptive_inflation
 from tracerbayes.ensemble.localisation import gaspari_cohn, restore_totals
 
 __all__ = ["AdaptiveSpec", "WindowResult", "WindowCheckpoint", "GlobalUpdate", "LocalUpdate",
-           "smooth_window"]
+           "ensemble_mesh", "smooth_window"]
+
+#: Name of the device axis of :func:`ensemble_mesh` (members in forecasts, tiles of the
+#: domain in local analyses).
+DEVICE_AXIS = "devices"
 
 
 # ------------------------------------------------------------------ observations
@@ -277,6 +292,11 @@ class GlobalUpdate(NamedTuple):
 
     scheme: str = "etkf"
 
+    def on(self, mesh: Mesh | None) -> GlobalUpdate:
+        """This update on ``mesh``: unchanged (the transform is small; the members it acts
+        on are split by the engine)."""
+        return self
+
     def __call__(self, key, E_f, buffer, ob, H):
         if self.scheme == "enkf":
             X5 = _enkf_transform(key, E_f, ob.values, H, ob.sd, valid=ob.valid)
@@ -305,6 +325,10 @@ class LocalUpdate(NamedTuple):
     nodes : WeightNodes or None
         Weight interpolation: transforms solved at ``nodes.coords`` and interpolated to the
         state variables (:class:`~tracerbayes.ensemble.localisation.WeightNodes`).
+    mesh : jax.sharding.Mesh or None
+        Solve the local problems (cells or nodes) in tiles of the domain, one per device
+        (:func:`~tracerbayes.ensemble.analysis.local_map`); :func:`smooth_window` sets it to
+        its own ``mesh``.
     """
 
     state_coords: Any
@@ -314,6 +338,12 @@ class LocalUpdate(NamedTuple):
     basins: Any = None
     batch_size: int | None = None
     nodes: Any = None
+    mesh: Mesh | None = None
+
+    def on(self, mesh: Mesh | None) -> LocalUpdate:
+        """This update with its local problems in tiles over the devices of ``mesh`` (its
+        own mesh, if it has one, is kept; itself for no mesh)."""
+        return self if mesh is None or self.mesh is not None else self._replace(mesh=mesh)
 
     def __call__(self, key, E_f, buffer, ob, H):
         N = E_f.shape[0]
@@ -335,14 +365,15 @@ class LocalUpdate(NamedTuple):
                 X5 = transform(x_i)
                 return X5 @ column, history @ X5.T
 
-            columns, history = jax.lax.map(local, (coords, E_f.T, past),
-                                           batch_size=self.batch_size)
+            columns, history = local_map(local, (coords, E_f.T, past),
+                                         batch_size=self.batch_size, mesh=self.mesh)
         else:
             check_nodes(self.nodes, E_f.shape[1])
-            at_nodes = jax.lax.map(transform, jnp.asarray(self.nodes.coords),
-                                   batch_size=self.batch_size)
+            at_nodes = local_map(transform, jnp.asarray(self.nodes.coords),
+                                 batch_size=self.batch_size, mesh=self.mesh)
             stacked = jnp.concatenate([E_f.T[:, :, None], jnp.swapaxes(past, 1, 2)], axis=2)
-            out = interpolate_transforms(at_nodes, self.nodes, stacked, self.batch_size)
+            out = interpolate_transforms(at_nodes, self.nodes, stacked, self.batch_size,
+                                         self.mesh)
             columns, history = out[:, :, 0], jnp.swapaxes(out[:, :, 1:], 1, 2)
         E_a, buffer_a = columns.T, jnp.moveaxis(history, 0, 2)
         if self.cell_area is None:
@@ -414,6 +445,8 @@ class Engine(NamedTuple):
         Posterior inflation of every analysis (e.g.
         :func:`~tracerbayes.ensemble.inflation.relax_to_prior_spread`), before it enters the
         smoothing buffer.
+    mesh : jax.sharding.Mesh or None
+        Devices to split the members over (see the module docstring); None: one device.
     """
 
     transition: Callable
@@ -425,6 +458,7 @@ class Engine(NamedTuple):
     emit: bool = True
     adaptive: AdaptiveSpec | None = None
     relax: Callable | None = None
+    mesh: Mesh | None = None
 
 
 def forecast_step(transition: Callable, inflation: Callable | None, forecast_first: bool,
@@ -465,8 +499,9 @@ def _step(engine: Engine, update: _Static, area, update_arrays, carry, inputs):
     H = operator_of(ob, engine.observe)
     E_f, k_anal = forecast_step(engine.transition, engine.inflation, engine.forecast_first,
                                 k, key, E)
-    E_f, factor = _adapt(engine.adaptive, factor, E_f, ob, H)
+    E_f, factor = _adapt(engine.adaptive, factor, _over_members(engine.mesh, E_f), ob, H)
     E_a, buffer = _combine(update, update_arrays)(k_anal, E_f, buffer, ob, H)
+    E_a, buffer = _over_members(engine.mesh, E_a), _over_members(engine.mesh, buffer)
     if engine.relax is not None:
         E_a = jnp.where(ob.valid.any(), engine.relax(E_f, E_a), E_a)
     out = engine.statistics(Cycle(E_f, E_a, ob, H, factor, true, area))
@@ -498,8 +533,11 @@ def run_engine(key: jax.Array, E0: jax.Array, observations: CycleObservations, u
     :func:`smooth_window`.
 
     Returns the last checkpoint (its carry: members, buffer, inflation) and the outputs
-    joined over time, with ``smoothed`` (T, N_e, n) in place of the emitted members.
+    joined over time, with ``smoothed`` (T, N_e, n) in place of the emitted members. With
+    ``engine.mesh`` the members are split over its devices (:func:`check_mesh`) and every
+    other input is copied to each of them.
     """
+    check_mesh(engine.mesh, E0.shape[0])
     T = observations.values.shape[0]
     obs = tuple(jax.tree.map(jnp.asarray, observations._replace(
         valid=jnp.asarray(observations.valid, bool))))
@@ -510,12 +548,103 @@ def run_engine(key: jax.Array, E0: jax.Array, observations: CycleObservations, u
     carry = (E0, jnp.zeros((engine.lag,) + E0.shape, E0.dtype), jnp.asarray(start, E0.dtype))
     keys, ks = jax.random.split(key, T), jnp.arange(T)
 
+    inputs = (ks, keys, obs, true)
+    state = resume or WindowCheckpoint(0, carry, [])
+    if engine.mesh is not None:
+        inputs, area, arrays = _replicated(engine.mesh, (inputs, area, arrays))
+        state = state._replace(carry=_placed(engine.mesh, state.carry))
+
     def chunk(carry, inputs):
         return _scan(engine, static, carry, *inputs, area, arrays)
 
-    state = _run_chunks(chunk, resume or WindowCheckpoint(0, carry, []), (ks, keys, obs, true),
-                        chunk_size or T, desc, on_chunk)
+    state = _run_chunks(chunk, state, inputs, chunk_size or T, desc, on_chunk)
     return state, _joined(state, engine.lag, T)
+
+
+# ------------------------------------------------------------------ devices
+def ensemble_mesh(devices: int | Sequence[Any] | None = None) -> Mesh | None:
+    """The device mesh that spreads an ensemble run over ``devices``: None (one device, no
+    mesh: the run as it always was) for None or 1; else a one-axis mesh (axis
+    :data:`DEVICE_AXIS`) of the first ``devices`` of ``jax.devices()``, or of the given
+    devices.
+
+    ``jax.devices()`` lists the devices of every process, so after
+    ``jax.distributed.initialize()`` a mesh spans all hosts (``docs/devices.md``).
+    """
+    if devices is None or (isinstance(devices, int) and devices == 1):
+        return None
+    if isinstance(devices, int):
+        available = jax.devices()
+        if not 1 <= devices <= len(available):
+            raise ValueError(
+                f"devices={devices}, but JAX sees {len(available)} device(s) "
+                f"({available[0].platform}); give at most {len(available)}, or expose more "
+                "(several GPUs, jax.distributed.initialize() on several hosts, or on a CPU "
+                "XLA_FLAGS=--xla_force_host_platform_device_count=N set before JAX starts)")
+        devices = available[:devices]
+    return Mesh(np.array(list(devices)), (DEVICE_AXIS,))
+
+
+def check_mesh(mesh: Mesh | None, members: int) -> None:
+    """Raise a ``ValueError`` that says what to change when ``members`` cannot be split
+    evenly over the devices of ``mesh``."""
+    if mesh is None or members % mesh.size == 0:
+        return
+    count = mesh.size
+    raise ValueError(f"{members} ensemble members cannot be split evenly over {count} "
+                     f"devices (each device holds the same number of members): make "
+                     f"ensemble_size a multiple of {count} (e.g. {-(-members // count) * count})"
+                     f" or use a number of devices that divides {members}")
+
+
+def _members_spec(mesh: Mesh, ndim: int) -> NamedSharding:
+    """Arrays (..., N_e, n) with their members split over all the axes of ``mesh``."""
+    return NamedSharding(mesh, PartitionSpec(*(None,) * (ndim - 2), mesh.axis_names, None))
+
+
+def _over_members(mesh: Mesh | None, E: jax.Array) -> jax.Array:
+    """``E`` (..., N_e, n), inside the engine, with its members split over ``mesh``."""
+    if mesh is None:
+        return E
+    return jax.lax.with_sharding_constraint(E, _members_spec(mesh, E.ndim))
+
+
+def _on_mesh(array: Any, sharding: NamedSharding) -> jax.Array:
+    """``array`` (the same in every process) laid out as ``sharding`` says, each process
+    filling its own devices: also when the mesh spans several hosts, where ``device_put``
+    cannot reach the other processes' devices."""
+    if jax.dtypes.issubdtype(array.dtype, jax.dtypes.prng_key):
+        return jax.random.wrap_key_data(_on_mesh(jax.random.key_data(array), sharding),
+                                        impl=jax.random.key_impl(array))
+    host = np.asarray(array)
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+
+def _placed(mesh: Mesh, carry: tuple[Any, Any, Any]) -> tuple[Any, Any, Any]:
+    """The scan's carry on ``mesh``: members (N_e, n) and buffer (L, N_e, n) split over its
+    devices by member, the inflation factor copied to each."""
+    E, buffer, factor = carry
+    return (_on_mesh(E, _members_spec(mesh, 2)), _on_mesh(buffer, _members_spec(mesh, 3)),
+            _on_mesh(factor, NamedSharding(mesh, PartitionSpec())))
+
+
+def _replicated(mesh: Mesh, tree: Any) -> Any:
+    """Every array of ``tree`` copied to every device of ``mesh``."""
+    everywhere = NamedSharding(mesh, PartitionSpec())
+    return jax.tree.map(lambda array: _on_mesh(array, everywhere), tree)
+
+
+def _fetchable(tree: Any) -> Any:
+    """``tree`` with every array that lives partly on other processes' devices gathered
+    (multi-host runs), so that this process can read it."""
+    from jax.experimental import multihost_utils
+
+    def fetch(leaf: Any) -> Any:
+        if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+            return multihost_utils.process_allgather(leaf, tiled=True)
+        return leaf
+
+    return jax.tree.map(fetch, tree)
 
 
 def _run_chunks(chunk: Callable, state: WindowCheckpoint, inputs: tuple, size: int,
@@ -601,7 +730,8 @@ def smooth_window(key: jax.Array, transition: Callable[[jax.Array, jax.Array], j
                   adaptive: AdaptiveSpec | None = None,
                   relax: Callable[[jax.Array, jax.Array], jax.Array] | None = None,
                   resume: WindowCheckpoint | None = None,
-                  on_chunk: Callable[[WindowCheckpoint], None] | None = None) -> WindowResult:
+                  on_chunk: Callable[[WindowCheckpoint], None] | None = None,
+                  mesh: Mesh | None = None) -> WindowResult:
     """Filter and smooth ``T`` times from the initial ensemble ``E0`` (N_e, n).
 
     Parameters
@@ -634,14 +764,21 @@ def smooth_window(key: jax.Array, transition: Callable[[jax.Array, jax.Array], j
         inputs).
     on_chunk : callable, optional
         Called with the :class:`WindowCheckpoint` after every chunk (e.g. to save it).
+    mesh : jax.sharding.Mesh, optional
+        Devices to spread the run over (:func:`ensemble_mesh`): the members split evenly
+        over them (N_e must be a multiple of their number), the local analyses of a
+        :class:`LocalUpdate` in tiles of the domain. The same keys are drawn, so the result
+        is the one-device result to round-off.
     """
     E0 = check_cycle_inputs(E0, observations, observe)
     T = observations.values.shape[0]
     engine = Engine(transition, inflation, observe, forecast_first, window_lag(lag, T),
-                    _window_statistics, adaptive=adaptive, relax=relax)
+                    _window_statistics, adaptive=adaptive, relax=relax, mesh=mesh)
     size = chunk_size or (max(1, -(-T // 10)) if progress else T)
-    _, out = run_engine(key, E0, observations, update, engine, cell_area=cell_area,
+    _, out = run_engine(key, E0, observations, update.on(mesh), engine, cell_area=cell_area,
                         chunk_size=size, desc="ensemble cycles" if progress else None,
                         resume=resume, on_chunk=on_chunk)
+    if mesh is not None:
+        out = _fetchable(out)
     fields: dict[str, Any] = {name: out.get(name) for name in WindowResult._fields}
     return WindowResult(**fields)

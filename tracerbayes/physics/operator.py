@@ -79,6 +79,11 @@ __all__ = [
     "explicit_transition",
     "heat_kernel",
     "heat_kernel_terms",
+    "stencil_coefficients",
+    "apply_stencil",
+    "ssp_steps_for",
+    "propagate_ssp",
+    "heat_kernel_series",
 ]
 
 
@@ -552,3 +557,134 @@ def _chebyshev(grid: Grid, field: jax.Array, kappa: Any, scale: Any,
     acc = coef[0] * field + coef[1] * t1
     _, _, acc = jax.lax.fori_loop(2, coef.shape[0], body, (field, t1, acc))
     return acc
+
+
+# ---------------------------------------------------------------------------- fast forecast
+def stencil_coefficients(grid: Grid, velocity: FaceVelocity, diffusivity: Any, *,
+                         dtype: Any = None) -> jax.Array:
+    """``L`` in five-point form: coefficients (5, ..., ny, nx) in 1/s such that
+
+        (L c)_i = C_0 c_i + C_1 c_east + C_2 c_west + C_3 c_north + C_4 c_south,
+
+    zero on land and across closed faces (so the wrap-around of :func:`apply_stencil` reads
+    nothing on a closed outer boundary). The same operator as :func:`tendency`, whose face
+    coefficients are here gathered once per cell instead of once per evaluation.
+    """
+    (ae, be), (an, bn) = _face_coefficients(grid, velocity, diffusivity)
+    area = grid.cell_area
+    coefficients = jnp.stack([
+        -ae + jnp.roll(be, 1, axis=-1) - an + jnp.roll(bn, 1, axis=-2),  # own cell
+        -be,  # east neighbour
+        jnp.roll(ae, 1, axis=-1),  # west neighbour (through its east face)
+        -bn,  # north neighbour
+        jnp.roll(an, 1, axis=-2),  # south neighbour (through its north face)
+    ]) / area
+    return jnp.where(grid.mask, coefficients, 0.0).astype(dtype or coefficients.dtype)
+
+
+def apply_stencil(coefficients: jax.Array, field: jax.Array) -> jax.Array:
+    """``L c`` on 2-D fields (..., ny, nx) from :func:`stencil_coefficients` (land stays 0)."""
+    C = coefficients
+    return (C[0] * field + C[1] * jnp.roll(field, -1, axis=-1)
+            + C[2] * jnp.roll(field, 1, axis=-1) + C[3] * jnp.roll(field, -1, axis=-2)
+            + C[4] * jnp.roll(field, 1, axis=-2))
+
+
+def ssp_steps_for(grid: Grid, velocity: FaceVelocity, diffusivity: Any, dt: float,
+                  stages: int, courant: float = 0.9) -> int:
+    """Steps of :func:`propagate_ssp` with ``stages`` stages over ``dt`` seconds: each stage
+    is a forward-Euler step of ``h / (stages - 1)`` with ``h max_i |L_ii| / (stages - 1) <=
+    courant`` (at least 1)."""
+    if int(stages) != stages or stages < 2:
+        raise ValueError(f"stages must be an integer >= 2, got {stages}")
+    substeps = substeps_for(grid, velocity, diffusivity, dt, courant)  # Euler steps of Heun
+    return max(1, math.ceil(substeps / (int(stages) - 1)))
+
+
+def propagate_ssp(grid: Grid, state: Any, velocity: FaceVelocity, diffusivity: Any,
+                  dt: Any, *, stages: int = 2, steps: int | None = None,
+                  courant: float = 0.9, dtype: Any = None) -> jax.Array:
+    """Advance wet-cell states (..., n_wet) over ``dt`` seconds by ``steps`` steps of the
+    ``stages``-stage second-order SSP Runge-Kutta method SSPRK(s, 2) (Ketcheson 2008, Sec.
+    3.1; SSP coefficient ``s - 1``):
+
+        u_1 = u_n,   u_i = u_{i-1} + h / (s - 1) L u_{i-1}   (i = 2 .. s),
+        u_{n+1} = u_n / s + (s - 1) / s (u_s + h / (s - 1) L u_s),
+
+    ``s`` operator applications per step, each a forward-Euler step of ``h / (s - 1)``.
+    ``stages = 2`` is Heun's method of :func:`propagate`; with ``s`` stages a step is ``s - 1``
+    times longer, so the applications over ``dt`` fall from ``2 n`` (Heun, ``n`` sub-steps) to
+    about ``n s / (s - 1)``: the stability polynomial is positive on the whole disc
+    ``|z + s - 1| <= s - 1`` that holds the spectrum of ``h L`` (module docstring), the
+    largest for a second-order polynomial of degree ``s`` (Kraaijevanger 1991). The result
+    is positive and, the stages being polynomials in ``L``, keeps every area-weighted
+    total up to round-off in ``dtype``.
+
+    Parameters
+    ----------
+    state : array, shape (..., n_wet)
+    velocity, diffusivity : see :func:`tendency` (concrete or traced)
+    dt : float
+        Interval in seconds (may be traced).
+    stages : int
+        ``s >= 2``.
+    steps : int, optional
+        Default from :func:`ssp_steps_for` (needs concrete inputs).
+    dtype : dtype, optional
+        Arithmetic precision (default the state's); the result is returned in the state's.
+    """
+    if int(stages) != stages or stages < 2:
+        raise ValueError(f"stages must be an integer >= 2, got {stages}")
+    if steps is None:
+        steps = ssp_steps_for(grid, velocity, diffusivity, float(dt), stages, courant)
+    state = jnp.asarray(state)
+    dtype = dtype or state.dtype
+    C = stencil_coefficients(grid, velocity, diffusivity, dtype=dtype)
+    s = int(stages)
+    euler = (jnp.asarray(dt) / (int(steps) * (s - 1))).astype(dtype)  # h / (s - 1)
+
+    def stage(_: Any, u: jax.Array) -> jax.Array:
+        return u + euler * apply_stencil(C, u)
+
+    def step(u: jax.Array, _: Any) -> tuple[jax.Array, None]:
+        last = jax.lax.fori_loop(0, s, stage, u)  # u_s and its Euler step
+        return (u + (s - 1) * last) / s, None
+
+    field, _ = jax.lax.scan(step, _scatter(grid, state.astype(dtype)), None, length=int(steps))
+    return _gather(grid, field).astype(state.dtype)
+
+
+def heat_kernel_series(grid: Grid, state: Any, lengthscale: float, terms: np.ndarray, *,
+                       dtype: Any = None) -> jax.Array:
+    """:func:`heat_kernel` (``expm(L) c``, diffusivity ``lengthscale**2 / 2`` m^2/s for one
+    second) by the five-point stencil in precision ``dtype`` (default the state's), with the
+    Chebyshev coefficients ``terms`` of :func:`heat_kernel_terms`; returned in the state's
+    dtype. The same series as :func:`heat_kernel`; in float32 its round-off grows like the
+    number of terms times float32's epsilon."""
+    state = jnp.asarray(state)
+    if lengthscale == 0 or len(terms) == 0:
+        return state
+    dtype = dtype or state.dtype
+    kappa = 0.5 * float(lengthscale) ** 2
+    with jax.ensure_compile_time_eval():
+        still = FaceVelocity(np.zeros(grid.shape), np.zeros(grid.shape))
+        scale = 1.0 / max(max_rate(grid, still, kappa), 1e-300)  # 2 / lam
+        C = stencil_coefficients(grid, still, kappa, dtype=dtype) * scale
+    coef = jnp.asarray(terms, dtype)
+    field = _scatter(grid, state.astype(dtype))
+
+    def X(f: jax.Array) -> jax.Array:
+        return f + apply_stencil(C, f)
+
+    if coef.shape[0] == 1:
+        return _gather(grid, coef[0] * field).astype(state.dtype)
+    t1 = X(field)
+
+    def body(k: Any, carry: tuple) -> tuple:
+        prev, cur, acc = carry
+        nxt = 2 * X(cur) - prev
+        return cur, nxt, acc + coef[k] * nxt
+
+    _, _, acc = jax.lax.fori_loop(2, coef.shape[0], body, (field, t1, coef[0] * field
+                                                            + coef[1] * t1))
+    return _gather(grid, acc).astype(state.dtype)
