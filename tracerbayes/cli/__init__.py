@@ -1,3 +1,3 @@
-"""The command line (``tracerbayes demo|run|simulate|validate``), the workflow behind it, the demo
-and the config.
+"""The command line (``tracerbayes demo|run|batch|simulate|validate``), the workflow behind
+it, the demo and the config.
 """
