@@ -134,6 +134,10 @@ class _NutsSettings:
                                 "'vectorized'", "auto")
     init: str = setting(Str(("mode", "prior")), "chains start at optimised posterior modes "
                         "(one per chain, from its own prior draw) or at prior draws", "mode")
+    filter: str = setting(Str(("sequential", "parallel")), "Kalman filter of the marginal "
+                          "likelihood: 'sequential' (least work; best on a CPU) or 'parallel' "
+                          "(associative scan, O(log T) depth in time; for a GPU); the same "
+                          "values to round-off", "sequential")
 
 
 @frozen_dataclass

@@ -74,7 +74,8 @@ import numpyro.distributions as dist
 from tracerbayes import physics
 from tracerbayes.exact import truncation
 from tracerbayes.exact.distribution import LinearGaussianStateSpace
-from tracerbayes.exact.kalman import LinearGaussianSSM
+from tracerbayes.exact.kalman import KalmanObservations, LinearGaussianSSM
+from tracerbayes.exact.kalman_parallel import KalmanFilter
 from tracerbayes.exact.priors import Smoothness, matern_spectral_density, spectral_variances
 from tracerbayes.exact.velocity import (
     BasisAdvection,
@@ -718,10 +719,21 @@ class AdvectionDiffusionModel:
         return LinearGaussianStateSpace(self.state_space(params, data), data.operators,
                                         variances, data.valid)
 
-    def __call__(self, data: ModelData) -> None:
-        """The NumPyro model: priors, then ``y ~ LinearGaussianStateSpace``."""
+    def __call__(self, data: ModelData, kalman: KalmanFilter = KalmanFilter.SEQUENTIAL) -> None:
+        """The NumPyro model: priors, then ``y ~ LinearGaussianStateSpace``.
+
+        ``kalman`` says which filter gives the log-likelihood: the distribution's own
+        (sequential, the default), or the associative scan (:class:`KalmanFilter`
+        ``.PARALLEL``, for a GPU), whose equal value (to round-off) enters as a factor at the
+        same site ``y``."""
         params = self.sample_parameters()
-        numpyro.sample("y", self.likelihood(params, data), obs=data.values)
+        likelihood = self.likelihood(params, data)
+        if kalman is KalmanFilter.SEQUENTIAL:
+            numpyro.sample("y", likelihood, obs=data.values)
+            return
+        observations = KalmanObservations(data.values, likelihood.operators,
+                                          likelihood.variances, likelihood.valid)
+        numpyro.factor("y", kalman.log_likelihood(likelihood.ssm, observations))
 
 
 def _uniform(dts: Any) -> bool:

@@ -6,17 +6,22 @@ run in parallel over the available JAX devices when there are enough of them, ve
 otherwise (on a CPU, ``XLA_FLAGS=--xla_force_host_platform_device_count=4`` set before JAX
 starts exposes 4 devices). With a checkpoint the sampler runs in segments and saves its
 state after each, and a fit given the checkpoint of an interrupted one continues it to the
-same draws (:mod:`tracerbayes.exact.resumable`).
+same draws (:mod:`tracerbayes.exact.resumable`). The marginal likelihood comes from the
+sequential Kalman filter or, with ``filter="parallel"``, from the associative scan of
+:mod:`tracerbayes.exact.kalman_parallel` (for a GPU; the same values to round-off).
 """
 
 from __future__ import annotations
 
+import os
+import warnings
 from typing import Any
 
 import jax
 import numpy as np
 from numpyro.infer import MCMC, NUTS
 
+from tracerbayes.exact.kalman_parallel import KalmanFilter
 from tracerbayes.exact.mode import optimised_starts
 from tracerbayes.exact.model import AdvectionDiffusionModel
 from tracerbayes.exact.resumable import EXTRA_FIELDS, Draws, load_nuts, sample_nuts
@@ -25,27 +30,41 @@ from tracerbayes.posterior.exact import Posterior
 
 __all__ = ["fit_nuts"]
 
+#: The XLA flag that keeps the parallel filter's gradient from hanging on a CPU (docs/gpu.md).
+CPU_SCHEDULER_FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler=false"
+
 
 def fit_nuts(model: AdvectionDiffusionModel, obs: Any, times: Any, *, num_warmup: int,
              num_samples: int, num_chains: int, target_accept: float, max_tree_depth: int,
              dense_mass: bool, chain_method: str, init: str, seed: int, progress: bool,
              drop_invalid: bool, checkpoint: Checkpoint | None = None,
-             checkpoint_every: int | None = None) -> Posterior:
+             checkpoint_every: int | None = None, filter: str = "sequential") -> Posterior:
     """NUTS on ``model`` given ``obs`` at ``times``; the settings are those of
-    :class:`tracerbayes.NUTS`. With ``checkpoint``, segments of ``checkpoint_every``
-    iterations (default 50), each saved."""
+    :class:`tracerbayes.NUTS` (``filter``: ``'sequential'`` or ``'parallel'``, a
+    :class:`~tracerbayes.exact.kalman_parallel.KalmanFilter`). With ``checkpoint``, segments
+    of ``checkpoint_every`` iterations (default 50), each saved."""
+    kalman = KalmanFilter(filter)
+    if kalman is KalmanFilter.PARALLEL and jax.default_backend() == "cpu" and (
+            CPU_SCHEDULER_FLAG not in os.environ.get("XLA_FLAGS", "")):
+        warnings.warn("filter='parallel' on a CPU: with XLA's concurrency-optimised scheduler "
+                      "on (the default), its compiled gradient has hung on this package's test "
+                      f"machines; set XLA_FLAGS={CPU_SCHEDULER_FLAG} before JAX starts (see "
+                      "docs/gpu.md), or use filter='sequential', which is faster on a CPU",
+                      RuntimeWarning, stacklevel=2)
     data = model.prepare(obs, times, drop_invalid=drop_invalid)
     if chain_method == "auto":
         chain_method = "parallel" if jax.local_device_count() >= num_chains else "vectorized"
 
     def numpyro_model() -> None:
-        model(data)
+        model(data, kalman)
 
     kernel = NUTS(numpyro_model, target_accept_prob=target_accept, max_tree_depth=max_tree_depth,
                   dense_mass=dense_mass)
     settings = {"num_warmup": num_warmup, "num_samples": num_samples, "num_chains": num_chains,
                 "seed": seed, "target_accept": target_accept, "dense_mass": dense_mass,
                 "chain_method": chain_method, "init": init}
+    if kalman is not KalmanFilter.SEQUENTIAL:  # (absent for the default, so that checkpoints
+        settings["filter"] = kalman.value  # written before the setting existed still resume)
     if checkpoint is None:
         draws = _run_mcmc(kernel, numpyro_model, settings, progress)
     else:
