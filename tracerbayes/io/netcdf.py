@@ -23,6 +23,11 @@ dataset following the CF conventions, version 1.10 (https://cfconventions.org):
 :func:`write_netcdf` writes NetCDF-4 with zlib compression to a temporary file beside the
 target and renames it only when complete; :func:`write_zarr` does the same with a temporary
 directory when ``zarr`` is installed.
+
+:class:`MapWriter` writes the same files without holding the maps in memory: it creates them
+with their CF metadata and the full time dimension up front, then fills ``mean``, ``sd`` and
+``quantiles`` one chunk of times at a time (as a posterior's ``map_chunks`` produces them), and
+renames them into place only once every time is written.
 """
 
 from __future__ import annotations
@@ -33,7 +38,8 @@ import re
 import shutil
 import sys
 import tempfile
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +48,8 @@ import xarray as xr
 
 from tracerbayes.io.files import atomic_path, check_output_file, plain_write_errors
 
-__all__ = ["cf_dataset", "parameter_attributes", "read_netcdf", "write_netcdf", "write_zarr"]
+__all__ = ["MapWriter", "cf_dataset", "parameter_attributes", "read_netcdf", "write_netcdf",
+           "write_zarr"]
 
 #: Reference of CF time; float model times are seconds after it.
 EPOCH = "1970-01-01 00:00:00"
@@ -287,6 +294,43 @@ def read_netcdf(path: str | os.PathLike) -> xr.Dataset:
         return ds.load()
 
 
+def _zarr_encodings(ds: xr.Dataset) -> xr.Dataset:
+    """A shallow copy of ``ds`` keeping only the encodings Zarr understands (NetCDF's
+    compression keys mean nothing to it)."""
+    store = ds.copy()
+    for name in store.variables:
+        store[name].encoding = {k: v for k, v in store[name].encoding.items()
+                                if k in ("_FillValue", "units", "calendar", "dtype")}
+    return store
+
+
+@contextmanager
+def _zarr_temporary(path: Path) -> Iterator[Path]:
+    """A temporary directory beside ``path``, renamed onto it (replacing a store there) when
+    the block succeeds and removed when it fails."""
+    with plain_write_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tb{os.getpid()}-", suffix=".part",
+                                    dir=path.parent))  # removed by remove_stale_temporaries
+    try:
+        yield tmp
+        with plain_write_errors(path):
+            if path.exists():
+                shutil.rmtree(path)
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _has_zarr() -> bool:
+    try:
+        import zarr  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def write_zarr(ds: xr.Dataset, path: str | os.PathLike) -> Path | None:
     """Write ``ds`` as a Zarr store at ``path`` atomically; None (nothing written) without
     the optional ``zarr`` package.
@@ -294,26 +338,167 @@ def write_zarr(ds: xr.Dataset, path: str | os.PathLike) -> Path | None:
     The store is written to a temporary directory beside ``path`` and renamed onto it when
     complete (an existing store at ``path`` is replaced only then).
     """
-    try:
-        import zarr  # noqa: F401
-    except ImportError:
+    if not _has_zarr():
         return None
     path = Path(path)
-    with plain_write_errors(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tb{os.getpid()}-", suffix=".part",
-                                    dir=path.parent))  # removed by remove_stale_temporaries
-    try:
-        store = ds.copy()
-        for name in store.variables:  # NetCDF compression keys mean nothing to Zarr
-            store[name].encoding = {k: v for k, v in store[name].encoding.items()
-                                    if k in ("_FillValue", "units", "calendar", "dtype")}
-        with plain_write_errors(path):
-            store.to_zarr(tmp, mode="w", consolidated=False)
-            if path.exists():
-                shutil.rmtree(path)
-            os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with _zarr_temporary(path) as tmp, plain_write_errors(path):
+        _zarr_encodings(ds).to_zarr(tmp, mode="w", consolidated=False)
     return path
+
+
+class MapWriter:
+    """Write the maps of a CF dataset chunk of times by chunk, to NetCDF and/or Zarr.
+
+    The files are those :func:`write_netcdf` and :func:`write_zarr` write from the whole
+    dataset (same variables, values, attributes and encodings; the map variables are stored
+    in chunks of ``chunk_times`` times), but only one chunk of the maps is ever in memory::
+
+        layout = cf_dataset(posterior.map_layout(), units="degC")
+        with MapWriter(layout, netcdf="posterior.nc", chunk_times=8) as writer:
+            for start, fields in posterior.map_chunks(chunk_times=8):
+                writer.write(start, fields)
+
+    On entering, each file is created under a temporary name beside its target with
+    everything but the maps (coordinates, bounds, mask, attributes) and the map variables
+    sized for every time; :meth:`write` fills a chunk; on leaving, the files are renamed into
+    place if every time was written. An exception (or a time left unwritten, a
+    ``ValueError``) removes the temporaries and leaves any earlier file at the target as it
+    was. Write errors the user can act on raise
+    :class:`~tracerbayes.io.files.OutputError`, as :func:`write_netcdf`.
+
+    Parameters
+    ----------
+    layout : xarray.Dataset
+        From :func:`cf_dataset`. Of ``mean``, ``sd`` and ``quantiles`` only the dims,
+        shapes, attributes and encodings are used: their values may be placeholders that
+        take no memory (``np.broadcast_to(np.nan, shape)``, what ``map_layout`` gives).
+    netcdf, zarr : path, optional
+        Targets: a NetCDF-4 file (zlib level 4, as :func:`write_netcdf`) and a Zarr store
+        (skipped, with :attr:`zarr` None, when the ``zarr`` package is missing). At least
+        one.
+    chunk_times : int
+        Times per chunk: every :meth:`write` but the last starts at a multiple of it and
+        covers a whole number of chunks.
+    """
+
+    def __init__(self, layout: xr.Dataset, netcdf: str | os.PathLike | None = None,
+                 zarr: str | os.PathLike | None = None, *, chunk_times: int = 8):
+        missing = {*_MAP_VARIABLES, "mask", "time"} - set(layout.variables)
+        if missing:
+            raise ValueError(f"layout lacks variables {sorted(missing)}; pass the dataset "
+                             "cf_dataset() returns")
+        if netcdf is None and zarr is None:
+            raise ValueError("MapWriter needs a target: give netcdf, zarr or both")
+        if isinstance(chunk_times, bool) or not isinstance(chunk_times, (int, np.integer)) \
+                or chunk_times < 1:
+            raise ValueError(f"chunk_times={chunk_times!r}; expected an integer >= 1")
+        self.layout = layout
+        self.netcdf = None if netcdf is None else check_output_file(netcdf)
+        self.zarr = None if zarr is None or not _has_zarr() else Path(zarr)
+        self.chunk_times = int(chunk_times)
+        self.n_times = int(layout.sizes["time"])
+        self._written = np.zeros(self.n_times, bool)
+        self._stack = ExitStack()
+        self._nc: Any = None
+        self._zarr_tmp: Path | None = None
+
+    @property
+    def paths(self) -> list[Path]:
+        """The targets written (or being written)."""
+        return [p for p in (self.netcdf, self.zarr) if p is not None]
+
+    def __enter__(self) -> MapWriter:
+        try:
+            if self.netcdf is not None:
+                tmp = self._stack.enter_context(atomic_path(self.netcdf))
+                self._nc = self._create_netcdf(tmp)
+                self._stack.callback(self._nc.close)  # closed before the rename
+            if self.zarr is not None:
+                self._zarr_tmp = self._stack.enter_context(_zarr_temporary(self.zarr))
+                with plain_write_errors(self.zarr):
+                    self._create_zarr(self._zarr_tmp)
+        except BaseException:
+            if not self._stack.__exit__(*sys.exc_info()):
+                raise
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        if exc_type is None and not self._written.all():
+            try:
+                left = np.flatnonzero(~self._written)
+                raise ValueError(f"{left.size} of {self.n_times} times were never written "
+                                 f"(the first: index {left[0]}); nothing was kept")
+            except ValueError:
+                if not self._stack.__exit__(*sys.exc_info()):
+                    raise
+        return bool(self._stack.__exit__(exc_type, exc, tb))
+
+    def _chunks(self, name: str) -> tuple[int, ...]:
+        var = self.layout[name]
+        return tuple(min(self.chunk_times, size) if dim == "time" else
+                     1 if dim == "quantile" else size for dim, size in var.sizes.items())
+
+    def _create_netcdf(self, tmp: Path) -> Any:
+        """The file with everything but the maps (written by xarray, as
+        :func:`write_netcdf`), then the map variables, empty (netCDF4)."""
+        import netCDF4
+
+        skeleton = self.layout.drop_vars(list(_MAP_VARIABLES))
+        skeleton.to_netcdf(tmp, engine="netcdf4", format="NETCDF4",
+                           encoding=_compressed(skeleton))
+        nc = netCDF4.Dataset(tmp, "a")
+        try:
+            for name in _MAP_VARIABLES:
+                var = self.layout[name]
+                created = nc.createVariable(
+                    name, str(var.dtype), [str(d) for d in var.dims], zlib=True,
+                    complevel=4, shuffle=True,
+                    fill_value=var.encoding.get("_FillValue", False),
+                    chunksizes=self._chunks(name))
+                created.setncatts(var.attrs)
+                # every write covers whole chunks: a cache of one chunk, not netCDF's 64 MiB
+                # per variable, which would fill with written chunks as the times go by
+                chunk_bytes = var.dtype.itemsize * int(np.prod(self._chunks(name)))
+                created.set_var_chunk_cache(size=chunk_bytes, nelems=1, preemption=1.0)
+        except BaseException:
+            nc.close()
+            raise
+        return nc
+
+    def _create_zarr(self, tmp: Path) -> None:
+        """The store's metadata, coordinates and mask; map variables sized but empty."""
+        store = _zarr_encodings(self.layout)
+        for name in _MAP_VARIABLES:
+            store[name] = store[name].chunk(dict(zip(store[name].dims, self._chunks(name),
+                                                     strict=True)))
+        store.to_zarr(tmp, mode="w", compute=False, consolidated=False)
+
+    def write(self, start: int, fields: Mapping[str, np.ndarray]) -> None:
+        """Write ``mean``, ``sd`` ((time, y, x) arrays) and ``quantiles`` ((quantile, time,
+        y, x)) of the times ``start, start + 1, ...`` (as many as ``mean`` has)."""
+        if set(fields) != set(_MAP_VARIABLES):
+            raise ValueError(f"fields has {sorted(fields)}; expected {list(_MAP_VARIABLES)}")
+        n = int(np.shape(fields["mean"])[0])
+        stop = start + n
+        if start % self.chunk_times or (stop % self.chunk_times and stop != self.n_times) \
+                or not 0 <= start < stop <= self.n_times:
+            raise ValueError(f"times {start}:{stop} are not whole chunks of {self.chunk_times} "
+                             f"of the {self.n_times} times")
+        for name in _MAP_VARIABLES:
+            var = self.layout[name]
+            want = tuple(n if d == "time" else s for d, s in var.sizes.items())
+            if np.shape(fields[name]) != want:
+                raise ValueError(f"fields[{name!r}] has shape {np.shape(fields[name])}; "
+                                 f"expected {want} (dims {var.dims})")
+        if self._nc is not None:
+            for name in _MAP_VARIABLES:
+                index = tuple(slice(start, stop) if d == "time" else slice(None)
+                              for d in self.layout[name].dims)
+                self._nc[name][index] = np.asarray(fields[name])
+        if self._zarr_tmp is not None and self.zarr is not None:
+            region = xr.Dataset({name: (self.layout[name].dims, np.asarray(fields[name]))
+                                 for name in _MAP_VARIABLES})
+            with plain_write_errors(self.zarr):
+                region.to_zarr(self._zarr_tmp, region={"time": slice(start, stop)},
+                               consolidated=False)
+        self._written[start:stop] = True

@@ -5,6 +5,9 @@ and the ensemble posterior (:class:`~tracerbayes.posterior.ensemble.EnsemblePost
 EnKF, ETKF, LETKF) both give maps, predictions of new observations, random map draws,
 posterior predictive replicates, ArviZ data, a parameter table and diagnostics; this class
 names those methods and holds the ones written once for all (parameter draws, NetCDF).
+:meth:`AbstractPosterior.write_maps` writes the maps as they are produced, one chunk of
+times at a time (:meth:`AbstractPosterior.map_chunks`), so that memory does not grow with the
+number of times.
 A method only one family can give (the exact pointwise log-likelihood) lives on that family
 alone: asking the other for it is an ``AttributeError``.
 """
@@ -12,6 +15,8 @@ alone: asking the other for it is an ``AttributeError``.
 from __future__ import annotations
 
 import abc
+from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import jax
@@ -79,6 +84,22 @@ class AbstractPosterior(abc.ABC):
         """Maps on (time, lat, lon): ``mean``, ``sd``, ``quantiles`` and ``mask``."""
 
     @abc.abstractmethod
+    def map_layout(self, n_draws: int | None = 100,
+                   quantiles: tuple[float, ...] = (0.05, 0.5, 0.95)) -> xr.Dataset:
+        """The Dataset :meth:`maps` returns (coordinates, mask, attributes), with
+        placeholders that take no memory in place of the ``mean``, ``sd`` and ``quantiles``
+        values (``np.broadcast_to(np.nan, shape)``), for
+        :class:`~tracerbayes.io.netcdf.MapWriter`."""
+
+    @abc.abstractmethod
+    def map_chunks(self, chunk_times: int = 8, n_draws: int | None = 100,
+                   quantiles: tuple[float, ...] = (0.05, 0.5, 0.95)
+                   ) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+        """The values of :meth:`maps`, ``chunk_times`` times at a time, in time order:
+        ``(start, {"mean": (t, lat, lon), "sd": (t, lat, lon), "quantiles": (quantile, t,
+        lat, lon)})`` for the times ``start`` to ``start + t``, NaN on land."""
+
+    @abc.abstractmethod
     def predict_observations(self, obs: Any, n_draws: int | None = 100
                              ) -> tuple[np.ndarray, np.ndarray]:
         """Predictive mean and sd of new observations, (S, n) each, noise included."""
@@ -112,6 +133,34 @@ class AbstractPosterior(abc.ABC):
     def check_diagnostics(self) -> list[str]:
         """Human-readable problems with the fit, each with what to try."""
 
+    # ------------------------------------------------------------------ map datasets
+    def _maps_dataset(self, fields: dict[str, np.ndarray] | None,
+                      quantiles: tuple[float, ...], long_names: dict[str, str],
+                      attrs: dict[str, Any]) -> xr.Dataset:
+        """The layout of :meth:`maps` holding ``fields`` (``mean``, ``sd``, ``quantiles`` on
+        the grid, with ``long_names``), or zero-stride NaN placeholders where None."""
+        grid = self.model.grid
+        ydim, xdim = grid.dims
+        dims = ("time", ydim, xdim)
+        shape = (len(self.times), *grid.mask.shape)
+        if fields is None:
+            fields = {"mean": np.broadcast_to(np.float64(np.nan), shape),
+                      "sd": np.broadcast_to(np.float64(np.nan), shape),
+                      "quantiles": np.broadcast_to(np.float64(np.nan),
+                                                   (len(quantiles), *shape))}
+        units = getattr(self.obs, "units", None) or "1"
+        ds = xr.Dataset(coords={"time": self.times, **grid.coordinates()})
+        for name in ("mean", "sd"):
+            ds[name] = (dims, fields[name], {"long_name": long_names[name], "units": units})
+        ds["quantiles"] = (("quantile", *dims), fields["quantiles"],
+                           {"long_name": long_names["quantiles"], "units": units})
+        ds = ds.assign_coords(quantile=("quantile", np.asarray(quantiles),
+                                        {"long_name": "probability"}))
+        ds["mask"] = ((ydim, xdim), grid.mask.astype(np.int8),
+                      {"long_name": "water mask (1 on water, 0 on land)"})
+        ds.attrs.update(attrs)
+        return ds
+
     # ------------------------------------------------------------------ files
     def to_netcdf(self, path: Any, *, units: str | None = None,
                   long_name: str = "tracer concentration", standard_name: str | None = None,
@@ -133,3 +182,45 @@ class AbstractPosterior(abc.ABC):
                         parameter_summary=self.parameter_table(), **attributes)
         write_netcdf(ds, path)
         return ds
+
+    def write_maps(self, path: Any = None, *, zarr: Any = None, chunk_times: int = 8,
+                   n_draws: int | None = 100,
+                   quantiles: tuple[float, ...] = (0.05, 0.5, 0.95), units: str | None = None,
+                   long_name: str = "tracer concentration", standard_name: str | None = None,
+                   **attributes: Any) -> list[Path]:
+        """Write the maps as :meth:`to_netcdf` does (and/or as a Zarr store), computing and
+        writing them ``chunk_times`` times at a time; return the paths written.
+
+        The file holds the same values (to round-off), attributes and encodings as
+        :meth:`to_netcdf`'s, but only one chunk of the maps is in memory at a time
+        (:meth:`map_chunks`, :class:`~tracerbayes.io.netcdf.MapWriter`): peak memory does
+        not grow with the number of times. Written atomically; a failure leaves nothing at
+        ``path`` or ``zarr`` (an earlier file there stays as it was). ``zarr`` is skipped,
+        and not returned, without the optional ``zarr`` package.
+
+        Parameters
+        ----------
+        path, zarr : path, optional
+            The NetCDF-4 file and the Zarr store to write (at least one).
+        chunk_times : int
+            Times computed and written at once.
+        n_draws, quantiles
+            As :meth:`maps`.
+        units, long_name, standard_name, attributes
+            As :meth:`to_netcdf`.
+        """
+        from tracerbayes.io.files import check_output_file
+        from tracerbayes.io.netcdf import MapWriter, cf_dataset
+
+        if path is not None:
+            path = check_output_file(path)  # a bad path fails before anything is computed
+        units = units or getattr(self.obs, "units", None) or "1"
+        layout = cf_dataset(self.map_layout(n_draws=n_draws, quantiles=quantiles),
+                            units=units, tracer_long_name=long_name,
+                            tracer_standard_name=standard_name, method=self.method,
+                            parameter_summary=self.parameter_table(), **attributes)
+        with MapWriter(layout, netcdf=path, zarr=zarr, chunk_times=chunk_times) as writer:
+            for start, fields in self.map_chunks(chunk_times=chunk_times, n_draws=n_draws,
+                                                 quantiles=quantiles):
+                writer.write(start, fields)
+        return writer.paths

@@ -20,6 +20,7 @@ error. The message says what to change.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import jax
@@ -118,33 +119,48 @@ class EnsemblePosterior(AbstractPosterior):
                    drift, observations)
 
     # ------------------------------------------------------------------ maps
+    _LONG_NAMES = {"mean": "ensemble smoother mean of the tracer",
+                   "sd": "ensemble smoother standard deviation of the tracer",
+                   "quantiles": "Gaussian quantiles of the tracer"}
+
+    def _map_attrs(self) -> dict[str, Any]:
+        return {"method": self.method, "ensemble_size": int(self.members.shape[1]),
+                "mass_drift_smoothed": self.mass_drift["smoothed"]}
+
     def maps(self, n_draws: int | None = None,
              quantiles: tuple[float, ...] = (0.05, 0.5, 0.95)) -> xr.Dataset:
         """Maps on (time, lat, lon) from the smoothed ensemble: ``mean``, ``sd`` (members'
         standard deviation, ddof 1) and Gaussian ``quantiles``; NaN on land.
         ``n_draws`` is ignored (kept for :class:`AbstractPosterior`'s signature)."""
+        fields = self._map_fields(self.members, quantiles)
+        return self._maps_dataset(fields, quantiles, self._LONG_NAMES, self._map_attrs())
+
+    def map_layout(self, n_draws: int | None = None,
+                   quantiles: tuple[float, ...] = (0.05, 0.5, 0.95)) -> xr.Dataset:
+        """:meth:`maps` with placeholders for the values (see
+        :meth:`AbstractPosterior.map_layout`); ``n_draws`` is ignored."""
+        return self._maps_dataset(None, quantiles, self._LONG_NAMES, self._map_attrs())
+
+    def map_chunks(self, chunk_times: int = 8, n_draws: int | None = None,
+                   quantiles: tuple[float, ...] = (0.05, 0.5, 0.95)
+                   ) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+        """The values of :meth:`maps`, ``chunk_times`` times at a time (see
+        :meth:`AbstractPosterior.map_chunks`), each from those times' members only
+        (``members[start:stop]`` is all that is read); ``n_draws`` is ignored."""
+        n_times = self.members.shape[0]
+        for start in range(0, n_times, chunk_times):  # no member chunk held while yielding
+            yield start, self._map_fields(np.asarray(self.members[start:start + chunk_times]),
+                                          quantiles)
+
+    def _map_fields(self, members: np.ndarray, quantiles: tuple[float, ...]
+                ) -> dict[str, np.ndarray]:
+        """Mean, sd (ddof 1) and Gaussian quantiles on the grid of members (t, N_e, n)."""
         grid = self.model.grid
-        mean = self.members.mean(axis=1) + self.offset
-        sd = self.members.std(axis=1, ddof=1)
+        mean = members.mean(axis=1) + self.offset
+        sd = members.std(axis=1, ddof=1)
         qs = np.stack([mean + ndtri(p) * sd for p in quantiles])
-        ydim, xdim = grid.dims
-        dims = ("time", ydim, xdim)
-        units = getattr(self.obs, "units", None) or "1"
-        ds = xr.Dataset(coords={"time": self.times, **grid.coordinates()})
-        ds["mean"] = (dims, grid.to_field(mean),
-                      {"long_name": "ensemble smoother mean of the tracer", "units": units})
-        ds["sd"] = (dims, grid.to_field(sd),
-                    {"long_name": "ensemble smoother standard deviation of the tracer",
-                     "units": units})
-        ds["quantiles"] = (("quantile", *dims), grid.to_field(qs),
-                          {"long_name": "Gaussian quantiles of the tracer", "units": units})
-        ds = ds.assign_coords(quantile=("quantile", np.asarray(quantiles),
-                                        {"long_name": "probability"}))
-        ds["mask"] = ((ydim, xdim), grid.mask.astype(np.int8),
-                      {"long_name": "water mask (1 on water, 0 on land)"})
-        ds.attrs.update({"method": self.method, "ensemble_size": int(self.members.shape[1]),
-                         "mass_drift_smoothed": self.mass_drift["smoothed"]})
-        return ds
+        return {"mean": grid.to_field(mean), "sd": grid.to_field(sd),
+                "quantiles": grid.to_field(qs)}
 
     def predict_observations(self, obs: Any, n_draws: int | None = None
                              ) -> tuple[np.ndarray, np.ndarray]:

@@ -31,6 +31,7 @@ conditionally independent given the parameters (the tracer field links them), so
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import jax
@@ -114,6 +115,10 @@ class Posterior(AbstractPosterior):
                                   self.model.observation_variances(params, d), d.valid)
 
     # ------------------------------------------------------------------ maps
+    _LONG_NAMES = {"mean": "posterior mean of the tracer",
+                   "sd": "posterior standard deviation of the tracer",
+                   "quantiles": "posterior quantiles of the tracer"}
+
     def _smoothed_moments(self, draws: dict) -> tuple[jax.Array, jax.Array]:
         """Per-draw map means and variances on wet cells: (S, T, N) each."""
         phi = jnp.asarray(self.model.state_vectors)
@@ -121,11 +126,36 @@ class Posterior(AbstractPosterior):
         def one(params):
             ssm = self.model.state_space(params, self.data)
             sm = rts_smoother(ssm, self._padded(params))
-            mean = sm.smoothed_means @ phi.T
-            var = jnp.einsum("nk,tkl,nl->tn", phi, sm.smoothed_covs, phi)
-            return mean, var
+            return _cell_moments(phi, sm.smoothed_means, sm.smoothed_covs)
 
         return jax.lax.map(jax.jit(one), draws)
+
+    def _smoothed_states(self, draws: dict, keep_covs: bool) -> tuple[jax.Array, jax.Array]:
+        """Per-draw smoothed means of the basis coefficients (S, T, K), and their covariances
+        (S, T, K, K) if ``keep_covs``, else the variances on the wet cells (S, T, N)."""
+        phi = jnp.asarray(self.model.state_vectors)
+
+        def one(params):
+            ssm = self.model.state_space(params, self.data)
+            sm = rts_smoother(ssm, self._padded(params))
+            second = (sm.smoothed_covs if keep_covs
+                      else _cell_variances(phi, sm.smoothed_covs))
+            return sm.smoothed_means, second
+
+        return jax.lax.map(jax.jit(one), draws)
+
+    def _map_fields(self, means: jax.Array, variances: jax.Array,
+                quantiles: tuple[float, ...]) -> dict[str, np.ndarray]:
+        """The mixture's mean, sd and quantiles on the grid from per-draw means and variances
+        (S, t, N) (law of total variance; bisection for the quantiles)."""
+        grid = self.model.grid
+        mean = means.mean(axis=0) + self.offset
+        var = variances.mean(axis=0) + means.var(axis=0)
+        sd = jnp.sqrt(jnp.clip(var, 0.0, None))
+        qs = self.offset + mixture_quantiles(means, jnp.sqrt(jnp.clip(variances, 0.0, None)),
+                                              quantiles)
+        return {"mean": grid.to_field(np.asarray(mean)), "sd": grid.to_field(np.asarray(sd)),
+                "quantiles": grid.to_field(np.asarray(qs))}
 
     def maps(self, n_draws: int | None = 100,
              quantiles: tuple[float, ...] = (0.05, 0.5, 0.95)
@@ -139,30 +169,43 @@ class Posterior(AbstractPosterior):
         quantiles : tuple of float
             Probabilities of the mixture quantiles reported.
         """
-        grid = self.model.grid
         means, variances = self._smoothed_moments(self._draws(n_draws))
-        mean = means.mean(axis=0) + self.offset
-        var = variances.mean(axis=0) + means.var(axis=0)
-        sd = jnp.sqrt(jnp.clip(var, 0.0, None))
-        qs = self.offset + mixture_quantiles(means, jnp.sqrt(jnp.clip(variances, 0.0, None)),
-                                              quantiles)
-        ydim, xdim = grid.dims
-        dims = ("time", ydim, xdim)
-        coords = {"time": self.times, **grid.coordinates()}
-        units = getattr(self.obs, "units", None) or "1"
-        ds = xr.Dataset(coords=coords)
-        ds["mean"] = (dims, grid.to_field(np.asarray(mean)),
-                      {"long_name": "posterior mean of the tracer", "units": units})
-        ds["sd"] = (dims, grid.to_field(np.asarray(sd)),
-                    {"long_name": "posterior standard deviation of the tracer", "units": units})
-        ds["quantiles"] = (("quantile", *dims), grid.to_field(np.asarray(qs)),
-                          {"long_name": "posterior quantiles of the tracer", "units": units})
-        ds = ds.assign_coords(quantile=("quantile", np.asarray(quantiles),
-                                        {"long_name": "probability"}))
-        ds["mask"] = ((ydim, xdim), grid.mask.astype(np.int8),
-                      {"long_name": "water mask (1 on water, 0 on land)"})
-        ds.attrs.update({"method": self.method, "n_draws_mixed": int(means.shape[0])})
-        return ds
+        return self._maps_dataset(self._map_fields(means, variances, quantiles), quantiles,
+                                  self._LONG_NAMES, {"method": self.method,
+                                                     "n_draws_mixed": int(means.shape[0])})
+
+    def map_layout(self, n_draws: int | None = 100,
+                   quantiles: tuple[float, ...] = (0.05, 0.5, 0.95)) -> xr.Dataset:
+        """:meth:`maps` with placeholders for the values (see
+        :meth:`AbstractPosterior.map_layout`)."""
+        total = self.num_chains * self.num_draws
+        used = total if n_draws is None else min(n_draws, total)
+        return self._maps_dataset(None, quantiles, self._LONG_NAMES,
+                                  {"method": self.method, "n_draws_mixed": int(used)})
+
+    def map_chunks(self, chunk_times: int = 8, n_draws: int | None = 100,
+                   quantiles: tuple[float, ...] = (0.05, 0.5, 0.95)
+                   ) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+        """The values of :meth:`maps`, ``chunk_times`` times at a time (see
+        :meth:`AbstractPosterior.map_chunks`).
+
+        One RTS smoother per draw keeps the smoothed basis coefficients' means (S, T, K) and,
+        whichever is smaller, their covariances (S, T, K, K) or the variances on the cells
+        (S, T, N); each chunk then projects them onto the cells for all draws and mixes them,
+        so the other cell-space arrays are (S, chunk_times, N), not (S, T, N) as in
+        :meth:`maps` (the mixture quantiles need every draw's mean and sd of a cell).
+        """
+        phi = jnp.asarray(self.model.state_vectors)
+        n_cells, n_states = phi.shape
+        keep_covs = n_states * n_states < n_cells
+        states, second = self._smoothed_states(self._draws(n_draws), keep_covs)
+        project = jax.jit(jax.vmap(lambda c: _cell_variances(phi, c)))
+        for start in range(0, len(self.times), chunk_times):
+            chunk = slice(start, start + chunk_times)
+            variances = project(second[:, chunk]) if keep_covs else second[:, chunk]
+            fields = self._map_fields(states[:, chunk] @ phi.T, variances, quantiles)
+            del variances  # not held while the chunk is written
+            yield start, fields
 
     def predict_observations(self, obs: Any, n_draws: int | None = 100
                              ) -> tuple[np.ndarray, np.ndarray]:
@@ -355,6 +398,19 @@ class Posterior(AbstractPosterior):
                             "(num_samples) or chains")
         problems.extend(prior_edge_problems(self.model, self.samples))
         return problems
+
+
+def _cell_moments(phi: jax.Array, means: jax.Array, covs: jax.Array
+                 ) -> tuple[jax.Array, jax.Array]:
+    """Means and variances on the wet cells, (T, N) each, of basis coefficients with means
+    (T, K) and covariances (T, K, K): ``phi m`` and ``diag(phi P phi^T)`` with the basis
+    vectors ``phi`` (N, K)."""
+    return means @ phi.T, _cell_variances(phi, covs)
+
+
+def _cell_variances(phi: jax.Array, covs: jax.Array) -> jax.Array:
+    """``diag(phi P_t phi^T)`` on the wet cells, (T, N), of covariances ``P`` (T, K, K)."""
+    return jnp.einsum("nk,tkl,nl->tn", phi, covs, phi)
 
 
 def prior_edge_problems(model: Any, samples: dict[str, np.ndarray],
