@@ -21,7 +21,6 @@ import warnings
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 DAY = 86400.0
 PARAMS = {"diffusivity": 400.0, "noise_sd": 0.2, "noise_lengthscale_km": 15.0,
@@ -39,26 +38,9 @@ MEMBERS = 8
 def problem(nx: int = 6, ny: int = 5, T: int = 4, n_obs: int = 6) -> tuple:
     """A small Cartesian basin (10 km cells, one land cell), a swirl and random
     observations: grid, velocity, times (s) and observations."""
-    from tracerbayes import physics
-    from tracerbayes.grid.core import Grid
-    from tracerbayes.observations.core import Observations
+    from test_ensemble_fit import small_problem
 
-    rng = np.random.default_rng(20261128)
-    mask = np.ones((ny, nx), bool)
-    mask[1, 2] = False
-    grid = Grid.cartesian(x=(0.0, nx * 10e3), y=(0.0, ny * 10e3), resolution=10e3, mask=mask)
-    cx, cy = physics.corner_coordinates(grid)
-    psi = 2e3 * np.sin(np.pi * cx / cx.max()) * np.sin(np.pi * cy / cy.max())
-    velocity = physics.velocity_from_streamfunction(grid, psi)
-    wet = np.argwhere(mask)
-    rows = []
-    for k in range(T):
-        for j, i in wet[rng.choice(len(wet), n_obs, replace=False)]:
-            rows.append({"time": k * DAY, "x": grid.x[i] + rng.uniform(-2e3, 2e3),
-                         "y": grid.y[j] + rng.uniform(-2e3, 2e3),
-                         "value": 10 + rng.normal(), "error": 0.3})
-    obs = Observations.from_dataframe(pd.DataFrame(rows), x="x", y="y")
-    return grid, velocity, np.arange(T) * DAY, obs
+    return small_problem(np.random.default_rng(20261128), nx, ny, T, n_obs)
 
 
 def _model(grid: Any, velocity: Any, n_modes: int = 8) -> Any:
