@@ -66,7 +66,9 @@ class DivergenceReport(NamedTuple):
 
 
 def _net_outflow(grid: Grid, east: np.ndarray, north: np.ndarray) -> np.ndarray:
-    """Net volume outflow (m^2/s per m of depth) of every wet cell, (..., n_wet)."""
+    """Net volume outflow (m^2/s per m of depth) of every wet cell, (..., n_wet): what
+    :func:`tracerbayes.physics.divergence` times the cell area gives, but in NumPy float64
+    whatever JAX's precision setting (as the stiffness matrix it is solved with)."""
     fe = east * grid.east_face_length
     fn = north * grid.north_face_length
     net = fe - np.roll(fe, 1, axis=-1) + fn - np.roll(fn, 1, axis=-2)
