@@ -121,9 +121,14 @@ def write_outputs(post: Any, out: Path, tracer: TracerInfo, *, title: str,
     Returns
     -------
     dict
-        ``maps`` (Dataset), ``paths`` (files written), ``wall`` and ``cpu`` (seconds per
-        step: maps, netcdf, figures, inference_data, diagnostics).
+        ``maps`` (Dataset: the CF maps, read lazily from posterior.nc, or posterior.zarr,
+        when they were written as computed, else in memory), ``paths`` (files written),
+        ``wall`` and ``cpu`` (seconds per step: maps (with posterior.nc and posterior.zarr
+        when written as computed, one chunk of times at a time), netcdf, figures,
+        inference_data, diagnostics).
     """
+    import xarray as xr
+
     from tracerbayes import plot
     from tracerbayes.io import netcdf as cf
 
@@ -146,21 +151,36 @@ def write_outputs(post: Any, out: Path, tracer: TracerInfo, *, title: str,
     else:
         used = min(n_draws, post.num_chains * post.num_draws)
         say(f"  posterior maps from {used} parameter draws (RTS smoother per draw) ...")
-    with timed("maps"):
-        maps = post.maps(n_draws=n_draws)
-    with timed("netcdf"):
-        ds = cf.cf_dataset(maps, units=tracer.units, tracer_long_name=tracer.long_name,
-                           tracer_standard_name=tracer.standard_name, title=title,
-                           method=post.method, config_text=config_text,
-                           parameter_summary=post.parameter_table())
-        if netcdf:
-            paths.append(cf.write_netcdf(ds, out / "posterior.nc"))
-        if zarr:
-            written = cf.write_zarr(ds, out / "posterior.zarr")
-            if written is None:
-                say("  zarr is not installed: posterior.zarr skipped (pip install zarr)")
-            else:
-                paths.append(written)
+    if _streams(post, netcdf, zarr):  # computed and written a chunk of times at a time
+        with timed("maps"):
+            written = post.write_maps(out / "posterior.nc" if netcdf else None,
+                                      zarr=out / "posterior.zarr" if zarr else None,
+                                      n_draws=n_draws, units=tracer.units,
+                                      long_name=tracer.long_name,
+                                      standard_name=tracer.standard_name, title=title,
+                                      config_text=config_text)
+        paths += written
+        if zarr and out / "posterior.zarr" not in written:
+            say("  zarr is not installed: posterior.zarr skipped (pip install zarr)")
+        # the figures and the caller read the maps back from the file, lazily
+        ds = maps = (xr.open_dataset(out / "posterior.nc", engine="netcdf4") if netcdf else
+                     xr.open_zarr(out / "posterior.zarr", consolidated=False))
+    else:
+        with timed("maps"):
+            maps = post.maps(n_draws=n_draws)
+        with timed("netcdf"):
+            ds = cf.cf_dataset(maps, units=tracer.units, tracer_long_name=tracer.long_name,
+                               tracer_standard_name=tracer.standard_name, title=title,
+                               method=post.method, config_text=config_text,
+                               parameter_summary=post.parameter_table())
+            if netcdf:
+                paths.append(cf.write_netcdf(ds, out / "posterior.nc"))
+            if zarr:
+                written_zarr = cf.write_zarr(ds, out / "posterior.zarr")
+                if written_zarr is None:
+                    say("  zarr is not installed: posterior.zarr skipped (pip install zarr)")
+                else:
+                    paths.append(written_zarr)
     if maps_format != "none":
         say(f"  figures ({maps_format}) ...")
         n_times = maps.sizes["time"]
@@ -171,6 +191,7 @@ def write_outputs(post: Any, out: Path, tracer: TracerInfo, *, title: str,
                                fmt=maps_format, show_progress=False)
             paths.append(plot.summary_panel(ds, post.obs,
                                             path=out / "maps" / f"summary.{maps_format}"))
+    ds.close()  # a file read lazily is reopened if the caller reads the maps
     if diagnostics:
         say("  diagnostics (ArviZ) ...")
         with timed("inference_data"):
@@ -188,6 +209,18 @@ def write_outputs(post: Any, out: Path, tracer: TracerInfo, *, title: str,
             if getattr(post, "validation", None) is not None:
                 paths.append(_write_validation(post, diag, tracer.units))
     return {"maps": maps, "paths": paths, "wall": wall, "cpu": cpu}
+
+
+def _streams(post: Any, netcdf: bool, zarr: bool) -> bool:
+    """Whether posterior.nc (or posterior.zarr alone, with zarr installed) is written as the
+    maps are computed (:meth:`~tracerbayes.posterior.base.AbstractPosterior.write_maps`):
+    for every fitted posterior; an object with only ``maps()`` is written whole."""
+    from importlib.util import find_spec
+
+    from tracerbayes.posterior.base import AbstractPosterior
+
+    has_zarr = find_spec("zarr") is not None
+    return isinstance(post, AbstractPosterior) and (netcdf or (zarr and has_zarr))
 
 
 def earlier_outputs(out: Path) -> list[Path]:
