@@ -399,12 +399,15 @@ def run_config(path: str | Path, output: str | Path | None = None, seed: int | N
         removed = remove_stale_temporaries(out)
         if removed:
             say(f"  removed {len(removed)} temporary files left in {out} by a killed run")
-        model = tbc.build_model(cfg, grid, obs, n_times=len(times))
+        model = tbc.build_model(cfg, grid, obs, times=times)
         say(f"tracerbayes run {path}: {grid}, {len(times)} times, {len(obs)} observations, "
             f"method {options['method'].name}")
         if cfg.model.n_modes == "auto":
-            n_modes, why = tbc.model_modes(cfg, grid, model.priors, len(times))
+            n_modes, why = tbc.model_modes(cfg, grid, model.priors, len(times), times)
             say(f"model.n_modes auto: {n_modes} ({why})")
+        if cfg.tracer.seasonal_modes == "auto" and not cfg.tracer.conserved:
+            n_season, why = tbc.seasonal_modes(cfg, times)
+            say(f"tracer.seasonal_modes auto: {n_season} ({why})")
         post = checkpointed_fit(fit, model, obs, times, options, out / CHECKPOINT, identity,
                                 every=cfg.output.checkpoint_every, quiet=quiet)
         if post.validation is not None:

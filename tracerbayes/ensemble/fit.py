@@ -37,6 +37,7 @@ from tracerbayes.ensemble.inflation import (
     project_mass_free,
     relax_to_prior_spread,
 )
+from tracerbayes.ensemble.seasonal import seasonal_forcing
 from tracerbayes.ensemble.tracer import (
     initial_ensemble,
     is_lonlat,
@@ -96,6 +97,9 @@ def _parameter_priors(model: Any) -> dict[str, Any]:
     if getattr(model, "n_forcing", 0):  # (the full-grid ensemble's forcing stays white)
         priors["forcing_sd"] = model.forcing_sd_prior()
         priors["forcing_days"] = model.forcing_prior()
+    if getattr(model, "n_season", 0):  # (the ensemble takes the fields at the mode)
+        priors["seasonal_sd"] = model.seasonal_sd_prior()
+        priors.setdefault("mean_state_lengthscale_km", pri.mean_state_lengthscale_km)
     priors.update(model.velocity.scalar_priors())
     return priors
 
@@ -106,7 +110,9 @@ def point_parameters(model: Any, parameters: Any = None) -> dict[str, Any]:
     ``parameters``: None (every prior's median), a dict (missing names take the prior
     median; unknown names are an error) or a fitted Posterior (its posterior means). For a
     tracer that is not conserved, a dict may also give ``mean_state``: the field (n_wet,),
-    tracer units, that the anomalies relax toward (:func:`mode_parameters` gives it).
+    tracer units, that the anomalies relax toward, and with seasonal forcing ``seasonal``:
+    its fields ``(a, b)`` (2, n_wet), tracer units per day (:func:`mode_parameters` gives
+    both; without them the ensemble has the prior mean of each: none).
     """
     values: dict[str, Any] = {name: _median(p) for name, p in _parameter_priors(model).items()}
     values.update(model.velocity.point_defaults())
@@ -130,7 +136,7 @@ def point_parameters(model: Any, parameters: Any = None) -> dict[str, Any]:
 
 def _extra_parameters(model: Any) -> set[str]:
     """Point values the state methods take beyond the priors' names."""
-    return set() if model.conserved else {"mean_state"}
+    return set() if model.conserved else {"mean_state", "seasonal"}
 
 
 def mode_parameters(model: Any, obs: Any, times: Any, *, seed: int = 0, n_starts: int = 2,
@@ -143,9 +149,15 @@ def mode_parameters(model: Any, obs: Any, times: Any, *, seed: int = 0, n_starts
     right scale for the full-grid ensemble's point parameters. For a tracer that is not
     conserved, also ``mean_state``: the exact model's mean-state field given the data at the
     mode (:func:`tracerbayes.exact.mode.mean_state_field`), which the ensemble's damping
-    relaxes the anomalies toward, as the exact model's does.
+    relaxes the anomalies toward, as the exact model's does; with seasonal forcing, also
+    ``seasonal``, its fields at the mode (:func:`tracerbayes.exact.mode.seasonal_field`).
     """
-    from tracerbayes.exact.mode import constrained, mean_state_field, posterior_mode
+    from tracerbayes.exact.mode import (
+        constrained,
+        mean_state_field,
+        posterior_mode,
+        seasonal_field,
+    )
 
     data = model.prepare(obs, times, drop_invalid=drop_invalid)
     if progress:
@@ -158,6 +170,9 @@ def mode_parameters(model: Any, obs: Any, times: Any, *, seed: int = 0, n_starts
     field = mean_state_field(model, data, out)
     if field is not None:
         out["mean_state"] = field
+    season = seasonal_field(model, data, out)
+    if season is not None:
+        out["seasonal"] = season
     if progress:
         shown = ", ".join(f"{k} {float(v):.4g}" for k, v in out.items() if np.ndim(v) == 0)
         print(f"  mode: {shown}", flush=True)
@@ -175,6 +190,13 @@ def _intervals(times: np.ndarray) -> Any:
     if np.allclose(steps, steps[0], rtol=1e-9):
         return float(steps[0])
     return steps
+
+
+def _starts(times: np.ndarray) -> np.ndarray:
+    """(T - 1,) the start of each analysis interval, seconds after the first time."""
+    seconds = ((times - times[0]) / np.timedelta64(1, "s") if np.issubdtype(
+        times.dtype, np.datetime64) else times.astype(float) - float(times[0]))
+    return np.asarray(seconds[:-1], dtype=float)
 
 
 def fit_ensemble(model: Any, obs: Any, times: Any, method: str, *, ensemble_size: int = 64,
@@ -240,6 +262,8 @@ def fit_ensemble(model: Any, obs: Any, times: Any, method: str, *, ensemble_size
         damping_rate=(1.0 / (float(params["damping_days"]) * DAY)
                       if "damping_days" in params else 0.0),
         source_sd=float(params.get("source_sd", 0.0)), mean_state=params.get("mean_state"),
+        seasonal=(None if params.get("seasonal") is None else seasonal_forcing(
+            params["seasonal"], grid.wet_area, noise.basins, _starts(times))),
         scheme=forecast)
     k_init, k_run = jax.random.split(jax.random.key(seed))
     E0 = initial_ensemble(k_init, grid, N, float(np.mean(prepared.value)),

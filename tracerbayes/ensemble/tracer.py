@@ -469,7 +469,7 @@ class TracerTransition:
 def tracer_transition(grid: Grid, velocity: physics.FaceVelocity, diffusivity: Any, dt: Any,
                       noise: NoiseField, noise_sd: float, *, courant: float = 0.9,
                       damping_rate: float = 0.0, source_sd: float = 0.0,
-                      mean_state: Any = None,
+                      mean_state: Any = None, seasonal: Any = None,
                       scheme: ForecastScheme | str = "reference") -> TracerTransition:
     """The ensemble transition ``(key, E) -> E`` over ``dt`` seconds.
 
@@ -480,7 +480,9 @@ def tracer_transition(grid: Grid, velocity: physics.FaceVelocity, diffusivity: A
     ``source_sd`` (tracer units per sqrt(day)) make the tracer not conserved (module
     docstring); both 0 (default) keep every member's total exactly. ``mean_state``
     (n_wet,), tracer units: the field the damping relaxes the anomalies toward (its
-    mass-free part; default none, the basin level alone).
+    mass-free part; default none, the basin level alone). ``seasonal``: the annual forcing
+    (a :class:`~tracerbayes.ensemble.seasonal.SeasonalForcing`, default none), added over
+    each interval as its module says; it makes the transition per-step.
 
     Irregular analysis times: ``dt`` an array of the intervals (T - 1,) gives a transition
     ``(key, E, k) -> E`` that moves ``E`` from analysis time ``k - 1`` to ``k``
@@ -502,10 +504,15 @@ def tracer_transition(grid: Grid, velocity: physics.FaceVelocity, diffusivity: A
         raise ValueError(f"damping_rate (1/s) and source_sd must be >= 0, got {damping_rate} "
                          f"and {source_sd}")
     varying = np.ndim(velocity.east) == 3
-    per_step = np.ndim(dt) > 0 or varying
-    n_steps = np.shape(velocity.east)[0] if varying else steps.size
+    per_step = np.ndim(dt) > 0 or varying or seasonal is not None
+    n_steps = (np.shape(velocity.east)[0] if varying else
+               np.shape(seasonal.starts)[0] if seasonal is not None and np.ndim(dt) == 0
+               else steps.size)
     if varying and steps.size not in (1, n_steps):
         raise ValueError(f"{n_steps} velocity fields for {steps.size} intervals")
+    if seasonal is not None and np.shape(seasonal.starts)[0] != n_steps:
+        raise ValueError(f"the seasonal forcing has {np.shape(seasonal.starts)[0]} interval "
+                         f"starts for {n_steps} intervals")
     steps = np.broadcast_to(steps, (n_steps,)) if per_step else steps
     area = np.asarray(grid.wet_area)
     fields = ([physics.FaceVelocity(e, n) for e, n in zip(velocity.east, velocity.north,
@@ -523,7 +530,7 @@ def tracer_transition(grid: Grid, velocity: physics.FaceVelocity, diffusivity: A
 
     def move(key: jax.Array, E: jax.Array, h: Any, j: Any = None) -> jax.Array:
         flow = (physics.FaceVelocity(velocity.east[j], velocity.north[j]) if varying
-                else velocity)
+                else velocity)  # (j: the interval, for per-step transitions)
         moved = scheme.propagate(grid, E, flow, diffusivity, h, substeps, stages)
         if damped:
             moved = damp_anomalies(moved, jnp.exp(-damping_rate * h), area, noise.basins,
@@ -536,6 +543,8 @@ def tracer_transition(grid: Grid, velocity: physics.FaceVelocity, diffusivity: A
         if sources:
             sd = source_sd * jnp.sqrt(h / DAY)
             moved = moved + basin_levels(k_level, noise.basins, E.shape[0], sd, E.dtype)
+        if seasonal is not None:
+            moved = moved + seasonal.increment(j, h, damping_rate).astype(moved.dtype)
         return moved
 
     if per_step:

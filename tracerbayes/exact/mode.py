@@ -131,3 +131,28 @@ def mean_state_field(model: Any, data: Any, params: dict[str, Any]) -> np.ndarra
                              model.observation_variances(values, data), data.valid)
     last = kalman_filter(model.state_space(values, data), obs).filtered_means[-1]
     return np.asarray(jnp.asarray(model.mean_state_vectors()) @ last)
+
+
+def seasonal_field(model: Any, data: Any, params: dict[str, Any]) -> np.ndarray | None:
+    """The annual forcing of a model with seasonal forcing given the data, at ``params``:
+    (2, n_wet), tracer units per day, the fields ``a`` and ``b`` of ``f_s = a cos(omega t) +
+    b sin(omega t)`` with ``t`` counted from the first analysis time; None without one.
+
+    Like the mean state, the pair ``(p, r)`` has no noise, so its filtered estimate at the last
+    time is the smoothed one; it is rotated back to the first time."""
+    from tracerbayes.exact.kalman import KalmanObservations, kalman_filter
+    from tracerbayes.exact.model import DAY, YEAR_DAYS
+
+    if not getattr(model, "n_season", 0):
+        return None
+    values = {k: jnp.asarray(v) for k, v in params.items()}
+    obs = KalmanObservations(data.values, data.operators,
+                             model.observation_variances(values, data), data.valid)
+    last = np.asarray(kalman_filter(model.state_space(values, data), obs).filtered_means[-1])
+    cols_p, cols_r = model.seasonal_columns
+    theta = 2.0 * np.pi * float(np.sum(np.asarray(data.dts))) / (YEAR_DAYS * DAY)
+    p, r = last[cols_p], last[cols_r]
+    a = p * np.cos(theta) - r * np.sin(theta)
+    b = p * np.sin(theta) + r * np.cos(theta)
+    vectors = model.basis.vectors[:, :model.n_season]
+    return np.stack([vectors @ a, vectors @ b])

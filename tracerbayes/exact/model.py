@@ -51,6 +51,18 @@ anomaly that lasts weeks or a season is so carried forward from one map to the n
 of forgotten, and the tracer is smoother in time than the exponential correlation of white
 forcing. ``forcing_sd = 0`` is the model without memory.
 
+Seasonal forcing (``seasonal_modes > 0``, tracers that are not conserved): the lowest
+``seasonal_modes`` modes (the constant ones included) are also driven by an annual harmonic
+forcing ``f_s(x, t) = a(x) cos(omega t) + b(x) sin(omega t)`` (tracer units per day, ``omega =
+2 pi / 365.2425 days``), as the annual cycle of the air-sea heat flux drives SST. Its two
+unknown smooth fields join the state as the rotating pair ``(p, r)`` (``p = f_s``,
+``dp/dt = omega r``, ``dr/dt = -omega p``; ``p_0 = a``, ``r_0 = b``), with no noise: the
+cycle repeats every year, and observations from every season constrain one pair of fields.
+Their prior is the masked Matérn spectrum of ``seasonal_sd`` (tracer units per day) on the
+mean state's lengthscale, the same for ``a`` and ``b``, so it does not depend on the phase
+(the calendar date of the first map plays no role). The generator gains
+``dz/dt += E_s p / 1 day`` and the rotation block.
+
 ``transition="projected"`` replaces ``expm(L_K dt_k)`` by the basis advected on the full grid
 and projected back, with exact diffusion split around it (:mod:`tracerbayes.exact.projection`).
 
@@ -96,6 +108,7 @@ __all__ = [
     "Priors",
     "ModelData",
     "AdvectionDiffusionModel",
+    "seasonal_modes_for",
 ]
 
 DAY = 86400.0
@@ -117,6 +130,15 @@ DEFAULT_FORCING_DAYS = dist.LogNormal(np.log(10.0), 1.5)
 #: Prior scale of ``forcing_sd`` (forcing with memory), in units of the data's spread per
 #: day: HalfNormal(0.1 s) lets a persistent forcing move the field by ~s in ten days.
 DEFAULT_FORCING_SD = 0.1
+#: Number of modes (the constant ones included) driven by the seasonal forcing when it is on:
+#: basin-scale patterns (about 4 x 4 wavelengths), as the annual heat-flux cycle has.
+DEFAULT_SEASONAL_MODES = 20
+#: Prior scale of ``seasonal_sd``, in units of the data's spread per day: HalfNormal(0.05 s)
+#: lets the annual forcing drive an annual cycle of amplitude ~ 0.05 s / omega ~ 3 s without
+#: damping, ~1.3 s with a 30-day damping time.
+DEFAULT_SEASONAL_SD = 0.05
+#: Length of the year of the seasonal forcing, days.
+YEAR_DAYS = 365.2425
 
 
 # ------------------------------------------------------------------------------- priors
@@ -162,6 +184,10 @@ class Priors:
     forcing_days : Distribution or None
         Models with forcing memory only: the correlation time of the forcing, days.
         ``None``: :data:`DEFAULT_FORCING_DAYS`.
+    seasonal_sd : Distribution or None
+        Models with seasonal forcing (``seasonal_modes > 0``) only: sd of each of the two
+        fields of the annual harmonic forcing, tracer units per day. ``None``:
+        HalfNormal(:data:`DEFAULT_SEASONAL_SD` ``data_sd``).
     representation_scale : Distribution
         Multiplier of the representation error (the prior variance of the modes beyond
         ``n_modes``; models with one only). Default LogNormal(0, 2) (0.02 to 55 at +-2 sd):
@@ -190,6 +216,7 @@ class Priors:
     mean_state_lengthscale_km: Any = dist.LogNormal(np.log(400.0), 0.5)
     forcing_sd: Any = None
     forcing_days: Any = None
+    seasonal_sd: Any = None
     representation_scale: Any = dist.LogNormal(0.0, 2.0)
     data_sd: float = 1.0
 
@@ -298,6 +325,12 @@ class AdvectionDiffusionModel:
         also driven by a forcing with memory (the module docstring): their forcing
         coefficients join the state, with ``forcing_sd`` and ``forcing_days`` among the
         parameters. 0 (default): white forcing only. Needs ``transition="galerkin"``.
+    seasonal_modes : int
+        ``conserved=False`` only: how many of the lowest modes (constant ones included) are
+        also driven by the annual harmonic forcing of the module docstring (its two fields
+        join the state, ``seasonal_sd`` joins the parameters). 0 (default): none;
+        :func:`seasonal_modes_for` gives :data:`DEFAULT_SEASONAL_MODES` when the analysis
+        times sample the annual cycle. Needs ``transition="galerkin"``.
     representation_error : bool
         True (default): each observation's error variance also holds the prior variance of
         the modes beyond ``n_modes`` at that observation and time (:meth:`tail_spectrum`,
@@ -319,13 +352,21 @@ class AdvectionDiffusionModel:
                  transition: str = "galerkin",
                  conserved: bool = True, max_speed: float | None = None,
                  mean_modes: int | None = None, representation_error: bool = True,
-                 forcing_modes: int = 0):
+                 forcing_modes: int = 0, seasonal_modes: int = 0):
         if transition not in ("galerkin", "projected"):
             raise ValueError(f"transition must be 'galerkin' or 'projected', got {transition!r}")
         if not int(forcing_modes) >= 0:
             raise ValueError(f"forcing_modes must be a count >= 0, got {forcing_modes}")
         if forcing_modes and transition == "projected":
             raise ValueError("forcing_modes > 0 (forcing with memory) needs "
+                             "transition='galerkin'")
+        if not int(seasonal_modes) >= 0:
+            raise ValueError(f"seasonal_modes must be a count >= 0, got {seasonal_modes}")
+        if seasonal_modes and conserved:
+            raise ValueError("seasonal_modes > 0 (an annual forcing) needs conserved=False: a "
+                             "conserved tracer's total cannot follow a seasonal source")
+        if seasonal_modes and transition == "projected":
+            raise ValueError("seasonal_modes > 0 (an annual forcing) needs "
                              "transition='galerkin'")
         self.velocity: VelocityKind = ConstantVelocity() if velocity is None else velocity
         if transition == "projected" and self.velocity.time_varying:
@@ -350,6 +391,9 @@ class AdvectionDiffusionModel:
         self._forcing_start = nb if self.conserved else 0
         #: number of forcing coefficients in the state (the modes forced with memory)
         self.n_forcing = min(self.forcing_modes, self.n_modes - self._forcing_start)
+        self.seasonal_modes = int(seasonal_modes)
+        #: number of modes driven by the annual forcing (its state holds two fields of them)
+        self.n_season = min(self.seasonal_modes, self.n_modes)
         self._pre = self._precompute()
         self.max_speed = None
         if transition == "projected":
@@ -370,7 +414,8 @@ class AdvectionDiffusionModel:
                                        transition=self.transition, conserved=self.conserved,
                                        max_speed=self.max_speed, mean_modes=self.mean_modes,
                                        representation_error=self.representation_error,
-                                       forcing_modes=self.forcing_modes)
+                                       forcing_modes=self.forcing_modes,
+                                       seasonal_modes=self.seasonal_modes)
 
     @property
     def has_representation_error(self) -> bool:
@@ -381,8 +426,9 @@ class AdvectionDiffusionModel:
     @property
     def state_size(self) -> int:
         """Length of the state: the ``n_modes`` tracer coefficients, then the ``n_mean``
-        mean-state coefficients, then the ``n_forcing`` forcing coefficients."""
-        return self.n_modes + self.n_mean + self.n_forcing
+        mean-state coefficients, then the ``n_forcing`` forcing coefficients, then the
+        seasonal forcing's two fields (``n_season`` each: ``p``, then ``r``)."""
+        return self.n_modes + self.n_mean + self.n_forcing + 2 * self.n_season
 
     @property
     def forced_modes(self) -> np.ndarray:
@@ -392,7 +438,23 @@ class AdvectionDiffusionModel:
     @property
     def _forcing_columns(self) -> np.ndarray:
         """Indices of the forcing coefficients in the state (after the mean state's)."""
-        return np.arange(self.n_modes + self.n_mean, self.state_size)
+        start = self.n_modes + self.n_mean
+        return np.arange(start, start + self.n_forcing)
+
+    @property
+    def seasonal_columns(self) -> tuple[np.ndarray, np.ndarray]:
+        """Indices of the seasonal forcing's ``p`` (the forcing now) and ``r`` (its
+        quadrature) coefficients in the state, ``n_season`` each (the last entries)."""
+        start = self.n_modes + self.n_mean + self.n_forcing
+        return (np.arange(start, start + self.n_season),
+                np.arange(start + self.n_season, start + 2 * self.n_season))
+
+    def seasonal_vectors(self) -> np.ndarray:
+        """(n_wet, state_size): the seasonal forcing now (tracer units per day) is
+        ``seasonal_vectors @ state`` (zeros without one)."""
+        out = np.zeros((self.grid.n_wet, self.state_size))
+        out[:, self.seasonal_columns[0]] = self.basis.vectors[:, :self.n_season]
+        return out
 
     @property
     def state_vectors(self) -> np.ndarray:
@@ -516,7 +578,8 @@ class AdvectionDiffusionModel:
         else:
             rates = self.damping_rates(params)
             operator = self.reduced_operator(params, data) - jnp.diag(rates)
-            operator = self._with_forcing(self._with_mean_state(operator, rates, 0.0), params)
+            operator = self._with_seasonal(
+                self._with_forcing(self._with_mean_state(operator, rates, 0.0), params))
             if data.given is not None:
                 transition = expm(operator * dts[:, None, None])
             elif _uniform(dts):
@@ -559,6 +622,10 @@ class AdvectionDiffusionModel:
         if forcing_var is not None:  # the first forcing is stationary
             cols = self._forcing_columns
             cov0 = cov0.at[cols, cols].set(forcing_var)
+        if self.n_season:  # both fields of the annual forcing: the same smooth prior
+            season = self.seasonal_variances(params)
+            for cols in self.seasonal_columns:
+                cov0 = cov0.at[cols, cols].set(season)
         return LinearGaussianSSM(m0, cov0, transition, process_cov)
 
     def mean_state_variances(self, params: dict[str, Any]) -> jax.Array:
@@ -570,6 +637,28 @@ class AdvectionDiffusionModel:
                                   params["mean_state_lengthscale_km"] * KM,
                                   params["mean_state_sd"] ** 2)
         return spec[nb:nb + self.n_mean]
+
+    def seasonal_variances(self, params: dict[str, Any]) -> jax.Array:
+        """(n_season,) prior variance of each seasonal-forcing coefficient (``p_0`` and
+        ``r_0`` alike): the masked Matérn spectrum of ``seasonal_sd`` (per day) on the mean
+        state's lengthscale, on modes ``0 ... n_season - 1`` (constant modes: wavenumber 0)."""
+        shape = (self.priors.smoothness, params["mean_state_lengthscale_km"] * KM,
+                 params["seasonal_sd"] ** 2)
+        spec = spectral_variances(self.basis, *shape,
+                                  mass_variance=matern_spectral_density(*shape, 0.0))
+        return spec[:self.n_season]
+
+    def _with_seasonal(self, generator: jax.Array) -> jax.Array:
+        """The generator with the seasonal forcing's pair appended (``dz/dt += E_s p / 1 day``
+        on the lowest ``n_season`` modes, ``dp/dt = omega r``, ``dr/dt = -omega p``);
+        unchanged without one."""
+        if not self.n_season:
+            return generator
+        p, r = self.seasonal_columns
+        omega = 2.0 * np.pi / (YEAR_DAYS * DAY)
+        pad = [(0, 0)] * (generator.ndim - 2) + [(0, 2 * self.n_season)] * 2
+        out = jnp.pad(generator, pad).at[..., np.arange(self.n_season), p].set(1.0 / DAY)
+        return out.at[..., p, r].set(omega).at[..., r, p].set(-omega)
 
     def _with_mean_state(self, block: jax.Array, coupling: jax.Array, corner: float
                          ) -> jax.Array:
@@ -631,6 +720,11 @@ class AdvectionDiffusionModel:
         if self.n_forcing:
             params["forcing_sd"] = numpyro.sample("forcing_sd", self.forcing_sd_prior())
             params["forcing_days"] = numpyro.sample("forcing_days", self.forcing_prior())
+        if self.n_season:
+            params["seasonal_sd"] = numpyro.sample("seasonal_sd", self.seasonal_sd_prior())
+            if "mean_state_lengthscale_km" not in params:  # (mean_modes 0: still its scale)
+                params["mean_state_lengthscale_km"] = numpyro.sample(
+                    "mean_state_lengthscale_km", pri.mean_state_lengthscale_km)
         params.update(self.velocity.sample())
         return params
 
@@ -659,6 +753,14 @@ class AdvectionDiffusionModel:
         if pri.forcing_sd is not None:
             return pri.forcing_sd
         return dist.HalfNormal(DEFAULT_FORCING_SD * pri.data_sd)
+
+    def seasonal_sd_prior(self) -> Any:
+        """The prior of ``seasonal_sd`` (the given one, or HalfNormal(0.05 ``data_sd``) per
+        day)."""
+        pri = self.priors
+        if pri.seasonal_sd is not None:
+            return pri.seasonal_sd
+        return dist.HalfNormal(DEFAULT_SEASONAL_SD * pri.data_sd)
 
     def mean_state_prior(self) -> Any:
         """The prior of ``mean_state_sd`` (the given one, or HalfNormal(2 ``data_sd``))."""
@@ -734,6 +836,36 @@ class AdvectionDiffusionModel:
         observations = KalmanObservations(data.values, likelihood.operators,
                                           likelihood.variances, likelihood.valid)
         numpyro.factor("y", kalman.log_likelihood(likelihood.ssm, observations))
+
+
+def seasonal_modes_for(times: Any, conserved: bool = False) -> tuple[int, str]:
+    """The number of seasonally forced modes ``seasonal_modes: auto`` gives for these analysis
+    times, and why: :data:`DEFAULT_SEASONAL_MODES` for a tracer that is not conserved whose
+    times span at least half a year and sample the annual cycle (no gap longer than half a
+    year between their days of the year, on the circle), else 0. Winters only, one time a
+    year, or a month-long window cannot tell an annual cycle from a static field or a trend.
+
+    ``times``: datetime64, or seconds (then counted from a year's start)."""
+    if conserved:
+        return 0, "a conserved tracer has no seasonal source"
+    times = np.asarray(times)
+    if np.issubdtype(times.dtype, np.datetime64):
+        days = (times - times[0]) / np.timedelta64(1, "D")
+        start = times[0].astype("datetime64[Y]")
+        phase0 = (times[0] - start) / np.timedelta64(1, "D")
+    else:
+        days = (times.astype(float) - float(times[0])) / DAY
+        phase0 = float(times[0]) / DAY
+    span = float(days[-1] - days[0]) if days.size else 0.0
+    if span < YEAR_DAYS / 2:
+        return 0, f"the analysis times span {span:.0f} days, less than half a year"
+    phases = np.sort(np.mod(days + phase0, YEAR_DAYS))
+    gaps = np.diff(np.concatenate([phases, phases[:1] + YEAR_DAYS]))
+    if float(gaps.max()) > YEAR_DAYS / 2:
+        return 0, (f"the analysis times leave {float(gaps.max()):.0f} days of the year "
+                   "unsampled: they cannot tell an annual cycle from a static field")
+    return DEFAULT_SEASONAL_MODES, (f"the analysis times span {span:.0f} days and sample the "
+                                    f"annual cycle (largest gap {float(gaps.max()):.0f} days)")
 
 
 def _uniform(dts: Any) -> bool:

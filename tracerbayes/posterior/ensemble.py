@@ -93,14 +93,15 @@ class EnsemblePosterior(AbstractPosterior):
                                    / scale),
                  "smoothed": float(np.max(np.abs(totals - totals[:1])) / scale)}
         valid = np.asarray(observations.valid)
-        sd = np.where(valid, np.asarray(observations.sd), np.nan)
+        counted = np.maximum(valid.sum(axis=1), 1)  # NaN where a time has no observation
+        error_ms = np.where(valid, np.asarray(observations.sd) ** 2, 0.0).sum(axis=1) / counted
         cycle = pd.DataFrame({
             "time": np.asarray(times),
             "n_obs": valid.sum(axis=1),
             "innovation_mean": np.asarray(result.innovation_mean),
             "innovation_rms": np.asarray(result.innovation_rmse),
             "forecast_spread_obs": np.asarray(result.innovation_spread),
-            "obs_error_rms": np.sqrt(np.nanmean(sd**2, axis=1)),
+            "obs_error_rms": np.where(valid.any(axis=1), np.sqrt(error_ms), np.nan),
             "analysis_rms_obs": np.asarray(result.analysis_rmse_obs),
             "forecast_spread_state": np.asarray(result.forecast_spread),
             "total_spread": analysis.std(axis=1, ddof=1),
@@ -112,7 +113,7 @@ class EnsemblePosterior(AbstractPosterior):
                                          + cycle["obs_error_rms"] ** 2)
                                  / cycle["innovation_rms"])
         samples = {k: np.asarray(v, float)[None, None] for k, v in params.items()
-                   if k != "mean_state"}  # a field, not a parameter to summarise
+                   if k not in ("mean_state", "seasonal")}  # fields, not parameters
         settings = {**settings, "mass_drift_forecast": drift["forecast"],
                     "mass_drift_smoothed": drift["smoothed"]}
         return cls(model, obs, times, prepared, samples, method, settings, members, cycle,

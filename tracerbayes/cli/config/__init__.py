@@ -19,6 +19,7 @@ from tracerbayes.cli.config.build import (
     build_velocity,
     fit_options,
     model_modes,
+    seasonal_modes,
     to_distribution,
 )
 from tracerbayes.cli.config.load import load_config, validate_config
@@ -36,6 +37,7 @@ __all__ = [
     "build_grid",
     "build_model",
     "model_modes",
+    "seasonal_modes",
     "build_observations",
     "build_platforms",
     "build_priors",

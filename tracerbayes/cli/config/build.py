@@ -230,6 +230,7 @@ PRIOR_FIELDS = {"diffusivity": "diffusivity", "noise_sd": "noise_sd",
                 "mean_state_sd": "mean_state_sd",
                 "mean_state_lengthscale": "mean_state_lengthscale_km",
                 "forcing_sd": "forcing_sd", "forcing_time": "forcing_days",
+                "seasonal_sd": "seasonal_sd",
                 "representation_scale": "representation_scale"}
 
 
@@ -289,35 +290,58 @@ def build_velocity(cfg: RunConfig, grid: Grid) -> Any:
 
 
 def build_model(cfg: RunConfig, grid: Grid, obs: Observations | None = None,
-                velocity: Any = None, n_times: int | None = None) -> AdvectionDiffusionModel:
+                velocity: Any = None, n_times: int | None = None,
+                times: Any = None) -> AdvectionDiffusionModel:
     """The :class:`~tracerbayes.exact.model.AdvectionDiffusionModel` (velocity built if not given).
 
     ``model.n_modes: auto`` is :func:`model_modes` for ``n_times`` analysis times (30 if
-    not given)."""
+    not given, or the length of ``times``); ``tracer.seasonal_modes: auto`` is
+    :func:`seasonal_modes` for the analysis ``times`` (0 without them)."""
     velocity = build_velocity(cfg, grid) if velocity is None else velocity
     priors = build_priors(cfg, obs, grid)
-    n_modes = model_modes(cfg, grid, priors, 30 if n_times is None else n_times)[0]
+    if n_times is None:
+        n_times = 30 if times is None else len(times)
+    n_modes = model_modes(cfg, grid, priors, n_times, times)[0]
     return AdvectionDiffusionModel(grid, velocity=velocity, priors=priors, n_modes=n_modes,
                                    transition=cfg.model.transition,
                                    conserved=cfg.tracer.conserved,
                                    mean_modes=cfg.tracer.mean_modes,
                                    forcing_modes=cfg.tracer.forcing_modes,
+                                   seasonal_modes=seasonal_modes(cfg, times)[0],
                                    representation_error=cfg.model.representation_error)
 
 
-def model_modes(cfg: RunConfig, grid: Grid, priors: Priors, n_times: int) -> tuple[int, str]:
+def seasonal_modes(cfg: RunConfig, times: Any = None) -> tuple[int, str]:
+    """The number of seasonally forced modes and why: the configured number, or for
+    ``auto`` :func:`tracerbayes.exact.model.seasonal_modes_for` of the analysis ``times``
+    (0 without them)."""
+    from tracerbayes.exact.model import seasonal_modes_for
+
+    if cfg.tracer.seasonal_modes != "auto":
+        return int(cfg.tracer.seasonal_modes), "set in the config"
+    if times is None:
+        return 0, "no analysis times given"
+    if cfg.model.transition == "projected":
+        return 0, "model.transition: projected cannot carry it"
+    return seasonal_modes_for(times, cfg.tracer.conserved)
+
+
+def model_modes(cfg: RunConfig, grid: Grid, priors: Priors, n_times: int,
+                times: Any = None) -> tuple[int, str]:
     """The number of modes of the fit and why: the configured number, or for ``auto``
     :func:`tracerbayes.exact.truncation.choose_n_modes`."""
     from tracerbayes.exact.truncation import choose_n_modes
 
     if cfg.model.n_modes != "auto":
         return int(cfg.model.n_modes), "set in the config"
-    return choose_n_modes(grid, priors, n_times, extra_state=extra_state(cfg))
+    return choose_n_modes(grid, priors, n_times, extra_state=extra_state(cfg, times))
 
 
-def extra_state(cfg: RunConfig) -> int:
-    """State entries beyond the modes: the mean state's and the forcing's (at most)."""
-    return (0 if cfg.tracer.conserved else cfg.tracer.mean_modes) + cfg.tracer.forcing_modes
+def extra_state(cfg: RunConfig, times: Any = None) -> int:
+    """State entries beyond the modes: the mean state's, the forcing's and the seasonal
+    forcing's (at most)."""
+    return ((0 if cfg.tracer.conserved else cfg.tracer.mean_modes) + cfg.tracer.forcing_modes
+            + 2 * seasonal_modes(cfg, times)[0])
 
 
 def fit_options(cfg: RunConfig) -> dict[str, Any]:

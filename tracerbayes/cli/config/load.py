@@ -282,6 +282,15 @@ def _input_problems(cfg: RunConfig) -> list[Problem]:
                                 "model.transition: galerkin (the projected transition cannot "
                                 "carry the forcing between maps); set forcing_modes: 0 or "
                                 "transition: galerkin"))
+    seasonal = cfg.tracer.seasonal_modes
+    if seasonal != "auto" and int(seasonal) and cfg.tracer.conserved:
+        problems.append(Problem("tracer.seasonal_modes", "an annual forcing needs "
+                                "tracer.conserved: false (a conserved tracer's total cannot "
+                                "follow a seasonal source); set seasonal_modes: 0 or auto"))
+    if seasonal != "auto" and int(seasonal) and cfg.model.transition == "projected":
+        problems.append(Problem("tracer.seasonal_modes", "an annual forcing needs "
+                                "model.transition: galerkin; set seasonal_modes: 0 (or auto) "
+                                "or transition: galerkin"))
     grid = attempt("grid", lambda: build.build_grid(cfg))
     if grid is None:
         return problems

@@ -160,6 +160,11 @@ class Point:
             path, f"expected {self.doc}, got {value!r}")
 
 
+SEASONAL_MODES = WordOr("auto", Int(0), "'auto' (20 when the tracer is not conserved and "
+                        "the analysis times span half a year or more and sample the annual "
+                        "cycle, else 0) or a number of modes (0: no seasonal forcing)")
+
+
 # ------------------------------------------------------------------------- sections
 @frozen_dataclass
 class TracerConfig:
@@ -182,6 +187,11 @@ class TracerConfig:
                                  "whose sd and correlation time are fitted "
                                  "(priors.forcing_sd, priors.forcing_time); 0: white forcing "
                                  "only", 0)
+    seasonal_modes: int | str = setting(SEASONAL_MODES, "tracer.conserved: false: modes "
+                                        "(the lowest, constant ones included) also driven by "
+                                        "an annual harmonic forcing (two unknown smooth "
+                                        "fields, sd priors.seasonal_sd; the run says what "
+                                        "auto chose and why)", "auto")
 
 
 @frozen_dataclass
@@ -482,6 +492,10 @@ class PriorsConfig:
         Optional(Prior("time", "day")),
         "correlation time of the forcing with memory, days (tracer.forcing_modes > 0; "
         "default lognormal, median 10 days, sigma 1.5)", None)
+    seasonal_sd: PriorSpec | None = setting(
+        Optional(Prior(None, "tracer units")),
+        "sd of each field of the annual forcing, tracer units per day (tracer.seasonal_modes "
+        "> 0; default halfnormal 0.05 x the data's sd)", None)
     representation_scale: PriorSpec | None = setting(
         Optional(Prior(None, "1")),
         "multiplier of the representation error (the variance of the modes left out; "
