@@ -2,6 +2,7 @@
 the input files of a ``tracerbayes run``.
 
     python benchmarks/independent_truth.py OUT_DIR [--seed 0] [--refine 3] [--days 30]
+        [--dt-hours 1] [--peak-speed 0.3] [--forcing-sd 0.08]
 
 The truth is a non-conserved tracer (an SST-like anomaly around a fixed mean field)
 
@@ -25,6 +26,10 @@ discrete flow is exactly divergence-free and nothing crosses a coast.
 Everything random (initial anomaly, forcing, floats, glider noise) comes from ``seed`` through
 ``numpy.random.SeedSequence``; the land mask and the flow are not random. Nothing here imports
 tracerbayes.
+
+``--peak-speed`` (m/s, default 0.3) is the largest face speed of the gyres and ``--forcing-sd``
+(degC/day, default 0.08) the sd of the random forcing: the defaults give a forcing-dominated
+twin; e.g. ``--peak-speed 0.9 --forcing-sd 0.03`` gives an advection-dominated one.
 
 Written to ``OUT_DIR``: ``truth.nc`` (daily block averages on the map grid), ``mask.nc``,
 ``velocity.nc`` (daily map-grid u, v), ``velocity_mean.nc`` (their time mean), ``obs.csv``
@@ -626,9 +631,14 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
     parser.add_argument("--refine", type=int, default=3)
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--dt-hours", type=float, default=1.0)
+    parser.add_argument("--peak-speed", type=float, default=0.3,
+                        help="largest face speed of the double gyre, m/s")
+    parser.add_argument("--forcing-sd", type=float, default=0.08,
+                        help="sd of the random forcing, degC/day")
     args = parser.parse_args(argv)
     paths = make_twin(args.out_dir, seed=args.seed, refine=args.refine, days=args.days,
-                      dt_hours=args.dt_hours)
+                      dt_hours=args.dt_hours, peak_speed=args.peak_speed,
+                      forcing_sd=args.forcing_sd)
     for name, path in paths.items():
         print(f"{name}: {path}")
     return paths
