@@ -33,10 +33,15 @@ scaling rows (cells at fixed N_e and observation count; observations and ensembl
     python benchmarks/letkf_scale.py --n 1024 --cycles 5 --no-scaling --batch-size 4096
     python benchmarks/letkf_scale.py --no-headline --no-scaling --compare --cycles 3
 
-``--compare`` runs the ``--n`` case with the reference and with the fast forecast
-(``tracer_transition(..., scheme="fast")``) on the same truth (always moved by the reference
-scheme), observations and seeds, and prints both rows with one forecast timed alone and the
-ratios; ``--forecast fast`` runs the other tables with the fast scheme.
+``--compare`` runs the ``--n`` case three times on the same truth (always moved by the
+reference scheme), observations and seeds: the scheme before issue 17 (reference forecast,
+dense local analyses: every local problem solved with all observations,
+``letkf(..., compact=False)``, node transforms interpolated 256 cells at a time), the
+reference forecast with the compact local analyses (only the observations of non-zero weight,
+the default, and cache-sized interpolation batches; the same numbers to round-off), and the fast
+forecast (``tracer_transition(..., scheme="fast")``) with the compact analyses; it prints the
+rows with one forecast timed alone and the ratios against the old scheme. ``--forecast fast``
+and ``--analysis dense`` run the other tables with the fast forecast or the dense analysis.
 
 On a GPU (install ``jax[cuda12]`` in the venv), the last line is the 1024 x 1024 run. There
 pass ``--batch-size`` (e.g. 1024-8192): with the default (``None``) the LETKF's ``lax.map``
@@ -77,7 +82,8 @@ FLOAT_ERROR = 0.1  # tracer units
 
 
 def worker(n: int, members: int, per_cycle: int, cycles: int, batch_size: int | None,
-           seed: int, stride: int = 1, forecast: str = "reference") -> dict:
+           seed: int, stride: int = 1, forecast: str = "reference",
+           local_solve: str = "compact") -> dict:
     """Run one configuration (in this process) and return its measurements."""
     import resource
 
@@ -140,8 +146,12 @@ def worker(n: int, members: int, per_cycle: int, cycles: int, batch_size: int | 
     setup_s = time.perf_counter() - t_setup
 
     nodes = None if stride == 1 else weight_nodes(grid, stride)
-    analysis = letkf_analysis(state_coordinates(grid), euclidean, RADIUS, cell_area=area,
-                              batch_size=batch_size, basins=noise.basins, nodes=nodes)
+    if local_solve == "compact":  # the library's mass-safe LETKF (compact by default)
+        analysis = letkf_analysis(state_coordinates(grid), euclidean, RADIUS, cell_area=area,
+                                  batch_size=batch_size, basins=noise.basins, nodes=nodes)
+    else:
+        analysis = dense_letkf_analysis(state_coordinates(grid), area, noise.basins, nodes,
+                                        batch_size, members)
 
     def inflation(key, E):
         return mass_free_multiplicative(E, INFLATION, area, noise.basins)
@@ -193,6 +203,7 @@ def worker(n: int, members: int, per_cycle: int, cycles: int, batch_size: int | 
     log(f"forecast alone {forecast_s:.1f} s")
     m = np.asarray(observations.valid)[1:].sum(axis=1)
     return dict(n=n, cells=grid.n_wet, members=members, obs=float(m.mean()), cycles=cycles,
+                local_solve=local_solve,
                 batch_size=batch_size, substeps=transition.substeps, stride=stride,
                 nodes=grid.n_wet if nodes is None else len(nodes.coords),
                 noise_terms=len(noise.terms), setup_s=setup_s, warmup_s=warmup_s,
@@ -204,16 +215,46 @@ def worker(n: int, members: int, per_cycle: int, cycles: int, batch_size: int | 
                 backend=jax.default_backend())
 
 
+def dense_letkf_analysis(state_coords, area, basins, nodes, batch_size, members):
+    """The analysis before issue 17: ``letkf_analysis(state_coords, euclidean, RADIUS,
+    cell_area=area, basins=basins, nodes=nodes, batch_size=batch_size)`` with every local
+    problem solved on all the observations (``letkf(..., compact=False)``; the same steps as
+    :func:`tracerbayes.ensemble.localisation.mass_safe_letkf`, which has no ``compact``
+    switch) and the node transforms interpolated 256 cells at a time (the old default of
+    :func:`tracerbayes.ensemble.analysis.interpolate_transforms`; set here through its module
+    constant, in this worker process only). The same numbers as the compact analysis."""
+    import jax.numpy as jnp
+
+    from tracerbayes.ensemble import analysis
+    from tracerbayes.ensemble.analysis import etkf, letkf
+    from tracerbayes.ensemble.localisation import distance_rows, euclidean, restore_totals
+
+    if nodes is not None and batch_size is None:
+        analysis.GATHER_ENTRIES = 256 * len(nodes.indices[0]) * members**2
+    coords = jnp.asarray(state_coords if nodes is None else nodes.coords)
+
+    def step(key, E, obs, H):
+        local = letkf(E, obs.values, H, obs.sd, distances=distance_rows(euclidean, coords,
+                                                                         obs.coords),
+                      radius=RADIUS, valid=obs.valid, batch_size=batch_size, nodes=nodes,
+                      compact=False)
+        return restore_totals(local, etkf(E, obs.values, H, obs.sd, valid=obs.valid), area,
+                              basins)
+    return step
+
+
 def log(message: str) -> None:
     """Progress of a worker, on stderr (shown while the parent waits)."""
     print(f"  [{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def measure(n: int, members: int, per_cycle: int, cycles: int, batch_size: int | None,
-            seed: int, stride: int = 1, forecast: str = "reference") -> dict:
+            seed: int, stride: int = 1, forecast: str = "reference",
+            local_solve: str = "compact") -> dict:
     """One configuration in a fresh subprocess (separate peak memory)."""
     spec = json.dumps(dict(n=n, members=members, per_cycle=per_cycle, cycles=cycles,
-                           batch_size=batch_size, seed=seed, stride=stride, forecast=forecast))
+                           batch_size=batch_size, seed=seed, stride=stride, forecast=forecast,
+                           local_solve=local_solve))
     proc = subprocess.run([sys.executable, __file__, "--worker", spec], stdout=subprocess.PIPE,
                           text=True)
     if proc.returncode != 0:
@@ -244,29 +285,39 @@ def exponent(rows: list[dict], key: str) -> float:
     return float(np.polyfit(x, t, 1)[0])
 
 
+COMPARED = (("reference", "dense"), ("reference", "compact"), ("fast", "compact"))
+
+
 def compare(args) -> None:
-    """The reference and the fast forecast on the same truth, observations and random
-    numbers (issue 17: >= 4x fewer forecast seconds, analysis RMSE within 2%, drift <= 1e-12)."""
-    print(f"\nforecast schemes, {args.n}^2, N_e = {args.members}, ~{args.obs} obs/cycle: same "
-          f"truth (moved by the reference scheme), observations and seeds ({args.cycles} timed "
-          f"cycle(s) each, after the warm-up); 'alone' = one forecast compiled and timed alone")
-    print(f"{'scheme':>10}{'steps x stages':>15}{'alone':>8}" + HEADER[9:], flush=True)
-    rows = {}
-    for name in ("reference", "fast"):
+    """The scheme before issue 17 (reference forecast, dense analysis) against the compact
+    analysis and the fast forecast, on the same truth, observations and random numbers
+    (issue 17: the cycle >= 4x cheaper, analysis RMSE within 2%, drift <= 1e-12)."""
+    print(f"\nforecast and analysis schemes, {args.n}^2, N_e = {args.members}, ~{args.obs} "
+          f"obs/cycle: same truth (moved by the reference scheme), observations and seeds "
+          f"({args.cycles} timed cycle(s) each, after the warm-up); 'alone' = one forecast "
+          f"compiled and timed alone; the first row is the scheme before issue 17")
+    print(f"{'forecast':>10}{'analysis':>9}{'steps x stages':>15}{'alone':>8}" + HEADER[9:],
+          flush=True)
+    rows = []
+    for forecast, analysis in COMPARED:
         r = measure(args.n, args.members, args.obs, args.cycles, args.batch_size, args.seed,
-                    args.stride, name)
-        rows[name] = r
-        print(f"{name:>10}{r['substeps']:>9} x {r['stages']:<3}{r['forecast_s']:>8.2f}"
-              + row(r)[9:], flush=True)
-    ref, fast = rows["reference"], rows["fast"]
-    f_ref = max(ref["cycle_s"] - ref["analysis_s"], 1e-9)
-    f_fast = max(fast["cycle_s"] - fast["analysis_s"], 1e-9)
-    print(f"  reference / fast: forecast alone {ref['forecast_s'] / fast['forecast_s']:.1f}x, "
-          f"forecast in the cycle {f_ref / f_fast:.1f}x, whole cycle "
-          f"{ref['cycle_s'] / fast['cycle_s']:.1f}x; analysis RMSE "
-          f"{100 * (fast['analysis_rmse'] / ref['analysis_rmse'] - 1):+.1f}%, prior RMSE "
-          f"{100 * (fast['prior_rmse'] / ref['prior_rmse'] - 1):+.1f}%; mass drift "
-          f"{ref['mass_drift']:.1e} / {fast['mass_drift']:.1e}", flush=True)
+                    args.stride, forecast, analysis)
+        rows.append(r)
+        print(f"{forecast:>10}{analysis:>9}{r['substeps']:>9} x {r['stages']:<3}"
+              f"{r['forecast_s']:>8.2f}" + row(r)[9:], flush=True)
+    old = rows[0]
+    f_old = old["cycle_s"] - old["analysis_s"]
+    for (forecast, analysis), r in zip(COMPARED[1:], rows[1:], strict=True):
+        f_new = r["cycle_s"] - r["analysis_s"]  # cycle - analysis: noisy on short cycles
+        in_cycle = f"{f_old / f_new:.2f}x" if min(f_old, f_new) > 0 else "n/a (<= 0 s)"
+        print(f"  old / ({forecast} forecast, {analysis} analysis): whole cycle "
+              f"{old['cycle_s'] / r['cycle_s']:.2f}x, forecast alone "
+              f"{old['forecast_s'] / r['forecast_s']:.2f}x, forecast in the cycle "
+              f"{in_cycle}, analysis {old['analysis_s'] / r['analysis_s']:.2f}x; "
+              f"analysis RMSE {100 * (r['analysis_rmse'] / old['analysis_rmse'] - 1):+.2f}% "
+              f"({r['analysis_rmse'] - old['analysis_rmse']:+.1e}), prior RMSE "
+              f"{100 * (r['prior_rmse'] / old['prior_rmse'] - 1):+.2f}%; mass drift "
+              f"{old['mass_drift']:.1e} -> {r['mass_drift']:.1e}", flush=True)
 
 
 def scaling(title: str, configs: list[tuple], key: str, cycles: int, args) -> None:
@@ -275,7 +326,8 @@ def scaling(title: str, configs: list[tuple], key: str, cycles: int, args) -> No
     rows = []
     for n, members, per_cycle, *stride in configs:
         rows.append(measure(n, members, per_cycle, cycles, args.batch_size, args.seed,
-                            stride[0] if stride else args.stride, args.forecast))
+                            stride[0] if stride else args.stride, args.forecast,
+                            args.analysis))
         print(row(rows[-1]), flush=True)
     if key:
         print(f"  time per cycle ~ {key}^{exponent(rows, key):.2f}", flush=True)
@@ -302,9 +354,14 @@ def main() -> None:
                     help="grid sides of the cell-count rows")
     ap.add_argument("--no-headline", action="store_true")
     ap.add_argument("--compare", action="store_true",
-                    help="also time the reference against the fast forecast (--n, --cycles)")
+                    help="also time the old scheme (reference forecast, dense analysis) "
+                         "against the compact analysis and the fast forecast (--n, --cycles)")
     ap.add_argument("--forecast", default="reference", choices=("reference", "fast"),
                     help="forecast scheme of the headline and scaling rows")
+    ap.add_argument("--analysis", default="compact", choices=("compact", "dense"),
+                    help="LETKF local solves of the headline and scaling rows: on the "
+                         "observations of non-zero weight (compact) or on all, with the "
+                         "old interpolation batches (dense: the analysis before issue 17)")
     ap.add_argument("--no-scaling", action="store_true")
     ap.add_argument("--quick", action="store_true",
                     help="tiny smoke run (2-8 minutes on 2 cores, mostly compilation)")
@@ -322,7 +379,8 @@ def main() -> None:
         cells, mid, obs, members = args.cells, args.mid, (100, 330, 1000), (16, 32, 64, 128)
     print(f"mass-safe LETKF, radius {RADIUS / 1e3:.0f} km, inflation {INFLATION} (mass-free), "
           f"{DOMAIN / 1e3:.0f} km coastal sea, daily cycles; weight interpolation every "
-          f"{args.stride} cells; batch_size {args.batch_size}; "
+          f"{args.stride} cells; batch_size {args.batch_size}; headline and scaling rows: "
+          f"{args.forecast} forecast, {args.analysis} analysis; "
           f"OPENBLAS_NUM_THREADS={os.environ['OPENBLAS_NUM_THREADS']}; load average "
           f"{' '.join(f'{a:.1f}' for a in os.getloadavg())} at start")
     print("times in s (median over timed cycles; analysis timed alone, forecast = cycle - "
@@ -332,7 +390,7 @@ def main() -> None:
         print(f"\nheadline ({args.cycles} timed cycles after a warm-up)")
         print(HEADER, flush=True)
         print(row(measure(args.n, args.members, args.obs, args.cycles, args.batch_size,
-                          args.seed, args.stride, args.forecast)), flush=True)
+                          args.seed, args.stride, args.forecast, args.analysis)), flush=True)
     if args.compare:
         compare(args)
     if not args.no_scaling:

@@ -189,9 +189,10 @@ def test_ensemble_adds_the_damped_annual_forcing_as_quadrature_gives_it():
         return (coef[0] * np.cos(OMEGA * s) + coef[1] * np.sin(OMEGA * s)) / DAY
 
     for cell in (0, 7, 19):
-        damped = scipy.integrate.quad(lambda s: f(s, free_ab[:, cell]) * np.exp(
+        free_c, level_c = free_ab[:, cell], level_ab[:, cell]
+        damped = scipy.integrate.quad(lambda s, c=free_c: f(s, c) * np.exp(
             -rate * (t_end - s)), 0.0, t_end, limit=200, epsabs=0, epsrel=1e-12)[0]
-        level = scipy.integrate.quad(lambda s: f(s, level_ab[:, cell]), 0.0, t_end,
+        level = scipy.integrate.quad(lambda s, c=level_c: f(s, c), 0.0, t_end,
                                      limit=200, epsabs=0, epsrel=1e-12)[0]
         np.testing.assert_allclose(E[:, cell], damped + level, rtol=1e-9)
     assert np.max(np.abs(E)) > 0.1  # the forcing moved the members

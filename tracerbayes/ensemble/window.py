@@ -71,9 +71,8 @@ from tracerbayes.ensemble.analysis import (
     _obs_space,
     check_nodes,
     etkf_transform,
-    etkf_weights,
     interpolate_transforms,
-    local_map,
+    local_etkf_map,
     observe,
 )
 from tracerbayes.ensemble.analysis import enkf_transform as _enkf_transform
@@ -329,6 +328,10 @@ class LocalUpdate(NamedTuple):
         Solve the local problems (cells or nodes) in tiles of the domain, one per device
         (:func:`~tracerbayes.ensemble.analysis.local_map`); :func:`smooth_window` sets it to
         its own ``mesh``.
+    compact : bool
+        Solve each local problem on its observations of non-zero weight only (the same
+        numbers to round-off; :func:`~tracerbayes.ensemble.analysis.local_etkf_map`); False
+        solves every one with all the observations (the reference).
     """
 
     state_coords: Any
@@ -339,6 +342,7 @@ class LocalUpdate(NamedTuple):
     batch_size: int | None = None
     nodes: Any = None
     mesh: Mesh | None = None
+    compact: bool = True
 
     def on(self, mesh: Mesh | None) -> LocalUpdate:
         """This update with its local problems in tiles over the devices of ``mesh`` (its
@@ -354,23 +358,26 @@ class LocalUpdate(NamedTuple):
         row = jax.vmap(self.distance, (None, 0))
         past = jnp.moveaxis(buffer, 2, 0)  # (n, L, N_e)
 
-        def transform(x_i):
-            rho = jnp.sqrt(gaspari_cohn(row(x_i, ob.coords) / self.radius))
-            w, W = etkf_weights(S * rho, d * rho)
+        def sqrt_weights(x_i):
+            return jnp.sqrt(gaspari_cohn(row(x_i, ob.coords) / self.radius))
+
+        def transform(w, W):
             return 1.0 / N + (w[None, :] + W) @ C
 
+        solve = functools.partial(local_etkf_map, S=S, d=d, compact=self.compact,
+                                  batch_size=self.batch_size, mesh=self.mesh)
         if self.nodes is None:
-            def local(args):
-                x_i, column, history = args
-                X5 = transform(x_i)
+            def local(args, w, W):
+                _, column, history = args
+                X5 = transform(w, W)
                 return X5 @ column, history @ X5.T
 
-            columns, history = local_map(local, (coords, E_f.T, past),
-                                         batch_size=self.batch_size, mesh=self.mesh)
+            columns, history = solve(local, (coords, E_f.T, past),
+                                     sqrt_weights=lambda args: sqrt_weights(args[0]))
         else:
             check_nodes(self.nodes, E_f.shape[1])
-            at_nodes = local_map(transform, jnp.asarray(self.nodes.coords),
-                                 batch_size=self.batch_size, mesh=self.mesh)
+            at_nodes = solve(lambda x_i, w, W: transform(w, W), jnp.asarray(self.nodes.coords),
+                             sqrt_weights=sqrt_weights)
             stacked = jnp.concatenate([E_f.T[:, :, None], jnp.swapaxes(past, 1, 2)], axis=2)
             out = interpolate_transforms(at_nodes, self.nodes, stacked, self.batch_size,
                                          self.mesh)
