@@ -122,15 +122,19 @@ def mean_state_field(model: Any, data: Any, params: dict[str, Any]) -> np.ndarra
     ensemble state methods relax their anomalies toward this field (the exact model's
     ``dc/dt = ... - (c - m)/tau``), instead of toward the basin level alone.
     """
-    from tracerbayes.exact.kalman import KalmanObservations, kalman_filter
-
     if model.conserved or not model.n_mean:
         return None
+    return np.asarray(model.mean_state_vectors() @ _last_filtered_mean(model, data, params))
+
+
+def _last_filtered_mean(model: Any, data: Any, params: dict[str, Any]) -> np.ndarray:
+    """The Kalman filter's mean of the state at the last analysis time, at ``params``."""
+    from tracerbayes.exact.kalman import KalmanObservations, kalman_filter
+
     values = {k: jnp.asarray(v) for k, v in params.items()}
     obs = KalmanObservations(data.values, data.operators,
                              model.observation_variances(values, data), data.valid)
-    last = kalman_filter(model.state_space(values, data), obs).filtered_means[-1]
-    return np.asarray(jnp.asarray(model.mean_state_vectors()) @ last)
+    return np.asarray(kalman_filter(model.state_space(values, data), obs).filtered_means[-1])
 
 
 def seasonal_field(model: Any, data: Any, params: dict[str, Any]) -> np.ndarray | None:
@@ -140,15 +144,11 @@ def seasonal_field(model: Any, data: Any, params: dict[str, Any]) -> np.ndarray 
 
     Like the mean state, the pair ``(p, r)`` has no noise, so its filtered estimate at the last
     time is the smoothed one; it is rotated back to the first time."""
-    from tracerbayes.exact.kalman import KalmanObservations, kalman_filter
     from tracerbayes.exact.model import DAY, YEAR_DAYS
 
     if not getattr(model, "n_season", 0):
         return None
-    values = {k: jnp.asarray(v) for k, v in params.items()}
-    obs = KalmanObservations(data.values, data.operators,
-                             model.observation_variances(values, data), data.valid)
-    last = np.asarray(kalman_filter(model.state_space(values, data), obs).filtered_means[-1])
+    last = _last_filtered_mean(model, data, params)
     cols_p, cols_r = model.seasonal_columns
     theta = 2.0 * np.pi * float(np.sum(np.asarray(data.dts))) / (YEAR_DAYS * DAY)
     p, r = last[cols_p], last[cols_r]

@@ -731,10 +731,7 @@ class AdvectionDiffusionModel:
     def source_prior(self) -> Any:
         """The prior of ``source_sd`` (the given one, or the default of a tracer that is not
         conserved, relative to the data's spread)."""
-        pri = self.priors
-        if pri.source_sd is not None:
-            return pri.source_sd
-        return dist.HalfNormal(DEFAULT_SOURCE_SD * pri.data_sd)
+        return self._relative_halfnormal(self.priors.source_sd, DEFAULT_SOURCE_SD)
 
     def damping_prior(self) -> Any:
         """The prior of ``damping_days``."""
@@ -749,25 +746,20 @@ class AdvectionDiffusionModel:
     def forcing_sd_prior(self) -> Any:
         """The prior of ``forcing_sd`` (the given one, or HalfNormal(0.1 ``data_sd``) per
         day)."""
-        pri = self.priors
-        if pri.forcing_sd is not None:
-            return pri.forcing_sd
-        return dist.HalfNormal(DEFAULT_FORCING_SD * pri.data_sd)
+        return self._relative_halfnormal(self.priors.forcing_sd, DEFAULT_FORCING_SD)
 
     def seasonal_sd_prior(self) -> Any:
         """The prior of ``seasonal_sd`` (the given one, or HalfNormal(0.05 ``data_sd``) per
         day)."""
-        pri = self.priors
-        if pri.seasonal_sd is not None:
-            return pri.seasonal_sd
-        return dist.HalfNormal(DEFAULT_SEASONAL_SD * pri.data_sd)
+        return self._relative_halfnormal(self.priors.seasonal_sd, DEFAULT_SEASONAL_SD)
 
     def mean_state_prior(self) -> Any:
         """The prior of ``mean_state_sd`` (the given one, or HalfNormal(2 ``data_sd``))."""
-        pri = self.priors
-        if pri.mean_state_sd is not None:
-            return pri.mean_state_sd
-        return dist.HalfNormal(DEFAULT_MEAN_STATE_SD * pri.data_sd)
+        return self._relative_halfnormal(self.priors.mean_state_sd, DEFAULT_MEAN_STATE_SD)
+
+    def _relative_halfnormal(self, given: Any, scale: float) -> Any:
+        """``given``, or HalfNormal(``scale`` times the data's spread) when it is None."""
+        return given if given is not None else dist.HalfNormal(scale * self.priors.data_sd)
 
     def representation_variances(self, params: dict[str, Any], data: ModelData) -> Any:
         """(T, m) prior variance of the left-out modes at each observation (zeros without
