@@ -479,3 +479,34 @@ def test_a_run_too_large_for_the_machine_is_refused_by_validate(tmp_path, rng):
     assert "345601 times" in problem.message and "times.step" in problem.message
     assert problem.line == 8  # the times: line
     assert validate_config(_write(tmp_path, BASE)) == []  # the daily run fits
+
+
+def test_seasonal_modes_auto_follows_the_analysis_times(tmp_path, rng):
+    """tracer.seasonal_modes: auto gives 20 for monthly times over a year and 0 for the base's
+    four days; the model then carries the pair of fields, and the memory estimate counts
+    them; an annual forcing asked of a conserved tracer is a config problem."""
+    from tracerbayes.cli.config import seasonal_modes
+    from tracerbayes.cli.config.load import estimated_memory
+
+    _inputs(tmp_path, rng)
+    text = BASE.replace("tracer: {name: temp, units: degC}",
+                        "tracer: {name: temp, units: degC, conserved: false}")
+    cfg = load_config(_write(tmp_path, text))
+    grid, obs = build_grid(cfg), build_observations(cfg)
+    days = build_times(cfg, obs)
+    assert seasonal_modes(cfg, days) == (0, "the analysis times span 4 days, less than half "
+                                         "a year")
+    monthly = np.arange("2020-01", "2021-01", dtype="datetime64[M]").astype("datetime64[ns]")
+    n, why = seasonal_modes(cfg, monthly)
+    assert n == 20 and "sample the annual cycle" in why
+    model = build_model(cfg, grid, obs, velocity=build_velocity(cfg, grid), times=monthly)
+    assert model.n_season == min(20, model.n_modes)
+    assert model.state_size == model.n_modes + model.n_mean + 2 * model.n_season
+    prepared = obs.prepare(grid, monthly, drop_invalid=True)
+    with_times = estimated_memory(cfg, grid, obs, prepared, 12, monthly)[1]
+    without = estimated_memory(cfg, grid, obs, prepared, 12)[1]
+    assert with_times != without and "-entry state" in with_times
+    conserved = BASE.replace("tracer: {name: temp, units: degC}",
+                             "tracer: {name: temp, units: degC, seasonal_modes: 4}")
+    (problem,) = validate_config(_write(tmp_path, conserved, "conserved.yaml"))
+    assert problem.path == "tracer.seasonal_modes" and "conserved: false" in problem.message

@@ -307,7 +307,7 @@ def _input_problems(cfg: RunConfig) -> list[Problem]:
         drop = build.fit_options(cfg)["drop_invalid"]
         prepared = attempt("observations", lambda: obs.prepare(grid, times, drop_invalid=drop))
         if prepared is not None:
-            problems.extend(_size_problems(cfg, grid, obs, prepared, len(times)))
+            problems.extend(_size_problems(cfg, grid, obs, prepared, len(times), times))
     return problems
 
 
@@ -323,14 +323,16 @@ def machine_memory() -> int:
         return 0
 
 
-def estimated_memory(cfg: RunConfig, grid: Any, obs: Any, prepared: Any, n_times: int
-                     ) -> tuple[float, str]:
+def estimated_memory(cfg: RunConfig, grid: Any, obs: Any, prepared: Any, n_times: int,
+                     times: Any = None) -> tuple[float, str]:
     """Peak memory (bytes) the run's largest arrays need, and what they are, in words.
 
     Exact methods (auto, laplace, nuts): the Kalman smoother's ``T`` covariances of the state
     (``S^2``, about 4 copies), its padded observation rows (``T m_max S``) and the per-draw
     map moments (draws x ``T`` x wet cells x 2). Ensemble methods: members x wet cells x
     ``T`` (the smoothed trajectory) x 3. Doubles, to within a factor of two or so.
+    ``times``: the analysis times, which ``tracer.seasonal_modes: auto`` needs to count the
+    seasonal forcing's state entries (none counted without them).
     """
     counts = np.bincount(np.asarray(prepared.time_index), minlength=n_times)
     m_max = int(counts.max()) if counts.size else 0
@@ -341,21 +343,21 @@ def estimated_memory(cfg: RunConfig, grid: Any, obs: Any, prepared: Any, n_times
         need = 8.0 * members * n * n_times * 3
         return need, f"{members} members x {n} wet cells x {n_times} times"
     priors = build.build_priors(cfg, obs, grid)
-    K = build.model_modes(cfg, grid, priors, n_times)[0]
-    S = K + build.extra_state(cfg)
+    K = build.model_modes(cfg, grid, priors, n_times, times)[0]
+    S = K + build.extra_state(cfg, times)  # (the seasonal entries need the times)
     draws = getattr(method, "map_draws", None) or 100
     need = 8.0 * (4 * n_times * S * S + n_times * m_max * S + 2 * draws * n_times * n)
     return need, (f"{n_times} times x {S}-entry state (covariances), {m_max} observations "
                   f"at the busiest time, maps of {draws} draws x {n} wet cells")
 
 
-def _size_problems(cfg: RunConfig, grid: Any, obs: Any, prepared: Any, n_times: int
-                   ) -> list[Problem]:
+def _size_problems(cfg: RunConfig, grid: Any, obs: Any, prepared: Any, n_times: int,
+                   times: Any = None) -> list[Problem]:
     """The run's estimated memory against this machine's (:data:`MEMORY_SHARE` of it)."""
     total = machine_memory()
     if not total:
         return []
-    need, what = estimated_memory(cfg, grid, obs, prepared, n_times)
+    need, what = estimated_memory(cfg, grid, obs, prepared, n_times, times)
     if need <= MEMORY_SHARE * total:
         return []
     return [Problem("times", f"this run would need about {need / 2**30:.3g} GiB ({what}); "
