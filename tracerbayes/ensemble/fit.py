@@ -152,12 +152,7 @@ def mode_parameters(model: Any, obs: Any, times: Any, *, seed: int = 0, n_starts
     relaxes the anomalies toward, as the exact model's does; with seasonal forcing, also
     ``seasonal``, its fields at the mode (:func:`tracerbayes.exact.mode.seasonal_field`).
     """
-    from tracerbayes.exact.mode import (
-        constrained,
-        mean_state_field,
-        posterior_mode,
-        seasonal_field,
-    )
+    from tracerbayes.exact.mode import constrained, posterior_mode, state_fields
 
     data = model.prepare(obs, times, drop_invalid=drop_invalid)
     if progress:
@@ -167,36 +162,29 @@ def mode_parameters(model: Any, obs: Any, times: Any, *, seed: int = 0, n_starts
                                             model, data, n_starts)
     values = constrained(numpyro_model, mode)
     out = {k: np.asarray(v) for k, v in values.items()}
-    field = mean_state_field(model, data, out)
-    if field is not None:
-        out["mean_state"] = field
-    season = seasonal_field(model, data, out)
-    if season is not None:
-        out["seasonal"] = season
+    out.update(state_fields(model, data, out))  # mean state, seasonal forcing: one filter pass
     if progress:
         shown = ", ".join(f"{k} {float(v):.4g}" for k, v in out.items() if np.ndim(v) == 0)
         print(f"  mode: {shown}", flush=True)
     return out
 
 
+def _seconds(times: np.ndarray) -> np.ndarray:
+    """(T,) the analysis times in seconds after the first one."""
+    if np.issubdtype(times.dtype, np.datetime64):
+        return np.asarray((times - times[0]) / np.timedelta64(1, "s"), dtype=float)
+    return times.astype(float) - float(times[0])
+
+
 def _intervals(times: np.ndarray) -> Any:
     """The analysis intervals in seconds: one float when they are equal (or there is a
     single time), else the (T - 1,) array."""
-    seconds = ((times - times[0]) / np.timedelta64(1, "s") if np.issubdtype(
-        times.dtype, np.datetime64) else times.astype(float))
-    steps = np.diff(seconds)
+    steps = np.diff(_seconds(times))
     if not steps.size:
         return DAY
     if np.allclose(steps, steps[0], rtol=1e-9):
         return float(steps[0])
     return steps
-
-
-def _starts(times: np.ndarray) -> np.ndarray:
-    """(T - 1,) the start of each analysis interval, seconds after the first time."""
-    seconds = ((times - times[0]) / np.timedelta64(1, "s") if np.issubdtype(
-        times.dtype, np.datetime64) else times.astype(float) - float(times[0]))
-    return np.asarray(seconds[:-1], dtype=float)
 
 
 def fit_ensemble(model: Any, obs: Any, times: Any, method: str, *, ensemble_size: int = 64,
@@ -263,7 +251,7 @@ def fit_ensemble(model: Any, obs: Any, times: Any, method: str, *, ensemble_size
                       if "damping_days" in params else 0.0),
         source_sd=float(params.get("source_sd", 0.0)), mean_state=params.get("mean_state"),
         seasonal=(None if params.get("seasonal") is None else seasonal_forcing(
-            params["seasonal"], grid.wet_area, noise.basins, _starts(times))),
+            params["seasonal"], grid.wet_area, noise.basins, _seconds(times)[:-1])),
         scheme=forecast)
     k_init, k_run = jax.random.split(jax.random.key(seed))
     E0 = initial_ensemble(k_init, grid, N, float(np.mean(prepared.value)),

@@ -24,12 +24,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from tracerbayes.ensemble.inflation import project_mass_free
+from tracerbayes.exact.model import DAY, YEAR_DAYS
 
 __all__ = ["SeasonalForcing", "seasonal_forcing"]
 
-DAY = 86400.0
-#: Length of the year of the seasonal forcing, days (as the exact model's).
-YEAR_DAYS = 365.2425
 OMEGA = 2.0 * np.pi / (YEAR_DAYS * DAY)
 
 

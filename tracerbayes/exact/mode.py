@@ -124,7 +124,25 @@ def mean_state_field(model: Any, data: Any, params: dict[str, Any]) -> np.ndarra
     """
     if model.conserved or not model.n_mean:
         return None
-    return np.asarray(model.mean_state_vectors() @ _last_filtered_mean(model, data, params))
+    return _mean_state_of(model, _last_filtered_mean(model, data, params))
+
+
+def state_fields(model: Any, data: Any, params: dict[str, Any]) -> dict[str, np.ndarray]:
+    """``mean_state`` (:func:`mean_state_field`) and ``seasonal`` (:func:`seasonal_field`),
+    those the model has, from one Kalman filter pass."""
+    has_mean = not model.conserved and bool(model.n_mean)
+    has_season = bool(getattr(model, "n_season", 0))
+    if not (has_mean or has_season):
+        return {}
+    last = _last_filtered_mean(model, data, params)
+    out = {"mean_state": _mean_state_of(model, last)} if has_mean else {}
+    if has_season:
+        out["seasonal"] = _seasonal_of(model, data, last)
+    return out
+
+
+def _mean_state_of(model: Any, last: np.ndarray) -> np.ndarray:
+    return np.asarray(model.mean_state_vectors() @ last)
 
 
 def _last_filtered_mean(model: Any, data: Any, params: dict[str, Any]) -> np.ndarray:
@@ -144,11 +162,15 @@ def seasonal_field(model: Any, data: Any, params: dict[str, Any]) -> np.ndarray 
 
     Like the mean state, the pair ``(p, r)`` has no noise, so its filtered estimate at the last
     time is the smoothed one; it is rotated back to the first time."""
-    from tracerbayes.exact.model import DAY, YEAR_DAYS
-
     if not getattr(model, "n_season", 0):
         return None
-    last = _last_filtered_mean(model, data, params)
+    return _seasonal_of(model, data, _last_filtered_mean(model, data, params))
+
+
+def _seasonal_of(model: Any, data: Any, last: np.ndarray) -> np.ndarray:
+    """The fields ``(a, b)`` of :func:`seasonal_field` from the last filtered state mean."""
+    from tracerbayes.exact.model import DAY, YEAR_DAYS
+
     cols_p, cols_r = model.seasonal_columns
     theta = 2.0 * np.pi * float(np.sum(np.asarray(data.dts))) / (YEAR_DAYS * DAY)
     p, r = last[cols_p], last[cols_r]
