@@ -281,7 +281,7 @@ def test_a_run_killed_midway_leaves_only_complete_files(tmp_path):
         runs.append(run := _Run(config, out, "--overwrite"))
         run.wait_for(lambda: run.temporaries("diagnostics") and not stale.exists())
         rc, err = run.stop(signal.SIGTERM)
-        assert rc == 143
+        assert rc == 143, err
         assert err.strip().splitlines()[-1] == ("tracerbayes: terminated (SIGTERM); no "
                                                 "partial output files left")
         assert not [p for p in left if p.exists()]
@@ -301,6 +301,32 @@ def test_a_run_killed_midway_leaves_only_complete_files(tmp_path):
             if run.proc.poll() is None:
                 run.proc.kill()
                 run.proc.wait()
+
+
+def test_an_error_raised_while_unwinding_from_sigterm_still_exits_143(monkeypatch, capsys):
+    # A library cleaning up after the SIGTERM (closing an HDF5 file interrupted mid-write)
+    # may raise an error of its own in place of it: the run still ends as terminated.
+    import signal
+    import time
+
+    import tracerbayes.cli.main as cli
+
+    def run(args):
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5.0)  # the handler raises at the next bytecode
+        except cli.Terminated:
+            raise RuntimeError("NetCDF: HDF error") from None
+        return 0
+
+    monkeypatch.setattr(cli, "_run", run)
+    assert main(["run", "config.yaml"]) == 143
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["tracerbayes: terminated (SIGTERM); no partial output files left"]
+    # and a plain error, with no signal, is still an error
+    monkeypatch.setattr(cli, "_run", lambda args: (_ for _ in ()).throw(RuntimeError("boom")))
+    assert main(["run", "config.yaml"]) == 1
+    assert capsys.readouterr().err.strip() == "tracerbayes: error: RuntimeError: boom"
 
 
 def test_hadisst_initial_field_needs_a_lonlat_grid(tmp_path, capsys):

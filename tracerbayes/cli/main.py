@@ -37,6 +37,12 @@ class Terminated(BaseException):
     """Raised in the main thread on SIGTERM, like KeyboardInterrupt on Ctrl-C."""
 
 
+#: Set by the SIGTERM handler: a library that cleans up after :class:`Terminated` may raise
+#: an error of its own in its place (e.g. closing an HDF5 file interrupted mid-write), and
+#: the run still ends as terminated.
+_TERMINATED = threading.Event()
+
+
 def _enable_float64() -> None:
     import jax
 
@@ -84,6 +90,7 @@ class _SignalGuard:
             return self
 
         def terminate(signum: int, frame: Any) -> None:
+            _TERMINATED.set()
             raise Terminated
 
         self.read_fd, self.write_fd = os.pipe()
@@ -246,10 +253,16 @@ def main(argv: list[str] | None = None) -> int:
     # read now, not in the handler: after a MemoryError, even a failed environment lookup
     # (its internal KeyError) can fail, hiding the error behind "KeyError: 'TRACERBAYES_DEBUG'"
     debug = bool(os.environ.get("TRACERBAYES_DEBUG"))
+    _TERMINATED.clear()
     try:
-        with _SignalGuard():
-            _enable_float64()
-            return args.func(args)
+        try:
+            with _SignalGuard():
+                _enable_float64()
+                return args.func(args)
+        except Exception as err:
+            if _TERMINATED.is_set():  # raised while unwinding from SIGTERM: still terminated
+                raise Terminated from err
+            raise
     except KeyboardInterrupt:
         _remove_live_temporaries()
         print("tracerbayes: interrupted (SIGINT); no partial output files left",
