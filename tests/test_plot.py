@@ -149,6 +149,23 @@ def test_diagnostics_plots_and_summary_table(tmp_path, rng):
     np.testing.assert_allclose(table.loc["diffusivity", "sd"], draws.std(ddof=1), rtol=1e-12)
 
 
+def test_one_chain_summary_has_no_chain_diagnostics_and_no_warning(tmp_path, rng, caplog):
+    # Laplace draws are independent, in one chain: ArviZ cannot compute R-hat on them (and
+    # logs "Shape validation failed"); the table keeps mean, sd and HDI.
+    import logging
+
+    az = pytest.importorskip("arviz")
+    draws = rng.normal(600.0, 50.0, size=(1, 20))
+    idata = az.from_dict(posterior={"diffusivity": draws})
+    with caplog.at_level(logging.WARNING):
+        paths = plot.diagnostics(idata, tmp_path / "diagnostics")
+    assert not [r for r in caplog.records if "validation" in r.getMessage()]
+    table = pd.read_csv(paths[-1], index_col=0)
+    assert "r_hat" not in table.columns
+    np.testing.assert_allclose(table.loc["diffusivity", "mean"], draws.mean(), rtol=1e-12)
+    np.testing.assert_allclose(table.loc["diffusivity", "sd"], draws.std(ddof=1), rtol=1e-12)
+
+
 def test_drawing_coastlines_leaves_cartopy_config_alone(tmp_path):
     import cartopy
 

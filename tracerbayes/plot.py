@@ -345,7 +345,8 @@ def diagnostics(idata: Any, out_dir: str | os.PathLike, fmt: str = "png") -> lis
     """ArviZ trace, rank and energy plots and the ``az.summary`` table, written atomically.
 
     Files: ``trace.<fmt>``, ``rank.<fmt>``, ``energy.<fmt>`` (only when ``sample_stats``
-    holds ``energy``, as NUTS runs do) and ``summary.csv``. Returns their paths.
+    holds ``energy``, as NUTS runs do) and ``summary.csv`` (mean, sd and HDI of every
+    parameter, with ESS and R-hat when there are several chains). Returns their paths.
     """
     import arviz as az
     import matplotlib.pyplot as plt
@@ -363,8 +364,11 @@ def diagnostics(idata: Any, out_dir: str | os.PathLike, fmt: str = "png") -> lis
             paths.append(_save(fig, out_dir / f"{name}.{fmt}", fmt))
         finally:
             plt.close(fig)
+    # one chain (independent draws: Laplace, a single NUTS chain): no R-hat, whose
+    # computation ArviZ refuses with a warning; mean, sd and HDI only
+    kind = "all" if idata.posterior.sizes.get("chain", 1) > 1 else "stats"
     with atomic_path(out_dir / "summary.csv") as tmp:
-        az.summary(idata, round_to="none").to_csv(tmp)
+        az.summary(idata, round_to="none", kind=kind).to_csv(tmp)
     paths.append(out_dir / "summary.csv")
     return paths
 

@@ -368,10 +368,13 @@ class Posterior(AbstractPosterior):
         return parameter_summary(self.samples)
 
     def summary(self) -> Any:
-        """ArviZ summary table of the parameters (mean, sd, HDI, ESS, R-hat)."""
+        """ArviZ summary table of the parameters (mean, sd, HDI, and ESS and R-hat when there
+        are several chains)."""
         import arviz as az
 
-        return az.summary(az.from_dict(posterior=self.samples))
+        chains = next(iter(self.samples.values())).shape[0]
+        return az.summary(az.from_dict(posterior=self.samples),
+                          kind="all" if chains > 1 else "stats")
 
     def check_diagnostics(self, rhat_max: float = 1.01, ess_min: float = 400) -> list[str]:
         """Human-readable problems with the sampler's output, each with what to try."""
