@@ -366,9 +366,9 @@ def diagnostics(idata: Any, out_dir: str | os.PathLike, fmt: str = "png") -> lis
             plt.close(fig)
     # one chain (independent draws: Laplace, a single NUTS chain): no R-hat, whose
     # computation ArviZ refuses with a warning; mean, sd and HDI only
-    kind = "all" if idata.posterior.sizes.get("chain", 1) > 1 else "stats"
+    several = idata.posterior.sizes.get("chain", 1) > 1
     with atomic_path(out_dir / "summary.csv") as tmp:
-        az.summary(idata, round_to="none", kind=kind).to_csv(tmp)
+        az.summary(idata, round_to="none", kind="all" if several else "stats").to_csv(tmp)
     paths.append(out_dir / "summary.csv")
     return paths
 
