@@ -399,17 +399,24 @@ def run_config(path: str | Path, output: str | Path | None = None, seed: int | N
         removed = remove_stale_temporaries(out)
         if removed:
             say(f"  removed {len(removed)} temporary files left in {out} by a killed run")
-        model = tbc.build_model(cfg, grid, obs, times=times)
+        model_grid, window = tbc.build_model_grid(cfg, grid)
+        model = tbc.build_model(cfg, model_grid, obs, times=times)
         say(f"tracerbayes run {path}: {grid}, {len(times)} times, {len(obs)} observations, "
             f"method {options['method'].name}")
+        if model_grid is not grid:
+            cells, why = tbc.grid_pad(cfg, grid)
+            say(f"grid.pad {cfg.grid.pad}: {cells} cells ({why}); the model's grid is "
+                f"{model_grid}")
         if cfg.model.n_modes == "auto":
-            n_modes, why = tbc.model_modes(cfg, grid, model.priors, len(times), times)
+            n_modes, why = tbc.model_modes(cfg, model_grid, model.priors, len(times), times)
             say(f"model.n_modes auto: {n_modes} ({why})")
         if cfg.tracer.seasonal_modes == "auto" and not cfg.tracer.conserved:
             n_season, why = tbc.seasonal_modes(cfg, times)
             say(f"tracer.seasonal_modes auto: {n_season} ({why})")
         post = checkpointed_fit(fit, model, obs, times, options, out / CHECKPOINT, identity,
                                 every=cfg.output.checkpoint_every, quiet=quiet)
+        if model_grid is not grid:  # the maps keep the configured box
+            post.output_window = window
         if post.validation is not None:
             say(f"  {validation_line(post.validation, cfg.tracer.units)}")
         if earlier:

@@ -52,6 +52,10 @@ class AbstractPosterior(abc.ABC):
         The held-out split (:class:`~tracerbayes.posterior.validation.Holdout`).
     offset : float
         Tracer units subtracted from every value before the fit, added back to every output.
+    output_window : (slice, slice) or None
+        The (y, x) slices of the model's grid that the maps are cut to: a grid padded beyond
+        its open edges (:mod:`tracerbayes.grid.padding`, ``grid.pad`` in a config) maps the
+        original box only. None (default): the whole grid.
     """
 
     model: Any
@@ -63,6 +67,7 @@ class AbstractPosterior(abc.ABC):
     validation: dict[str, float] | None
     holdout: Any
     offset: float
+    output_window: tuple[slice, slice] | None = None
 
     # ------------------------------------------------------------------ draws
     @property
@@ -159,7 +164,23 @@ class AbstractPosterior(abc.ABC):
         ds["mask"] = ((ydim, xdim), grid.mask.astype(np.int8),
                       {"long_name": "water mask (1 on water, 0 on land)"})
         ds.attrs.update(attrs)
+        if self.output_window is not None:
+            ds = ds.isel({ydim: self.output_window[0], xdim: self.output_window[1]})
         return ds
+
+    def _cropped_array(self, da: xr.DataArray) -> xr.DataArray:
+        """A DataArray on the model's grid cut to :attr:`output_window`."""
+        if self.output_window is None:
+            return da
+        ydim, xdim = self.model.grid.dims
+        return da.isel({ydim: self.output_window[0], xdim: self.output_window[1]})
+
+    def _cropped(self, fields: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """``fields`` (``..., ny, nx`` on the model's grid) cut to :attr:`output_window`."""
+        if self.output_window is None:
+            return fields
+        ys, xs = self.output_window
+        return {name: value[..., ys, xs] for name, value in fields.items()}
 
     # ------------------------------------------------------------------ files
     def to_netcdf(self, path: Any, *, units: str | None = None,
@@ -222,5 +243,5 @@ class AbstractPosterior(abc.ABC):
         with MapWriter(layout, netcdf=path, zarr=zarr, chunk_times=chunk_times) as writer:
             for start, fields in self.map_chunks(chunk_times=chunk_times, n_draws=n_draws,
                                                  quantiles=quantiles):
-                writer.write(start, fields)
+                writer.write(start, self._cropped(fields))
         return writer.paths

@@ -188,9 +188,9 @@ class EnsemblePosterior(AbstractPosterior):
         picks = np.asarray(jax.random.randint(key, (n,), 0, self.members.shape[1]))
         states = np.moveaxis(self.members[:, picks], 1, 0) + self.offset
         ydim, xdim = grid.dims
-        return xr.DataArray(grid.to_field(states), dims=("sample", "time", ydim, xdim),
-                            coords={"time": self.times, **grid.coordinates()},
-                            name="tracer_sample")
+        return self._cropped_array(xr.DataArray(
+            grid.to_field(states), dims=("sample", "time", ydim, xdim),
+            coords={"time": self.times, **grid.coordinates()}, name="tracer_sample"))
 
     # ------------------------------------------------------------------ diagnostics
     def posterior_predictive(self, key: jax.Array) -> np.ndarray:

@@ -255,10 +255,9 @@ class Posterior(AbstractPosterior):
         states = jax.lax.map(one, (jnp.asarray(picks), jax.random.split(k_traj, n)))
         states = states + self.offset
         ydim, xdim = grid.dims
-        return xr.DataArray(grid.to_field(np.asarray(states)),
-                            dims=("sample", "time", ydim, xdim),
-                            coords={"time": self.times, **grid.coordinates()},
-                            name="tracer_sample")
+        return self._cropped_array(xr.DataArray(
+            grid.to_field(np.asarray(states)), dims=("sample", "time", ydim, xdim),
+            coords={"time": self.times, **grid.coordinates()}, name="tracer_sample"))
 
     # ------------------------------------------------------------------ diagnostics
     def pointwise_log_likelihood(self, kind: str = "loo") -> np.ndarray:

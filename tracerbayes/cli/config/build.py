@@ -36,8 +36,9 @@ from tracerbayes.observations.core import ObservationError, Observations, Observ
 from tracerbayes.schema import ConfigError, Problem, suggest
 from tracerbayes.twin import simulate
 
-__all__ = ["build_grid", "build_times", "build_observations", "build_priors", "build_velocity",
-           "build_model", "build_platforms", "build_truth", "fit_options", "to_distribution"]
+__all__ = ["build_grid", "build_model_grid", "grid_pad", "build_times", "build_observations",
+           "build_priors", "build_velocity", "build_model", "build_platforms", "build_truth",
+           "fit_options", "to_distribution"]
 
 
 def _fail(cfg: RunConfig, path: str, message: str) -> ConfigError:
@@ -135,6 +136,41 @@ def build_grid(cfg: RunConfig) -> Grid:
     except GridError as err:
         raise _fail(cfg, "grid", str(err)) from err
     return grid
+
+
+def grid_pad(cfg: RunConfig, grid: Grid) -> tuple[int, str]:
+    """The cells ``grid.pad`` adds beyond each edge that ends in water, and why: the
+    configured number, or for ``auto`` :func:`tracerbayes.grid.padding.auto_pad_cells` on a
+    lon/lat grid (a box cut out of the ocean) without a given velocity, else 0."""
+    from tracerbayes.grid.core import CoordinateSystem
+    from tracerbayes.grid.padding import auto_pad_cells, open_edges
+
+    given = isinstance(cfg.velocity, GivenVelocityConfig)
+    edges = [side for side, wet in open_edges(grid).items() if wet]
+    if cfg.grid.pad != "auto":
+        cells = int(cfg.grid.pad)
+        if cells and given:
+            raise _fail(cfg, "grid.pad", f"{cells} cells of padding need the velocity beyond "
+                        "the grid, which a given velocity (velocity.kind: given) does not "
+                        "have: set grid.pad: 0, or widen the grid (and the velocity file)")
+        return cells, "set in the config"
+    if grid.coords is not CoordinateSystem.LONLAT:
+        return 0, "a Cartesian grid: its edges are the basin's walls"
+    if given:
+        return 0, "a given velocity covers the grid only"
+    if not edges:
+        return 0, "every edge is land"
+    cells = auto_pad_cells(grid)
+    return cells, (f"the {', '.join(edges)} edge{'s' * (len(edges) > 1)} end in water: "
+                   "the model's walls move out a correlation length, the maps keep the box")
+
+
+def build_model_grid(cfg: RunConfig, grid: Grid) -> tuple[Grid, tuple[slice, slice]]:
+    """The grid the model is fitted on (``grid`` padded by :func:`grid_pad` cells beyond its
+    open edges) and the (y, x) slices of it that are ``grid``."""
+    from tracerbayes.grid.padding import pad_open_edges
+
+    return pad_open_edges(grid, grid_pad(cfg, grid)[0])
 
 
 def build_times(cfg: RunConfig, obs: Observations | None = None) -> np.ndarray:

@@ -295,6 +295,8 @@ def _input_problems(cfg: RunConfig) -> list[Problem]:
     if grid is None:
         return problems
     attempt("velocity", lambda: build.build_velocity(cfg, grid))
+    padded = attempt("grid.pad", lambda: build.build_model_grid(cfg, grid))
+    model_grid = grid if padded is None else padded[0]
     obs = None
     if cfg.observations:
         obs = attempt("observations", lambda: build.build_observations(cfg))
@@ -307,7 +309,7 @@ def _input_problems(cfg: RunConfig) -> list[Problem]:
         drop = build.fit_options(cfg)["drop_invalid"]
         prepared = attempt("observations", lambda: obs.prepare(grid, times, drop_invalid=drop))
         if prepared is not None:
-            problems.extend(_size_problems(cfg, grid, obs, prepared, len(times), times))
+            problems.extend(_size_problems(cfg, model_grid, obs, prepared, len(times), times))
     return problems
 
 

@@ -211,6 +211,12 @@ class MaskFile:
                                "regrid: fraction: the least wet fraction of a wet cell", 0.5)
 
 
+GRID_PAD = WordOr("auto", Int(0), "'auto' (a lon/lat grid's edges that end in water are "
+                  "extended by 15% of its longer side, at least 2 cells, unless a given "
+                  "velocity is configured; 0 for a Cartesian grid, whose walls are meant) or a "
+                  "number of cells (0: every edge is a wall)")
+
+
 @frozen_dataclass
 class GridConfig:
     """The grid: lon/lat in degrees (spherical metrics) or Cartesian x/y in metres."""
@@ -228,6 +234,11 @@ class GridConfig:
     mask: Any = setting(Mask(), "land/sea mask", None)
     periodic: bool = setting(Bool(), "wrap in longitude (lon extent exactly 360 degrees)",
                              False)
+    pad: int | str = setting(GRID_PAD, "cells added beyond each edge that ends in water (a "
+                             "box cut out of a larger ocean): the model is fitted on the "
+                             "padded grid, so its walls (the basis is Neumann) are not at the "
+                             "box's edges, and the maps are cut back to the box; the run says "
+                             "what auto chose", "auto")
 
     @property
     def cartesian(self) -> bool:
