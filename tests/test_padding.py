@@ -103,6 +103,8 @@ def test_maps_of_a_padded_grid_are_the_window_of_its_maps(tmp_path):
     np.testing.assert_allclose(cut["lon"], grid.x) and np.testing.assert_allclose(cut["lat"],
                                                                                    grid.y)
     xr.testing.assert_identical(cut, whole.isel(lat=window[0], lon=window[1]))
+    chunks = [fields["mean"] for _, fields in post.map_chunks(chunk_times=2)]
+    np.testing.assert_allclose(np.concatenate(chunks), cut["mean"].values, rtol=1e-12)
     post.write_maps(tmp_path / "streamed.nc", chunk_times=2)
     with xr.open_dataset(tmp_path / "streamed.nc") as ds:
         np.testing.assert_allclose(ds["mean"].values, cut["mean"].values, rtol=1e-12)

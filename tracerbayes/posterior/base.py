@@ -176,7 +176,8 @@ class AbstractPosterior(abc.ABC):
         return da.isel({ydim: self.output_window[0], xdim: self.output_window[1]})
 
     def _cropped(self, fields: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """``fields`` (``..., ny, nx`` on the model's grid) cut to :attr:`output_window`."""
+        """``fields`` (``..., ny, nx`` on the model's grid) cut to :attr:`output_window`, as
+        :meth:`map_chunks` yields them (the layout of :meth:`map_layout`)."""
         if self.output_window is None:
             return fields
         ys, xs = self.output_window
@@ -243,5 +244,5 @@ class AbstractPosterior(abc.ABC):
         with MapWriter(layout, netcdf=path, zarr=zarr, chunk_times=chunk_times) as writer:
             for start, fields in self.map_chunks(chunk_times=chunk_times, n_draws=n_draws,
                                                  quantiles=quantiles):
-                writer.write(start, self._cropped(fields))
+                writer.write(start, fields)
         return writer.paths

@@ -150,8 +150,8 @@ class EnsemblePosterior(AbstractPosterior):
         (``members[start:stop]`` is all that is read); ``n_draws`` is ignored."""
         n_times = self.members.shape[0]
         for start in range(0, n_times, chunk_times):  # no member chunk held while yielding
-            yield start, self._map_fields(np.asarray(self.members[start:start + chunk_times]),
-                                          quantiles)
+            yield start, self._cropped(self._map_fields(
+                np.asarray(self.members[start:start + chunk_times]), quantiles))
 
     def _map_fields(self, members: np.ndarray, quantiles: tuple[float, ...]
                 ) -> dict[str, np.ndarray]:

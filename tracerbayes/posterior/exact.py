@@ -205,7 +205,7 @@ class Posterior(AbstractPosterior):
             variances = project(second[:, chunk]) if keep_covs else second[:, chunk]
             fields = self._map_fields(states[:, chunk] @ phi.T, variances, quantiles)
             del variances  # not held while the chunk is written
-            yield start, fields
+            yield start, self._cropped(fields)
 
     def predict_observations(self, obs: Any, n_draws: int | None = 100
                              ) -> tuple[np.ndarray, np.ndarray]:
