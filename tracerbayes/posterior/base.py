@@ -164,16 +164,14 @@ class AbstractPosterior(abc.ABC):
         ds["mask"] = ((ydim, xdim), grid.mask.astype(np.int8),
                       {"long_name": "water mask (1 on water, 0 on land)"})
         ds.attrs.update(attrs)
-        if self.output_window is not None:
-            ds = ds.isel({ydim: self.output_window[0], xdim: self.output_window[1]})
-        return ds
+        return self._cropped_array(ds)
 
-    def _cropped_array(self, da: xr.DataArray) -> xr.DataArray:
-        """A DataArray on the model's grid cut to :attr:`output_window`."""
+    def _cropped_array(self, obj: Any) -> Any:
+        """A DataArray or Dataset on the model's grid cut to :attr:`output_window`."""
         if self.output_window is None:
-            return da
+            return obj
         ydim, xdim = self.model.grid.dims
-        return da.isel({ydim: self.output_window[0], xdim: self.output_window[1]})
+        return obj.isel({ydim: self.output_window[0], xdim: self.output_window[1]})
 
     def _cropped(self, fields: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """``fields`` (``..., ny, nx`` on the model's grid) cut to :attr:`output_window`, as

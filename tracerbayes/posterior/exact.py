@@ -371,9 +371,8 @@ class Posterior(AbstractPosterior):
         are several chains)."""
         import arviz as az
 
-        chains = next(iter(self.samples.values())).shape[0]
         return az.summary(az.from_dict(posterior=self.samples),
-                          kind="all" if chains > 1 else "stats")
+                          kind="all" if self.num_chains > 1 else "stats")
 
     def check_diagnostics(self, rhat_max: float = 1.01, ess_min: float = 400) -> list[str]:
         """Human-readable problems with the sampler's output, each with what to try."""
