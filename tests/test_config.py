@@ -483,8 +483,9 @@ def test_a_run_too_large_for_the_machine_is_refused_by_validate(tmp_path, rng):
 
 def test_seasonal_modes_auto_follows_the_analysis_times(tmp_path, rng):
     """tracer.seasonal_modes: auto gives 20 for monthly times over a year and 0 for the base's
-    four days; the model then carries the pair of fields, and the memory estimate counts
-    them; an annual forcing asked of a conserved tracer is a config problem."""
+    four days; the model then carries the pair of fields (two with seasonal_harmonics: 2),
+    and the memory estimate counts them; an annual forcing asked of a conserved tracer is a
+    config problem."""
     from tracerbayes.cli.config import seasonal_modes
     from tracerbayes.cli.config.load import estimated_memory
 
@@ -500,8 +501,13 @@ def test_seasonal_modes_auto_follows_the_analysis_times(tmp_path, rng):
     n, why = seasonal_modes(cfg, monthly)
     assert n == 20 and "sample the annual cycle" in why
     model = build_model(cfg, grid, obs, velocity=build_velocity(cfg, grid), times=monthly)
-    assert model.n_season == min(20, model.n_modes)
+    assert model.n_season == min(20, model.n_modes) and model.seasonal_harmonics == 1
     assert model.state_size == model.n_modes + model.n_mean + 2 * model.n_season
+    semi = load_config(_write(tmp_path, text.replace("conserved: false", "conserved: false, "
+                                                     "seasonal_harmonics: 2"), "semi.yaml"))
+    model = build_model(semi, grid, obs, velocity=build_velocity(semi, grid), times=monthly)
+    assert model.seasonal_harmonics == 2
+    assert model.state_size == model.n_modes + model.n_mean + 2 * 2 * model.n_season
     prepared = obs.prepare(grid, monthly, drop_invalid=True)
     with_times = estimated_memory(cfg, grid, obs, prepared, 12, monthly)[1]
     without = estimated_memory(cfg, grid, obs, prepared, 12)[1]

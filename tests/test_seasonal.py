@@ -2,11 +2,14 @@
 
 * Still water, so the modes decouple: each forced mode's response to the pair ``(p, r)`` over an
   interval is the closed form ``Re[(p - i r) (e^{i w h} - e^{-rho h}) / (rho + i w)] / 1 day``
-  and the pair rotates by ``w h`` (1e-10).
+  and the pair rotates by ``w h`` (1e-10), for the annual harmonic and, with
+  ``seasonal_harmonics=2``, the semi-annual one (``w`` doubled).
 * The forcing's fields given the data (:func:`tracerbayes.exact.mode.seasonal_field`, a Kalman
   filter rotated back to the first time) equal the dense Gaussian conditional of the first
   state on every observation (1e-8), and ``seasonal_sd = 0`` is the model without it.
-* ``seasonal_modes_for``: on for times that sample the annual cycle, off otherwise.
+* ``seasonal_modes_for``: on for times that sample the annual cycle, off otherwise; a
+  semi-annual harmonic asked of times that do not sample it is an error.
+* The ensemble's increments equal quadrature of the damped forcing, both harmonics.
 """
 
 import numpy as np
@@ -51,46 +54,52 @@ def observations(grid: Grid, times: np.ndarray, per_time: int = 4) -> Observatio
     return Observations.from_dataframe(pd.DataFrame(rows))
 
 
-def seasonal_model(grid, n_modes=20, seasonal_modes=6, mean_modes=5, forcing_modes=0):
+def seasonal_model(grid, n_modes=20, seasonal_modes=6, mean_modes=5, forcing_modes=0,
+                   harmonics=1):
     return AdvectionDiffusionModel(grid, ConstantVelocity(0.1), Priors(), n_modes=n_modes,
                                    conserved=False, mean_modes=mean_modes,
                                    forcing_modes=forcing_modes, seasonal_modes=seasonal_modes,
-                                   representation_error=False)
+                                   seasonal_harmonics=harmonics, representation_error=False)
 
 
-def test_forced_modes_follow_the_harmonic_closed_form_and_the_pair_rotates():
+@pytest.mark.parametrize("harmonics", [1, 2])
+def test_forced_modes_follow_the_harmonic_closed_form_and_the_pair_rotates(harmonics):
     grid = island_grid()
-    model = seasonal_model(grid, forcing_modes=3)
+    model = seasonal_model(grid, forcing_modes=3, harmonics=harmonics)
     K, M, F, S = model.n_modes, model.n_mean, model.n_forcing, model.n_season
-    assert model.state_size == K + M + F + 2 * S and S == 6
+    assert model.state_size == K + M + F + 2 * harmonics * S and S == 6
     cols_p, cols_r = model.seasonal_columns
-    assert list(cols_p) == list(range(K + M + F, K + M + F + S))
+    assert list(cols_p) == list(range(K + M + F, K + M + F + harmonics * S))
     params = {**PARAMS, "u": 0.0, "v": 0.0, "forcing_sd": 0.1, "forcing_days": 5.0}
     h = 40.0 * DAY
-    data = model.prepare(observations(grid, np.array([0.0, h])), np.array([0.0, h]))
+    times = np.arange(10) * h  # uniform: one transition (and the half-year sampled)
+    data = model.prepare(observations(grid, times), times)
     transition = np.asarray(model.state_space(params, data).transition)
     nb = model.basis.n_basins
-    for j in range(S):
-        rho = params["diffusivity"] * model.basis.eigenvalues[j] + (
-            1.0 / (params["damping_days"] * DAY) if j >= nb else 0.0)
-        gain = (np.exp(1j * OMEGA * h) - np.exp(-rho * h)) / (rho + 1j * OMEGA) / DAY
-        np.testing.assert_allclose(transition[j, cols_p[j]], gain.real, rtol=1e-10)
-        np.testing.assert_allclose(transition[j, cols_r[j]], (-1j * gain).real, rtol=1e-10)
-    rotation = np.array([[np.cos(OMEGA * h), np.sin(OMEGA * h)],
-                         [-np.sin(OMEGA * h), np.cos(OMEGA * h)]])
-    for j in range(S):
-        block = transition[np.ix_([cols_p[j], cols_r[j]], [cols_p[j], cols_r[j]])]
-        np.testing.assert_allclose(block, rotation, atol=1e-13)
+    for k in range(harmonics):
+        w = (k + 1) * OMEGA
+        for j in range(S):
+            rho = params["diffusivity"] * model.basis.eigenvalues[j] + (
+                1.0 / (params["damping_days"] * DAY) if j >= nb else 0.0)
+            gain = (np.exp(1j * w * h) - np.exp(-rho * h)) / (rho + 1j * w) / DAY
+            p, r = cols_p[k * S + j], cols_r[k * S + j]
+            np.testing.assert_allclose(transition[j, p], gain.real, rtol=1e-10)
+            np.testing.assert_allclose(transition[j, r], (-1j * gain).real, rtol=1e-10)
+            rotation = np.array([[np.cos(w * h), np.sin(w * h)],
+                                 [-np.sin(w * h), np.cos(w * h)]])
+            np.testing.assert_allclose(transition[np.ix_([p, r], [p, r])], rotation,
+                                       atol=1e-13)
     # nothing else feeds the pair, and modes beyond the seasonal ones are not forced by it
     others = np.setdiff1d(np.arange(model.state_size), np.concatenate([cols_p, cols_r]))
     assert np.all(transition[np.ix_(np.concatenate([cols_p, cols_r]), others)] == 0)
     assert np.all(transition[S:K][:, np.concatenate([cols_p, cols_r])] == 0)
 
 
-def test_seasonal_field_is_the_dense_conditional_and_zero_sd_removes_it():
+@pytest.mark.parametrize("harmonics", [1, 2])
+def test_seasonal_field_is_the_dense_conditional_and_zero_sd_removes_it(harmonics):
     grid = island_grid()
-    model = seasonal_model(grid)
-    times = np.array([0.0, 30.0, 75.0, 120.0, 200.0, 260.0, 330.0]) * DAY  # irregular
+    model = seasonal_model(grid, harmonics=harmonics)
+    times = np.array([0.0, 30.0, 75.0, 120.0, 170.0, 220.0, 270.0, 330.0]) * DAY  # irregular
     obs = observations(grid, times)
     data = model.prepare(obs, times)
     ssm = model.state_space(PARAMS, data)
@@ -110,10 +119,13 @@ def test_seasonal_field_is_the_dense_conditional_and_zero_sd_removes_it():
     S = H @ cov @ H.T + np.diag(R)
     posterior = mean + cov @ H.T @ np.linalg.solve(S, np.asarray(y) - H @ mean)
     cols_p, cols_r = model.seasonal_columns
-    vectors = model.basis.vectors[:, :model.n_season]
-    expected = np.stack([vectors @ posterior[cols_p], vectors @ posterior[cols_r]])
+    S = model.n_season
+    vectors = model.basis.vectors[:, :S]
+    expected = np.concatenate([np.stack([vectors @ posterior[cols_p[k * S:(k + 1) * S]],
+                                         vectors @ posterior[cols_r[k * S:(k + 1) * S]]])
+                               for k in range(harmonics)])
     got = seasonal_field(model, data, PARAMS)
-    assert got.shape == (2, grid.n_wet)
+    assert got.shape == (2 * harmonics, grid.n_wet)
     assert np.max(np.abs(expected)) > 1e-3  # the data say something about the cycle
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-8 * np.max(np.abs(expected)))
     # seasonal_sd = 0: the likelihood of the model without the seasonal forcing
@@ -139,6 +151,14 @@ def test_seasonal_modes_for_says_when_the_times_sample_the_annual_cycle():
     assert n == 0 and "less than half a year" in why
     assert seasonal_modes_for(monthly, conserved=True)[0] == 0
     assert seasonal_modes_for(np.arange(0, 400, 10) * DAY)[0] == 20  # seconds
+    # a semi-annual harmonic needs times that see it: gaps of at most 61 days
+    grid = island_grid()
+    semi = seasonal_model(grid, harmonics=2)
+    quarterly = np.arange(0, 400, 91) * DAY
+    with pytest.raises(ValueError, match="sample a cycle of 183 days.*leave 91 days"):
+        semi.prepare(observations(grid, quarterly), quarterly)
+    every60 = np.arange(0, 400, 60) * DAY
+    assert semi.prepare(observations(grid, every60), every60).dts.shape == (6,)
 
 
 def test_seasonal_forcing_needs_a_tracer_that_is_not_conserved():
@@ -150,9 +170,13 @@ def test_seasonal_forcing_needs_a_tracer_that_is_not_conserved():
                                 transition="projected")
     with pytest.raises(ValueError, match="count >= 0"):
         AdvectionDiffusionModel(grid, n_modes=10, seasonal_modes=-1, conserved=False)
+    with pytest.raises(ValueError, match="seasonal_harmonics must be a count >= 1"):
+        AdvectionDiffusionModel(grid, n_modes=10, seasonal_modes=4, conserved=False,
+                                seasonal_harmonics=0)
 
 
-def test_ensemble_adds_the_damped_annual_forcing_as_quadrature_gives_it():
+@pytest.mark.parametrize("harmonics", [1, 2])
+def test_ensemble_adds_the_damped_annual_forcing_as_quadrature_gives_it(harmonics):
     """Still water, no diffusion, no noise: every member is its start damped plus the damped
     integral of the annual forcing, checked cell by cell against scipy's quadrature over
     irregular intervals (1e-9), each basin's level taking the undamped integral."""
@@ -168,7 +192,8 @@ def test_ensemble_adds_the_damped_annual_forcing_as_quadrature_gives_it():
     grid = Grid.cartesian(x=(0.0, 80e3), y=(0.0, 50e3), resolution=10e3, mask=mask)
     field = tracer.noise_field(grid, 15e3)
     rng = np.random.default_rng(2)
-    ab = rng.normal(size=(2, grid.n_wet)) * 0.05 + np.array([[0.03], [-0.02]])
+    ab = (rng.normal(size=(2 * harmonics, grid.n_wet)) * 0.05
+          + np.array([[0.03], [-0.02]] * harmonics))
     times = np.array([0.0, 20.0, 50.0, 51.0, 140.0, 300.0]) * DAY
     dts = np.diff(times)
     rate = 1.0 / (15.0 * DAY)
@@ -186,7 +211,9 @@ def test_ensemble_adds_the_damped_annual_forcing_as_quadrature_gives_it():
     t_end = times[-1]
 
     def f(s, coef):
-        return (coef[0] * np.cos(OMEGA * s) + coef[1] * np.sin(OMEGA * s)) / DAY
+        return sum(coef[2 * k] * np.cos((k + 1) * OMEGA * s)
+                   + coef[2 * k + 1] * np.sin((k + 1) * OMEGA * s)
+                   for k in range(harmonics)) / DAY
 
     for cell in (0, 7, 19):
         free_c, level_c = free_ab[:, cell], level_ab[:, cell]

@@ -156,9 +156,10 @@ def _last_filtered_mean(model: Any, data: Any, params: dict[str, Any]) -> np.nda
 
 
 def seasonal_field(model: Any, data: Any, params: dict[str, Any]) -> np.ndarray | None:
-    """The annual forcing of a model with seasonal forcing given the data, at ``params``:
-    (2, n_wet), tracer units per day, the fields ``a`` and ``b`` of ``f_s = a cos(omega t) +
-    b sin(omega t)`` with ``t`` counted from the first analysis time; None without one.
+    """The seasonal forcing of a model with one given the data, at ``params``: (2 H, n_wet),
+    tracer units per day, the fields ``a_h`` and ``b_h`` of ``f_s = sum_h a_h cos(h omega t) +
+    b_h sin(h omega t)`` (rows ``a_1, b_1, a_2, b_2, ...``; ``H = seasonal_harmonics``) with
+    ``t`` counted from the first analysis time; None without one.
 
     Like the mean state, the pair ``(p, r)`` has no noise, so its filtered estimate at the last
     time is the smoothed one; it is rotated back to the first time."""
@@ -168,13 +169,20 @@ def seasonal_field(model: Any, data: Any, params: dict[str, Any]) -> np.ndarray 
 
 
 def _seasonal_of(model: Any, data: Any, last: np.ndarray) -> np.ndarray:
-    """The fields ``(a, b)`` of :func:`seasonal_field` from the last filtered state mean."""
+    """The fields ``(a_h, b_h)`` of :func:`seasonal_field` from the last filtered state
+    mean."""
     from tracerbayes.exact.model import DAY, YEAR_DAYS
 
     cols_p, cols_r = model.seasonal_columns
+    S = model.n_season
+    harmonics = getattr(model, "seasonal_harmonics", 1)
     theta = 2.0 * np.pi * float(np.sum(np.asarray(data.dts))) / (YEAR_DAYS * DAY)
-    p, r = last[cols_p], last[cols_r]
-    a = p * np.cos(theta) - r * np.sin(theta)
-    b = p * np.sin(theta) + r * np.cos(theta)
-    vectors = model.basis.vectors[:, :model.n_season]
-    return np.stack([vectors @ a, vectors @ b])
+    vectors = model.basis.vectors[:, :S]
+    rows = []
+    for h in range(harmonics):
+        p, r = last[cols_p[h * S:(h + 1) * S]], last[cols_r[h * S:(h + 1) * S]]
+        angle = (h + 1) * theta
+        a = p * np.cos(angle) - r * np.sin(angle)
+        b = p * np.sin(angle) + r * np.cos(angle)
+        rows += [vectors @ a, vectors @ b]
+    return np.stack(rows)

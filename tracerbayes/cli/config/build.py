@@ -344,6 +344,7 @@ def build_model(cfg: RunConfig, grid: Grid, obs: Observations | None = None,
                                    mean_modes=cfg.tracer.mean_modes,
                                    forcing_modes=cfg.tracer.forcing_modes,
                                    seasonal_modes=seasonal_modes(cfg, times)[0],
+                                   seasonal_harmonics=cfg.tracer.seasonal_harmonics,
                                    representation_error=cfg.model.representation_error)
 
 
@@ -377,7 +378,7 @@ def extra_state(cfg: RunConfig, times: Any = None) -> int:
     """State entries beyond the modes: the mean state's, the forcing's and the seasonal
     forcing's (at most)."""
     return ((0 if cfg.tracer.conserved else cfg.tracer.mean_modes) + cfg.tracer.forcing_modes
-            + 2 * seasonal_modes(cfg, times)[0])
+            + 2 * seasonal_modes(cfg, times)[0] * cfg.tracer.seasonal_harmonics)
 
 
 def fit_options(cfg: RunConfig) -> dict[str, Any]:

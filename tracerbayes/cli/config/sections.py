@@ -192,6 +192,11 @@ class TracerConfig:
                                         "an annual harmonic forcing (two unknown smooth "
                                         "fields, sd priors.seasonal_sd; the run says what "
                                         "auto chose and why)", "auto")
+    seasonal_harmonics: int = setting(Int(1), "harmonics of the year in the seasonal "
+                                      "forcing: 1, the annual one; 2, also the semi-annual "
+                                      "one (two more unknown fields on the same modes, same "
+                                      "prior; the times must leave no gap in the year longer "
+                                      "than a sixth of it)", 1)
 
 
 @frozen_dataclass
