@@ -151,3 +151,27 @@ def test_priors_relative_to_the_grid_scale():
     assert scale > 500
     assert float(wide.noise_lengthscale_km.icdf(0.5)) == pytest.approx(scale)
     assert float(wide.initial_lengthscale_km.icdf(0.5)) == pytest.approx(4 * scale / 3)
+
+
+def test_diagnostics_are_the_fitted_models_when_the_maps_use_a_finer_basis():
+    """Maps on 20 modes, parameters fitted on 8: the sequential log-likelihood terms of each
+    draw sum to the 8-mode model's marginal log-likelihood (1e-10), not the 20-mode one's,
+    and the posterior predictive draws line up with the observations."""
+    model, obs, times = problem()
+    post = fit_laplace(model, obs, times, draws=3, map_modes=20, progress=False)
+    assert post.model.n_modes == 20 and post.fit_model is model
+    data = model.prepare(obs, times)
+    fine_data = post.model.prepare(obs, times)
+    terms = post.pointwise_log_likelihood(kind="sequential")[0]  # (draws, n_obs)
+    flat = post.flat_samples()
+    for s in range(terms.shape[0]):
+        params = {k: jnp.asarray(v[s]) for k, v in flat.items()}
+        coarse = float(model.likelihood(params, data).log_prob(data.values))
+        fine = float(post.model.likelihood(params, fine_data).log_prob(fine_data.values))
+        np.testing.assert_allclose(terms[s].sum(), coarse, rtol=1e-10)
+        assert abs(fine - coarse) > 1e-6 * abs(coarse)  # the map basis is another model
+    reps = post.posterior_predictive(jax.random.key(0))
+    assert reps.shape == (1, 3, len(obs.value)) and np.all(np.isfinite(reps))
+    with pytest.raises(ValueError, match="fit_model and fit_data together"):
+        type(post)(post.model, obs, times, fine_data, post.samples, {}, "laplace", {},
+                   fit_model=model)

@@ -102,4 +102,5 @@ def fit_laplace(model: AdvectionDiffusionModel, obs: Any, times: Any, *, draws: 
                 "potential_energy": mode_energy,
                 "hessian_min_eigenvalue": float(eigenvalues.min()),
                 "laplace_gaussian": gaussian}
-    return Posterior(fine, obs, times, fine_data, samples, {}, "laplace", settings)
+    fitted = {} if fine is model else {"fit_model": model, "fit_data": data}
+    return Posterior(fine, obs, times, fine_data, samples, {}, "laplace", settings, **fitted)

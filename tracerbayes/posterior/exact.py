@@ -68,15 +68,28 @@ class Posterior(AbstractPosterior):
         Sampler statistics (diverging, energy, ...).
     method : str
         The inference method that produced it.
+    fit_model, fit_data
+        The model (and its data) the parameters were fitted with; the pointwise
+        log-likelihood and the posterior predictive draws (ArviZ's LOO and PPC) are its.
+        ``model`` and ``data`` (the default) unless the maps use a finer basis than the fit
+        (:func:`~tracerbayes.exact.laplace.fit_laplace`'s ``map_modes``): a diagnostic of the
+        fitted model, at the fit's cost rather than the map basis's (on 400 map modes for a
+        109-mode fit, each smoother per draw is some 20 times dearer).
     """
 
     def __init__(self, model: Any, obs: Any, times: Any, data: Any, samples: dict,
-                 sample_stats: dict, method: str, settings: dict):
+                 sample_stats: dict, method: str, settings: dict, *,
+                 fit_model: Any = None, fit_data: Any = None):
 
         self.model = model
         self.obs = obs
         self.times = np.asarray(times)
         self.data = data
+        if (fit_model is None) != (fit_data is None):
+            raise ValueError("give fit_model and fit_data together (the fit's model and the "
+                             "data it prepared), or neither")
+        self.fit_model = model if fit_model is None else fit_model
+        self.fit_data = data if fit_data is None else fit_data
         self.samples = {k: np.asarray(v) for k, v in samples.items()}
         self.sample_stats = {k: np.asarray(v) for k, v in sample_stats.items()}
         self.method = method
@@ -109,10 +122,12 @@ class Posterior(AbstractPosterior):
         index = np.linspace(0, total - 1, n).round().astype(int)  # evenly thinned
         return {k: jnp.asarray(v[index]) for k, v in flat.items()}
 
-    def _padded(self, params: dict) -> KalmanObservations:
-        d = self.data
+    def _padded(self, params: dict, fitted: bool = False) -> KalmanObservations:
+        """The observations with their error variances at ``params``, of the map model (or
+        of the fit's, ``fitted``)."""
+        model, d = (self.fit_model, self.fit_data) if fitted else (self.model, self.data)
         return KalmanObservations(d.values, d.operators,
-                                  self.model.observation_variances(params, d), d.valid)
+                                  model.observation_variances(params, d), d.valid)
 
     # ------------------------------------------------------------------ maps
     _LONG_NAMES = {"mean": "posterior mean of the tracer",
@@ -265,20 +280,21 @@ class Posterior(AbstractPosterior):
 
         ``kind="loo"``: ``log p(y_i | y_{-i}, theta)`` (for PSIS-LOO); ``kind="sequential"``:
         ``log p(y_i | y_{<i}, theta)`` (sum to the marginal log-likelihood). See the module
-        docstring.
+        docstring. Both are those of the fitted model (:attr:`fit_model`).
         """
         if kind not in ("loo", "sequential"):
             raise ValueError(f"kind={kind!r}; choose 'loo' or 'sequential'")
-        valid = np.asarray(self.data.valid)
-        data = self.data
+        valid = np.asarray(self.fit_data.valid)
+        data, model = self.fit_data, self.fit_model
 
         def sequential(params):
-            ssm = self.model.state_space(params, data)
-            return kalman_filter(ssm, self._padded(params), update="joint").log_likelihood_terms
+            ssm = model.state_space(params, data)
+            return kalman_filter(ssm, self._padded(params, fitted=True),
+                                 update="joint").log_likelihood_terms
 
         def loo(params):
-            padded = self._padded(params)
-            sm = rts_smoother(self.model.state_space(params, data), padded)
+            padded = self._padded(params, fitted=True)
+            sm = rts_smoother(model.state_space(params, data), padded)
             mean = jnp.einsum("tmk,tk->tm", data.operators, sm.smoothed_means)
             var = jnp.einsum("tmk,tkl,tml->tm", data.operators, sm.smoothed_covs,
                              data.operators)
@@ -302,19 +318,21 @@ class Posterior(AbstractPosterior):
         filtering, backward sampling), then ``y_rep = H c + e`` with
         ``e ~ N(0, (error_scale * error)^2 + r)`` (``r``: the representation error of the
         modes left out, see ``AdvectionDiffusionModel.observation_variances``): draws of
-        ``p(y_rep | y)`` for posterior predictive checks (ArviZ ``plot_ppc``, LOO-PIT).
+        ``p(y_rep | y)`` for posterior predictive checks (ArviZ ``plot_ppc``, LOO-PIT), of
+        the fitted model (:attr:`fit_model`).
         """
-        valid = np.asarray(self.data.valid)
+        model, data = self.fit_model, self.fit_data
+        valid = np.asarray(data.valid)
         flat = {k: jnp.asarray(v) for k, v in self.flat_samples().items()}
         total = next(iter(flat.values())).shape[0]
 
         def one(args):
             params, k = args
             k_state, k_error = jax.random.split(k)
-            padded = self._padded(params)
-            ssm = self.model.state_space(params, self.data)
+            padded = self._padded(params, fitted=True)
+            ssm = model.state_space(params, data)
             z = sample_smoothed(k_state, ssm, padded, 1)[0]  # (T, K)
-            mean = jnp.einsum("tmk,tk->tm", self.data.operators, z)
+            mean = jnp.einsum("tmk,tk->tm", data.operators, z)
             noise = jax.random.normal(k_error, mean.shape, mean.dtype)
             return mean + jnp.sqrt(padded.variances) * noise
 
@@ -335,8 +353,8 @@ class Posterior(AbstractPosterior):
         if self._idata is not None and (posterior_predictive == ("posterior_predictive"
                                                                in self._idata.groups())):
             return self._idata
-        valid = np.asarray(self.data.valid)
-        observed = np.asarray(self.data.values)[valid] + self.offset
+        valid = np.asarray(self.fit_data.valid)
+        observed = np.asarray(self.fit_data.values)[valid] + self.offset
         stats = dict(self.sample_stats)
         if "potential_energy" in stats:
             stats["lp"] = -stats.pop("potential_energy")
