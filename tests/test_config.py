@@ -516,3 +516,10 @@ def test_seasonal_modes_auto_follows_the_analysis_times(tmp_path, rng):
                              "tracer: {name: temp, units: degC, seasonal_modes: 4}")
     (problem,) = validate_config(_write(tmp_path, conserved, "conserved.yaml"))
     assert problem.path == "tracer.seasonal_modes" and "conserved: false" in problem.message
+    # a semi-annual harmonic that quarterly times cannot see: validate says so
+    quarterly = (text.replace("conserved: false", "conserved: false, seasonal_harmonics: 2")
+                 .replace("times: {start: 2020-01-01, end: 2020-01-05, step: 1 day}",
+                          "times: {start: 2020-01-01, end: 2020-12-31, step: 91 days}"))
+    problems = validate_config(_write(tmp_path, quarterly, "quarterly.yaml"))
+    (problem,) = [p for p in problems if p.path == "tracer.seasonal_harmonics"]
+    assert "sample a cycle of 183 days" in problem.message and "leave 91 days" in problem.message

@@ -508,15 +508,8 @@ class AdvectionDiffusionModel:
 
     def prepare(self, obs: Observations, times: Any, **kwargs: Any) -> ModelData:
         """Check ``obs`` against the grid and ``times`` and build :class:`ModelData`."""
-        if self.n_season and self.seasonal_harmonics > 1:
-            gap = _year_sampling(times)[1]
-            if gap > YEAR_DAYS / (3 * self.seasonal_harmonics):
-                raise ValueError(
-                    f"seasonal_harmonics={self.seasonal_harmonics} needs analysis times that "
-                    f"sample a cycle of {YEAR_DAYS / self.seasonal_harmonics:.0f} days (no gap "
-                    f"between their days of the year longer than "
-                    f"{YEAR_DAYS / (3 * self.seasonal_harmonics):.0f} days); these leave "
-                    f"{gap:.0f} days: use fewer harmonics or more frequent times")
+        if self.n_season:
+            check_seasonal_sampling(times, self.seasonal_harmonics)
         prepared = obs.prepare(self.grid, times, **kwargs)
         padded = prepared.padded()
         phi = self.basis.vectors
@@ -884,6 +877,22 @@ def seasonal_modes_for(times: Any, conserved: bool = False) -> tuple[int, str]:
                    "unsampled: they cannot tell an annual cycle from a static field")
     return DEFAULT_SEASONAL_MODES, (f"the analysis times span {span:.0f} days and sample the "
                                     f"annual cycle (largest gap {gap:.0f} days)")
+
+
+def check_seasonal_sampling(times: Any, harmonics: int) -> None:
+    """Raise ValueError unless the analysis ``times`` sample the fastest of ``harmonics``
+    harmonics of the year: no gap between their days of the year longer than a third of its
+    period (1 / (3 ``harmonics``) of a year). One harmonic needs nothing more than
+    :func:`seasonal_modes_for` asks."""
+    if harmonics <= 1:
+        return
+    gap = _year_sampling(times)[1]
+    if gap > YEAR_DAYS / (3 * harmonics):
+        raise ValueError(
+            f"seasonal_harmonics={harmonics} needs analysis times that sample a cycle of "
+            f"{YEAR_DAYS / harmonics:.0f} days (no gap between their days of the year longer "
+            f"than {YEAR_DAYS / (3 * harmonics):.0f} days); these leave {gap:.0f} days: use "
+            "fewer harmonics or more frequent times")
 
 
 def _year_sampling(times: Any) -> tuple[float, float]:

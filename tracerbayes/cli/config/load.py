@@ -303,6 +303,11 @@ def _input_problems(cfg: RunConfig) -> list[Problem]:
     if cfg.times.from_observations and obs is None:
         return problems  # the observations' problems are reported already
     times = attempt("times", lambda: build.build_times(cfg, obs))
+    if times is not None and len(times) and build.seasonal_modes(cfg, times)[0]:
+        from tracerbayes.exact.model import check_seasonal_sampling
+
+        attempt("tracer.seasonal_harmonics", lambda: check_seasonal_sampling(
+            times, cfg.tracer.seasonal_harmonics))
     if times is not None and len(times) == 0:
         problems.append(Problem("times", "no analysis times: check start, end and step"))
     elif times is not None and obs is not None:
