@@ -126,6 +126,9 @@ def test_seasonal_field_is_the_dense_conditional_and_zero_sd_removes_it(harmonic
                                for k in range(harmonics)])
     got = seasonal_field(model, data, PARAMS)
     assert got.shape == (2 * harmonics, grid.n_wet)
+    # the forcing at the first time is the sum of the harmonics' cosine fields
+    np.testing.assert_allclose(model.seasonal_vectors() @ posterior[:n], expected[0::2].sum(0),
+                               rtol=0, atol=1e-12 * np.max(np.abs(expected)))
     assert np.max(np.abs(expected)) > 1e-3  # the data say something about the cycle
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-8 * np.max(np.abs(expected)))
     # seasonal_sd = 0: the likelihood of the model without the seasonal forcing

@@ -175,11 +175,10 @@ def _seasonal_of(model: Any, data: Any, last: np.ndarray) -> np.ndarray:
 
     cols_p, cols_r = model.seasonal_columns
     S = model.n_season
-    harmonics = getattr(model, "seasonal_harmonics", 1)
     theta = 2.0 * np.pi * float(np.sum(np.asarray(data.dts))) / (YEAR_DAYS * DAY)
     vectors = model.basis.vectors[:, :S]
     rows = []
-    for h in range(harmonics):
+    for h in range(model.seasonal_harmonics):
         p, r = last[cols_p[h * S:(h + 1) * S]], last[cols_r[h * S:(h + 1) * S]]
         angle = (h + 1) * theta
         a = p * np.cos(angle) - r * np.sin(angle)
